@@ -1,0 +1,3 @@
+from adsync_plan.cli import main
+
+main()

@@ -1,0 +1,232 @@
+"""Load adsync.yaml once, at the door: ruamel.yaml (for line numbers) -> jsonschema -> frozen dataclasses."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from adsync_plan import schemas
+from adsync_plan.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Block:
+    external_prefix: str
+    internal_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Scope:
+    admin_groups: tuple[str, ...]
+    user_groups: tuple[str, ...]
+    nested_groups: bool = True
+    include_disabled: bool = False
+
+
+@dataclass(frozen=True)
+class Numbering:
+    country: str = "DE"
+    trunk_prefix: str | None = None
+    internal_length: tuple[int, int] = (2, 6)
+    blocks: tuple[Block, ...] = ()
+    reserved_extra: tuple[str, ...] = ()
+    login_id: str = "{internal}"
+
+
+@dataclass(frozen=True)
+class Safety:
+    max_orphans: int | float = 0.10  # an int is a count, a float a share of managed PBX users
+    min_source_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    base_dir: Path
+    sha256: str
+    source: Mapping  # the validated `source:` section; its `type` picks the source module
+    scope: Scope
+    numbering: Numbering
+    pbx: Mapping  # the validated `pbx:` section; its `type` picks the provider
+    on_invalid_number: str = "hold_user"
+    attributes: Mapping = None
+    licenses: int | None = None
+    protect_logins: frozenset[str] = frozenset()
+    ownership: str = "all"
+    safety: Safety = Safety()
+    plan_ttl: timedelta = timedelta(hours=24)
+    state_dir: Path = Path("states")
+    lock_timeout: float = 10.0
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the configuration, relative to the configuration's folder."""
+        return (self.base_dir / relative).resolve()
+
+    @property
+    def desired_path(self) -> Path:
+        return self.state_dir / "desired.yaml"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.state_dir / "pbx.yaml"
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    return timedelta(seconds=int(text[:-1]) * _DURATION[text[-1]])
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: configuration file not found; create one with `adsync-plan init` or pass -c FILE."
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the configuration: {err.strerror}.") from None
+    data = _parse_yaml(path, raw_bytes)
+    schemas.validate(data, "config", str(path), lines=_line_finder(data))
+    return _build(path, data, hashlib.sha256(raw_bytes).hexdigest())
+
+
+def _parse_yaml(path: Path, raw: bytes):
+    try:
+        data = YAML(typ="rt").load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the file is not UTF-8 text; save it as UTF-8.") from None
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: this is not valid YAML ({problem}); fix the syntax.") from None
+    if data is None:
+        raise ConfigError(f"{path}: the configuration is empty; see `adsync-plan init` for an example.")
+    return data
+
+
+def _line_finder(data):
+    """Returns a function: schema path -> 1-based line in the YAML file (ruamel keeps positions)."""
+
+    def find(path_parts) -> int | None:
+        node, line = data, None
+        for part in path_parts:
+            lc = getattr(node, "lc", None)
+            try:
+                if lc is not None:
+                    line = lc.key(part)[0] + 1 if isinstance(node, Mapping) else lc.item(part)[0] + 1
+                node = node[part]
+            except (KeyError, IndexError, TypeError, AttributeError):
+                break
+        if line is None and getattr(data, "lc", None) is not None:
+            line = data.lc.line + 1
+        return line
+
+    return find
+
+
+def _build(path: Path, data, digest: str) -> Config:
+    base_dir = path.resolve().parent
+    num = data.get("numbering", {})
+    scope = data["scope"]
+    safety = data.get("safety", {})
+    state = data.get("state", {})
+    config = Config(
+        path=path,
+        base_dir=base_dir,
+        sha256=digest,
+        source=_plain(data["source"]),
+        scope=Scope(
+            admin_groups=tuple(scope["admin_groups"]),
+            user_groups=tuple(scope["user_groups"]),
+            nested_groups=scope.get("nested_groups", True),
+            include_disabled=scope.get("include_disabled", False),
+        ),
+        numbering=Numbering(
+            country=num.get("country", "DE"),
+            trunk_prefix=num.get("trunk_prefix") or None,
+            internal_length=tuple(num.get("internal_length", (2, 6))),
+            blocks=tuple(
+                Block(b["external_prefix"], b.get("internal_prefix", "")) for b in num.get("blocks", ())
+            ),
+            reserved_extra=tuple(num.get("reserved_extra", ())),
+            login_id=num.get("login_id", "{internal}"),
+        ),
+        pbx=_plain(data["pbx"]),
+        on_invalid_number=data.get("rules", {}).get("on_invalid_number", "hold_user"),
+        attributes=_plain(data.get("attributes", {})),
+        licenses=data["pbx"].get("licenses"),
+        protect_logins=frozenset(data.get("protect", {}).get("logins", ())),
+        ownership=data.get("ownership", "all"),
+        safety=Safety(_max_orphans(safety.get("max_orphans", "10%")), safety.get("min_source_ratio", 0.5)),
+        plan_ttl=parse_duration(data.get("plan", {}).get("ttl", "24h")),
+        state_dir=(base_dir / state.get("dir", "states")).resolve(),
+        lock_timeout=parse_duration(state.get("lock_timeout", "10s")).total_seconds(),
+    )
+    _check_meaning(config)
+    return config
+
+
+def _max_orphans(value) -> int | float:
+    if isinstance(value, str):
+        return float(value.rstrip("%")) / 100
+    return int(value)
+
+
+def _plain(node):
+    """ruamel's commented maps and sequences -> plain dicts, lists and scalars."""
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _check_meaning(config: Config) -> None:
+    """What the schema cannot say: secrets must be set, groups must not be empty together."""
+    if not config.scope.admin_groups and not config.scope.user_groups:
+        raise ConfigError(
+            f"{config.path}: scope: name at least one group in admin_groups or user_groups; "
+            "otherwise no user is in scope."
+        )
+    src = config.source
+    if src["type"] == "azure" and not (src.get("client_secret_env") or src.get("certificate_file")):
+        raise ConfigError(
+            f"{config.path}: source: an azure source needs client_secret_env or certificate_file."
+        )
+    if (
+        src["type"] == "ldap"
+        and src["url"].startswith("ldap://")
+        and not (src.get("start_tls") or src.get("allow_insecure"))
+    ):
+        raise ConfigError(
+            f"{config.path}: source.url: plain ldap:// would send the password unencrypted; use ldaps://, "
+            "set start_tls: true, or (not recommended) allow_insecure: true."
+        )
+    for prefix in config.numbering.reserved_extra:
+        if not re.fullmatch(r"[0-9xX]+", prefix):
+            raise ConfigError(f"{config.path}: numbering.reserved_extra: {prefix!r} is not a digit pattern.")
+
+
+def secret_from_env(config_path: Path | str, key: str, env_name: str | None) -> str:
+    """The value of the environment variable the configuration names; never logged, never echoed."""
+    if not env_name:
+        raise ConfigError(f"{config_path}: {key}: name the environment variable that holds the secret.")
+    value = os.environ.get(env_name)
+    if not value:
+        raise ConfigError(
+            f"The environment variable {env_name} (named by {key} in {config_path}) is not set; "
+            "export it before running adsync-plan."
+        )
+    return value

@@ -1,0 +1,33 @@
+"""The directory sources, by the `source.type` that selects them (a dict registry, imported lazily).
+
+Each module has `read_directory(settings, scope, attributes, base_dir, progress) -> Directory`:
+`settings` is the validated `source:` section, `scope` the `Scope` of the configuration (groups to resolve),
+`attributes` the configuration's attribute overrides. A read either returns every user or raises
+`SourceError`: never a partial directory, which would orphan users.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from adsync_plan.config import Scope
+from adsync_plan.model import Directory, NullProgress, Progress
+
+SOURCES = {
+    "ldif": "adsync_plan.sources.ldif",
+    "ldap": "adsync_plan.sources.ldap",
+    "azure": "adsync_plan.sources.azure",
+}
+
+
+def read_directory(
+    settings: Mapping,
+    scope: Scope,
+    attributes: Mapping,
+    base_dir: Path,
+    progress: Progress = NullProgress(),
+) -> Directory:
+    module = importlib.import_module(SOURCES[settings["type"]])
+    return module.read_directory(settings, scope, attributes or {}, base_dir, progress)

@@ -1,0 +1,109 @@
+"""Active Directory entries -> DirectoryUser: the attribute mapping of SPEC 4 shared by ldap and ldif.
+
+An entry is a mapping of attribute name (any case) -> list of values (str, or bytes for binary values such
+as objectGUID). Other phone attributes (ipPhone, otherIpPhone, pager, mobile, homePhone) are never read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+from adsync_plan.errors import SourceError
+from adsync_plan.model import DirectoryUser
+
+# normalised field -> AD attribute(s), in the order values are taken
+DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "source_id": ("objectGUID",),
+    "account": ("sAMAccountName",),
+    "first_name": ("givenName",),
+    "last_name": ("sn",),
+    "email": ("mail",),
+    "phones": ("telephoneNumber", "otherTelephone"),
+    "faxes": ("facsimileTelephoneNumber", "otherFacsimileTelephoneNumber"),
+    "enabled": ("userAccountControl",),
+}
+ACCOUNTDISABLE = 0x2
+
+
+def attribute_map(overrides: Mapping) -> dict[str, tuple[str, ...]]:
+    """The defaults with the configuration's `attributes:` overrides applied."""
+    out = dict(DEFAULT_ATTRIBUTES)
+    for field, value in (overrides or {}).items():
+        out[field] = (value,) if isinstance(value, str) else tuple(value)
+    return out
+
+
+def requested_attributes(attrs: Mapping[str, Sequence[str]]) -> list[str]:
+    """Exactly the attributes an LDAP search needs (plus memberOf for scope)."""
+    names = [name for names in attrs.values() for name in names]
+    return sorted(set(names) | {"memberOf"}, key=str.lower)
+
+
+def guid_string(value: str | bytes) -> str:
+    """objectGUID as Windows shows it: the 16 bytes with the first three fields little-endian, lower case."""
+    if isinstance(value, bytes) and len(value) == 16:
+        return str(uuid.UUID(bytes_le=value))
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return str(uuid.UUID(text.strip("{}")))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _values(entry: Mapping[str, list], names: Sequence[str]) -> list[str]:
+    out = []
+    for name in names:
+        for value in entry.get(name.lower(), ()):
+            text = _text(value).strip()
+            if text:
+                out.append(text)
+    return out
+
+
+def _first(entry: Mapping[str, list], names: Sequence[str]) -> str | None:
+    values = _values(entry, names)
+    return values[0] if values else None
+
+
+def _enabled(entry: Mapping[str, list], names: Sequence[str]) -> bool:
+    raw = _first(entry, names)
+    if raw is None:
+        return True
+    try:
+        return not int(raw) & ACCOUNTDISABLE
+    except ValueError:
+        return True
+
+
+def to_directory_user(
+    dn: str, entry: Mapping[str, list], attrs: Mapping[str, Sequence[str]], groups
+) -> DirectoryUser:
+    """Map one entry. `entry` keys must be lower case; `groups` are the user's group DNs (lower case)."""
+    raw_id = entry.get(attrs["source_id"][0].lower())
+    if not raw_id:
+        raise SourceError(
+            f"{dn}: the entry has no {attrs['source_id'][0]}; it cannot be bound to a PBX user."
+        )
+    try:
+        source_id = guid_string(raw_id[0])
+    except ValueError:
+        source_id = _text(raw_id[0]).lower()
+    return DirectoryUser(
+        source_id=source_id,
+        dn=dn,
+        account=_first(entry, attrs["account"]),
+        first_name=_first(entry, attrs["first_name"]),
+        last_name=_first(entry, attrs["last_name"]),
+        email=_first(entry, attrs["email"]),
+        phones=tuple(_values(entry, attrs["phones"])),
+        faxes=tuple(_values(entry, attrs["faxes"])),
+        groups=frozenset(groups),
+        enabled=_enabled(entry, attrs["enabled"]),
+    )
+
+
+def diagnostic_names(attrs: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """field -> the attribute name(s) a diagnostic shows, e.g. phones -> "telephoneNumber/otherTelephone"."""
+    return {field: "/".join(names) for field, names in attrs.items()}
