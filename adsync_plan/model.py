@@ -277,3 +277,6 @@ class NullProgress:
 
     def done(self) -> None:
         pass
+
+
+NO_PROGRESS = NullProgress()

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 
-from adsync_plan.model import NullProgress, PbxState, PhoneUser, Progress
+from adsync_plan.model import NO_PROGRESS, PbxState, PhoneUser, Progress
 
 
 class Provider(ABC):
@@ -28,7 +28,7 @@ class Provider(ABC):
         return {"type": self.settings["type"]}
 
     @abstractmethod
-    def read(self, progress: Progress = NullProgress()) -> PbxState:
+    def read(self, progress: Progress = NO_PROGRESS) -> PbxState:
         """The whole PBX: users with their numbers and admin flag, and the number inventory."""
 
     @abstractmethod

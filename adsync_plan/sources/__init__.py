@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from adsync_plan.config import Scope
-from adsync_plan.model import Directory, NullProgress, Progress
+from adsync_plan.model import NO_PROGRESS, Directory, Progress
 
 SOURCES = {
     "ldif": "adsync_plan.sources.ldif",
@@ -27,7 +27,7 @@ def read_directory(
     scope: Scope,
     attributes: Mapping,
     base_dir: Path,
-    progress: Progress = NullProgress(),
+    progress: Progress = NO_PROGRESS,
 ) -> Directory:
     module = importlib.import_module(SOURCES[settings["type"]])
     return module.read_directory(settings, scope, attributes or {}, base_dir, progress)
