@@ -1,0 +1,406 @@
+"""source.type ldap: Active Directory (or any LDAP server with AD's attribute names) read with ldap3.
+
+The only module that imports ldap3. One read is:
+
+1. connect over LDAPS, or ldap:// upgraded with StartTLS, verifying the certificate (ca_file, else the system
+   store); a simple bind over plain LDAP only with `allow_insecure: true`, and then with a warning;
+2. check that base_dn and every configured scope group exist (a typo would otherwise empty the scope);
+3. with nested groups, find every group nested (at any depth) in each scope group through the matching rule
+   LDAP_MATCHING_RULE_IN_CHAIN, so that a user's direct `memberOf` tells every scope group it belongs to;
+4. one paged search (RFC 2696, always) for the users under base_dn, asking only for the mapped attributes.
+
+Any failure on the way raises SourceError: a half-read directory would orphan the users not yet read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import ssl
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import ldap3
+from ldap3.core import exceptions as lexc
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import parse_dn
+
+from adsync_plan.config import Scope, secret_from_env
+from adsync_plan.errors import ConfigError, SourceError
+from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress
+from adsync_plan.sources.ad import attribute_map, diagnostic_names, requested_attributes, to_directory_user
+
+log = logging.getLogger(__name__)
+
+IN_CHAIN = "1.2.840.113556.1.4.1941"  # LDAP_MATCHING_RULE_IN_CHAIN
+PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696 simple paged results
+# AD's computers are persons too (objectClass computer derives from user); they never are PBX users.
+USER_FILTER = "(&(objectClass=person)(!(objectClass=computer)))"
+GROUP_FILTER = "(objectClass=group)"
+NO_ATTRIBUTES = ["1.1"]  # RFC 4511: return no attributes, only DNs
+DEFAULT_PAGE_SIZE = 500
+DEFAULT_TIMEOUT = 30.0
+LDAP_PORT, LDAPS_PORT = 389, 636
+# LDAP result codes this module turns into sentences
+INVALID_CREDENTIALS, NO_SUCH_OBJECT, INVALID_DN_SYNTAX = 49, 32, 34
+STRONGER_AUTH_REQUIRED, CONFIDENTIALITY_REQUIRED = 8, 13
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to connect, from the `source:` settings (no secret in here)."""
+
+    url: str
+    host: str
+    port: int
+    use_ssl: bool
+    start_tls: bool
+    allow_insecure: bool
+    ca_file: str | None
+    server_name: str | None
+    timeout: float
+
+    @property
+    def encrypted(self) -> bool:
+        return self.use_ssl or self.start_tls
+
+
+def read_directory(
+    settings: Mapping,
+    scope: Scope,
+    attributes: Mapping,
+    base_dir: Path,
+    progress: Progress = NO_PROGRESS,
+) -> Directory:
+    endpoint = endpoint_from(settings, base_dir)
+    attrs = attribute_map(attributes)
+    base_dn = settings["base_dn"]
+    bind_dn = settings.get("bind_dn")
+    password = _password(settings, base_dir) if bind_dn else None
+    page_size = int(settings.get("page_size", DEFAULT_PAGE_SIZE))
+    with _connected(endpoint, bind_dn, password) as conn:
+        reader = _Reader(conn, endpoint, page_size)
+        reader.require_entry(base_dn, "The base DN (source.base_dn)")
+        aliases = scope_aliases(reader, scope)
+        users = reader.users(base_dn, requested_attributes(attrs), attrs, aliases, progress)
+    log.info("Read %d users from %s under %s.", len(users), endpoint.url, base_dn)
+    users.sort(key=lambda user: user.dn.lower())  # the server's order is arbitrary; output must not be
+    return Directory(
+        users=tuple(users),
+        attributes=diagnostic_names(attrs),
+        origin={"type": "ldap", "url": endpoint.url, "base_dn": base_dn},
+    )
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+
+def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
+    url = settings["url"]
+    parts = urlsplit(url)
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise ConfigError(f"source.url: {url!r} is not an ldap:// or ldaps:// URL with a host name.")
+    use_ssl = parts.scheme == "ldaps"
+    start_tls = bool(settings.get("start_tls")) and not use_ssl
+    ca_file = settings.get("ca_file")
+    if ca_file:
+        ca_file = str((Path(base_dir) / ca_file).resolve())
+        if not Path(ca_file).is_file():
+            raise ConfigError(f"source.ca_file: the CA certificate {ca_file} does not exist.")
+    return Endpoint(
+        url=url,
+        host=parts.hostname,
+        port=parts.port or (LDAPS_PORT if use_ssl else LDAP_PORT),
+        use_ssl=use_ssl,
+        start_tls=start_tls,
+        allow_insecure=bool(settings.get("allow_insecure")),
+        ca_file=ca_file,
+        server_name=settings.get("tls_server_name"),
+        timeout=float(settings.get("timeout", DEFAULT_TIMEOUT)),
+    )
+
+
+def _password(settings: Mapping, base_dir: Path) -> str:
+    where = Path(base_dir) / "adsync.yaml"
+    return secret_from_env(where, "source.password_env", settings.get("password_env"))
+
+
+# --- connection -----------------------------------------------------------------------------------------
+
+
+def _tls(endpoint: Endpoint) -> ldap3.Tls:
+    """Verify the chain (ca_file, else the system store) and the name (the URL's host or tls_server_name)."""
+    return ldap3.Tls(
+        validate=ssl.CERT_REQUIRED,
+        ca_certs_file=endpoint.ca_file,
+        valid_names=[endpoint.server_name] if endpoint.server_name else None,
+        sni=endpoint.server_name or endpoint.host,
+    )
+
+
+def _connection(endpoint: Endpoint, bind_dn: str | None, password: str | None) -> ldap3.Connection:
+    server = ldap3.Server(
+        endpoint.host,
+        port=endpoint.port,
+        use_ssl=endpoint.use_ssl,
+        tls=_tls(endpoint),
+        get_info=ldap3.NONE,  # no schema read: faster, and raw values are decoded here anyway
+        connect_timeout=endpoint.timeout,
+    )
+    return ldap3.Connection(
+        server,
+        user=bind_dn,
+        password=password,
+        authentication=ldap3.SIMPLE if bind_dn else ldap3.ANONYMOUS,
+        read_only=True,
+        receive_timeout=math.ceil(endpoint.timeout),  # ldap3 packs it as a whole number of seconds
+        auto_referrals=False,
+        raise_exceptions=False,
+        return_empty_attributes=False,
+    )
+
+
+class _connected:
+    """Context manager: an open, TLS-protected, bound connection; always unbound at the end."""
+
+    def __init__(self, endpoint: Endpoint, bind_dn: str | None, password: str | None):
+        self.endpoint, self.bind_dn, self.password = endpoint, bind_dn, password
+        self.conn: ldap3.Connection | None = None
+
+    def __enter__(self) -> ldap3.Connection:
+        ep = self.endpoint
+        if not ep.encrypted:
+            if self.bind_dn and not ep.allow_insecure:
+                raise SourceError(
+                    f"Refusing to send the bind password for {self.bind_dn} unencrypted to {ep.url}; "
+                    "use ldaps://, set start_tls: true, or (not recommended) allow_insecure: true."
+                )
+            log.warning(
+                "The connection to %s is not encrypted (allow_insecure: true): the bind password and "
+                "every user's data cross the network in clear text.",
+                ep.url,
+            )
+        self.conn = _connection(ep, self.bind_dn, self.password)
+        self.password = None
+        try:
+            self._open_and_bind()
+        except BaseException:
+            self._close()
+            raise
+        return self.conn
+
+    def _open_and_bind(self) -> None:
+        ep, conn = self.endpoint, self.conn
+        try:
+            conn.open()
+            if ep.start_tls and not conn.start_tls():
+                raise SourceError(
+                    f"The LDAP server at {ep.url} refused StartTLS ({_result_text(conn)}); "
+                    "use ldaps:// or enable TLS on the server."
+                )
+            if not conn.bind():
+                raise _bind_error(ep, self.bind_dn, conn)
+        except lexc.LDAPException as err:
+            raise _connect_error(ep, err) from None
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(lexc.LDAPException, OSError):  # the server went away already
+                self.conn.unbind()
+
+
+def _result_text(conn: ldap3.Connection) -> str:
+    result = conn.result or {}
+    return result.get("description") or "no answer"
+
+
+def _bind_error(ep: Endpoint, bind_dn: str | None, conn: ldap3.Connection) -> SourceError:
+    code = (conn.result or {}).get("result")
+    who = bind_dn or "anonymous"
+    if code == INVALID_CREDENTIALS:
+        return SourceError(
+            f"The LDAP server at {ep.url} rejected the bind as {who}: wrong password or unknown account; "
+            "check source.bind_dn and the password in the variable named by source.password_env."
+        )
+    if code in (STRONGER_AUTH_REQUIRED, CONFIDENTIALITY_REQUIRED):
+        return SourceError(
+            f"The LDAP server at {ep.url} refuses a simple bind without encryption; "
+            "use ldaps:// or set start_tls: true."
+        )
+    return SourceError(f"The LDAP server at {ep.url} refused the bind as {who} ({_result_text(conn)}).")
+
+
+def _is_certificate_problem(err: BaseException) -> bool:
+    text = str(err).lower()
+    return isinstance(err, lexc.LDAPCertificateError) or any(
+        word in text for word in ("certificate", "ssl", "tls", "handshake")
+    )
+
+
+def _connect_error(ep: Endpoint, err: BaseException) -> SourceError:
+    if _is_certificate_problem(err):
+        trust = f"the CA in {ep.ca_file}" if ep.ca_file else "the system's trusted CAs"
+        name = ep.server_name or ep.host
+        return SourceError(
+            f"The TLS certificate of the LDAP server at {ep.url} could not be verified against {trust} "
+            f"for the name {name}; set source.ca_file to the CA that signed it, or source.tls_server_name "
+            "to the name in the certificate."
+        )
+    if isinstance(err, lexc.LDAPSocketOpenError | lexc.LDAPSocketReceiveError | lexc.LDAPSocketSendError):
+        return SourceError(
+            f"Cannot reach the LDAP server at {ep.url} (no answer within {ep.timeout:g} s or connection "
+            "refused); check source.url and that the server is running and reachable."
+        )
+    return SourceError(f"The LDAP connection to {ep.url} failed ({type(err).__name__}).")
+
+
+# --- reading --------------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Searches on one bound connection; every failure becomes a SourceError."""
+
+    def __init__(self, conn: ldap3.Connection, endpoint: Endpoint, page_size: int):
+        self.conn, self.endpoint, self.page_size = conn, endpoint, page_size
+
+    def require_entry(self, dn: str, what: str) -> str:
+        """The entry's DN as the server spells it; a clear error when it does not exist."""
+        if not self._search(dn, "(objectClass=*)", ldap3.BASE, NO_ATTRIBUTES):
+            if (self.conn.result or {}).get("result") in (NO_SUCH_OBJECT, INVALID_DN_SYNTAX):
+                raise SourceError(
+                    f"{what} {dn} does not exist on the LDAP server at {self.endpoint.url}; check the DN."
+                )
+            raise self._search_error(dn)
+        entries = [e for e in self.conn.response if e.get("type") == "searchResEntry"]
+        return entries[0]["dn"] if entries else dn
+
+    def pages(self, base: str, search_filter: str, attributes: list[str]) -> Iterator[list[dict]]:
+        """Every page of a paged subtree search (RFC 2696), as lists of searchResEntry responses."""
+        cookie = None
+        while True:
+            if not self._search(base, search_filter, ldap3.SUBTREE, attributes, cookie):
+                raise self._search_error(base)
+            yield [e for e in self.conn.response if e.get("type") == "searchResEntry"]
+            cookie = self._cookie()
+            if not cookie:
+                return
+
+    def _cookie(self) -> bytes | None:
+        control = (self.conn.result.get("controls") or {}).get(PAGED_RESULTS)
+        return control["value"]["cookie"] if control else None
+
+    def _search(self, base, search_filter, scope, attributes, cookie=None) -> bool:
+        """One search (one page when paged); True when the server answered success. (ldap3's own return
+        value is False for a successful search that found nothing.)"""
+        paging = {} if scope == ldap3.BASE else {"paged_size": self.page_size, "paged_cookie": cookie}
+        try:
+            # paged_criticality: a server that cannot page must fail, not silently truncate
+            self.conn.search(
+                base, search_filter, scope, attributes=attributes, paged_criticality=True, **paging
+            )
+        except lexc.LDAPException as err:
+            raise SourceError(
+                f"The LDAP server at {self.endpoint.url} stopped answering during the directory read "
+                f"({type(err).__name__}); nothing was used from the partial read, try again."
+            ) from None
+        return (self.conn.result or {}).get("result") == 0
+
+    def _search_error(self, base: str) -> SourceError:
+        result = self.conn.result or {}
+        if result.get("result") == NO_SUCH_OBJECT:
+            return SourceError(
+                f"{base} does not exist on the LDAP server at {self.endpoint.url}; check the DN."
+            )
+        return SourceError(
+            f"The LDAP search under {base} on {self.endpoint.url} failed ({_result_text(self.conn)}); "
+            "nothing was used from the partial read."
+        )
+
+    def users(self, base_dn, wanted, attrs, aliases, progress) -> list[DirectoryUser]:
+        interned: dict[str, str] = {}
+        users: list[DirectoryUser] = []
+        source_id_attr = attrs["source_id"][0].lower()
+        progress.start("Reading the directory (LDAP)")
+        try:
+            for page in self.pages(base_dn, USER_FILTER, wanted):
+                for response in page:
+                    entry = _entry(response["raw_attributes"], source_id_attr)
+                    groups = _groups(entry.get("memberof", ()), aliases, interned)
+                    users.append(to_directory_user(response["dn"], entry, attrs, groups))
+                progress.advance(len(page))
+        finally:
+            progress.done()
+        return users
+
+
+def _entry(raw: Mapping[str, list[bytes]], source_id_attr: str) -> dict[str, list]:
+    """Lower-case keys, text values decoded as UTF-8 (LDAP's string encoding); the id stays bytes."""
+    entry = {}
+    for name, values in raw.items():
+        key = name.lower()
+        if key == source_id_attr:
+            entry[key] = list(values)
+        else:
+            entry[key] = [v.decode("utf-8", "replace") for v in values]
+    return entry
+
+
+def _groups(member_of, aliases: Mapping[str, frozenset[str]], interned: dict[str, str]) -> frozenset[str]:
+    """A user's direct groups plus, through `aliases`, every configured scope group they lead to."""
+    out = set()
+    for dn in member_of:
+        key = interned.setdefault(dn.lower(), sys.intern(dn.lower()))
+        out.add(key)
+        out.update(aliases.get(key, ()))
+    return frozenset(out)
+
+
+# --- scope ----------------------------------------------------------------------------------------------
+
+
+def scope_aliases(reader: _Reader, scope: Scope) -> dict[str, frozenset[str]]:
+    """group DN (lower case, as the server spells it) -> the configured scope groups (lower case, as the
+    configuration spells them) that membership in it implies.
+
+    A scope group implies itself; with nested groups, so does every group nested in it at any depth, found
+    with LDAP_MATCHING_RULE_IN_CHAIN. Mapping to the configuration's spelling lets the rules compare
+    lower-cased strings even when the server writes the DN differently (spaces, escapes)."""
+    aliases: dict[str, set[str]] = {}
+    for configured in dict.fromkeys((*scope.admin_groups, *scope.user_groups)):
+        actual = reader.require_entry(configured, "The scope group")
+        members = {actual}
+        if scope.nested_groups:
+            members |= nested_groups(reader, actual)
+        for dn in members:
+            aliases.setdefault(dn.lower(), set()).add(configured.lower())
+    return {dn: frozenset(names) for dn, names in aliases.items()}
+
+
+def nested_groups(reader: _Reader, group_dn: str) -> set[str]:
+    """Every group inside `group_dn`, at any depth, searched under the group's domain (its DC= suffix)."""
+    chain = f"(memberOf:{IN_CHAIN}:={escape_filter_chars(group_dn)})"
+    found = set()
+    for page in reader.pages(domain_of(group_dn), f"(&{GROUP_FILTER}{chain})", NO_ATTRIBUTES):
+        found.update(response["dn"] for response in page)
+    return found
+
+
+def domain_of(dn: str) -> str:
+    """The trailing DC= components of a DN (its domain's naming context), or the DN itself if it has none."""
+    try:
+        parts = parse_dn(dn)
+    except lexc.LDAPInvalidDnError:
+        return dn
+    tail = []
+    for attr, value, _sep in reversed(parts):
+        if attr.lower() != "dc":
+            break
+        tail.insert(0, f"{attr}={value}")
+    return ",".join(tail) if tail else dn

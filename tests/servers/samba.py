@@ -1,0 +1,292 @@
+"""A throwaway Samba Active Directory domain controller on a loopback address, for tests and benchmarks.
+
+`start_domain(seed)` installs Samba from Debian's packages if missing (samba-ad-dc samba-ad-provision
+ldb-tools), provisions the domain EXAMPLE.TEST in a temporary folder (never /etc/samba or /var/lib/samba),
+writes an smb.conf that binds only to one 127.0.0.N address and runs only the LDAP service, starts `samba`
+in the background, waits until it answers LDAPS, seeds it over LDAPS and returns a handle whose `stop()`
+kills it by its process id and removes the folder.
+
+Provisioning and seeding take a while (Samba creates ~130 users/s), so a provisioned and seeded domain is
+cached as a tarball under CACHE_DIR, keyed by the seed and the code of this module and ad_seed.py; a warm
+start is untar + start, about 1-3 s. The certificate Samba makes names DC1.example.test (no IP): connect to
+the IP with tls_server_name = SERVER_NAME and ca_file = the domain's ca.pem.
+
+Run as a script to provision, seed and cache a domain ahead of time: python -m tests.servers.samba [N].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ldap3
+
+from tests.servers import ad_seed
+from tests.servers.ad_seed import Seed
+
+log = logging.getLogger(__name__)
+
+PACKAGES = ["samba-ad-dc", "samba-ad-provision", "ldb-tools"]
+CACHE_DIR = Path(os.environ.get("ADSYNC_TEST_CACHE", "/var/tmp/adsync-plan-test-cache"))
+REALM, NETBIOS_DOMAIN, HOST = "EXAMPLE.TEST", "EXAMPLE", "DC1"
+SERVER_NAME = "DC1.example.test"  # the name in the certificate Samba generates
+ADMIN_DN = f"CN=Administrator,CN=Users,{ad_seed.DOMAIN}"
+ADMIN_PASSWORD = "Passw0rd!Admin"
+READER_DN = f"CN=svc-reader,{ad_seed.SERVICE}"  # an ordinary account, as adsync-plan would use
+READER_PASSWORD = "Rd!Passw0rd-2026"
+START_TIMEOUT = 60.0
+
+
+class Unavailable(Exception):
+    """Samba is not installed and cannot be installed here (no apt-get, not root)."""
+
+
+@dataclass
+class SambaDomain:
+    root: Path
+    ip: str
+    process: subprocess.Popen
+    seed: Seed
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "private" / "tls" / "ca.pem"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://{self.ip}"
+
+    @property
+    def ldap_url(self) -> str:
+        return f"ldap://{self.ip}"
+
+    def admin_connection(self) -> ldap3.Connection:
+        return _admin_connection(self.ip)
+
+    def stop(self) -> None:
+        _stop(self.process)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- installing -----------------------------------------------------------------------------------------
+
+
+def apt_install(packages: list[str], preseed: str | None = None) -> None:
+    """Install Debian packages (no recommends; services do not start here: no systemd, policy-rc.d 101)."""
+    if not shutil.which("apt-get"):
+        raise Unavailable(f"{' '.join(packages)} are not installed and there is no apt-get to install them")
+    if os.geteuid() != 0:
+        raise Unavailable(f"{' '.join(packages)} are not installed and installing them needs root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if preseed:
+        subprocess.run(["debconf-set-selections"], input=preseed, text=True, check=True, env=env)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True, "env": env}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    if subprocess.run(install, **quiet).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=True, **quiet)
+        done = subprocess.run(install, **quiet)
+        if done.returncode != 0:
+            raise RuntimeError(f"apt-get install {' '.join(packages)} failed: {done.stderr[-2000:]}")
+
+
+def ensure_samba() -> None:
+    schema = Path("/usr/share/samba/setup/ad-schema")
+    if not (shutil.which("samba") and shutil.which("samba-tool") and schema.is_dir()):
+        apt_install(PACKAGES)
+
+
+# --- provisioning and starting --------------------------------------------------------------------------
+
+
+def cache_key(seed: Seed) -> str:
+    code = Path(__file__).read_bytes() + Path(ad_seed.__file__).read_bytes()
+    return hashlib.sha256(seed.digest().encode() + code).hexdigest()[:20]
+
+
+def start_domain(seed: Seed) -> SambaDomain:
+    ensure_samba()
+    tarball = CACHE_DIR / f"samba-{cache_key(seed)}.tar"
+    root = Path(tempfile.mkdtemp(prefix="adsync-samba-"))
+    ip = free_loopback_address()
+    try:
+        if tarball.exists():
+            subprocess.run(["tar", "-xf", str(tarball), "-C", str(root)], check=True)
+            return SambaDomain(root, ip, _start(root, ip), seed)
+        _provision(root)
+        process = _start(root, ip)
+        _seed(ip, seed)
+        _stop(process)
+        _snapshot(root, tarball)
+        return SambaDomain(root, ip, _start(root, ip), seed)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def free_loopback_address() -> str:
+    """A 127.0.0.N nobody listens on: Samba's LDAP ports are fixed, so instances differ by address."""
+    candidates = list(range(2, 250))
+    random.Random(os.getpid()).shuffle(candidates)
+    for n in candidates:
+        ip = f"127.0.0.{n}"
+        if all(_port_free(ip, port) for port in (389, 636, 3268, 3269)):
+            return ip
+    raise RuntimeError("no free loopback address for a Samba test domain")
+
+
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def _provision(root: Path) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        ["samba-tool", "domain", "provision", f"--targetdir={root}", f"--realm={REALM}",
+         f"--domain={NETBIOS_DOMAIN}", "--server-role=dc", "--dns-backend=NONE", f"--host-name={HOST}",
+         "--host-ip=127.0.0.1", f"--adminpass={ADMIN_PASSWORD}", "--backend-store=mdb",
+         "--option=interfaces = 127.0.0.1/8", "--option=bind interfaces only = yes"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"samba-tool domain provision failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    log.info("Provisioned a Samba domain in %.1f s.", time.monotonic() - started)
+
+
+def write_smb_conf(root: Path, ip: str) -> Path:
+    """Every path under root (the generated smb.conf would log to /var/log/samba and use /run/samba)."""
+    for sub in ("run", "log", "cache", "private", "state", "bind-dns", "etc"):
+        (root / sub).mkdir(exist_ok=True)
+    conf = root / "etc" / "smb.conf"
+    conf.write_text(
+        f"""[global]
+\tnetbios name = {HOST}
+\trealm = {REALM}
+\tworkgroup = {NETBIOS_DOMAIN}
+\tserver role = active directory domain controller
+\tinterfaces = {ip}/8
+\tbind interfaces only = yes
+\tserver services = ldap
+\tldb:nosync = true
+\tprivate dir = {root}/private
+\tstate directory = {root}/state
+\tcache directory = {root}/cache
+\tlock directory = {root}
+\tpid directory = {root}/run
+\tncalrpc dir = {root}/run/ncalrpc
+\twinbindd socket directory = {root}/run/winbindd
+\tntp signd socket directory = {root}/run/ntp_signd
+\tbinddns dir = {root}/bind-dns
+\tlog file = {root}/log/log.%m
+\tlogging = file
+"""
+    )
+    return conf
+
+
+def _start(root: Path, ip: str) -> subprocess.Popen:
+    conf = write_smb_conf(root, ip)
+    out = open(root / "log" / "samba-stdout.log", "ab")  # noqa: SIM115 (the child keeps it open)
+    process = subprocess.Popen(
+        ["samba", "-s", str(conf), "-i", "-M", "single", "--no-process-group", "--maximum-runtime=7200"],
+        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    out.close()
+    try:
+        _wait_until_answering(process, ip, root)
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
+def _wait_until_answering(process: subprocess.Popen, ip: str, root: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = (root / "log" / "samba-stdout.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"samba exited with {process.returncode} while starting: {tail}")
+        try:
+            server = ldap3.Server(ip, port=636, use_ssl=True, tls=ldap3.Tls(validate=ssl.CERT_NONE),
+                                  get_info=ldap3.NONE, connect_timeout=1)  # fmt: skip
+            conn = ldap3.Connection(server, auto_bind=True, receive_timeout=2)
+            conn.search("", "(objectClass=*)", ldap3.BASE, attributes=["defaultNamingContext"])
+            conn.unbind()
+            return
+        except Exception:  # noqa: BLE001 (not up yet)
+            time.sleep(0.2)
+    raise RuntimeError(f"samba did not answer on {ip}:636 within {START_TIMEOUT:.0f} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _snapshot(root: Path, tarball: Path) -> None:
+    """tar the stopped domain into the cache (atomically: a half-written tarball is never used)."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = tarball.with_suffix(f".{os.getpid()}.tmp")
+    # --warning=no-file-ignored: the ldapi sockets cannot be archived and need not be
+    subprocess.run(["tar", "--warning=no-file-ignored", "-cf", str(tmp), "-C", str(root), "."], check=True)
+    os.replace(tmp, tarball)
+
+
+# --- seeding --------------------------------------------------------------------------------------------
+
+
+def _admin_connection(ip: str) -> ldap3.Connection:
+    server = ldap3.Server(
+        ip, port=636, use_ssl=True, tls=ldap3.Tls(validate=ssl.CERT_NONE), get_info=ldap3.NONE
+    )
+    return ldap3.Connection(server, ADMIN_DN, ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True)
+
+
+def _seed(ip: str, seed: Seed) -> None:
+    started = time.monotonic()
+    conn = _admin_connection(ip)
+    for ou in ad_seed.organizational_units():
+        conn.add(ou, ["top", "organizationalUnit"])
+    conn.add(READER_DN, ad_seed.USER_CLASSES, {
+        "sAMAccountName": "svc-reader", "userAccountControl": 512,
+        "unicodePwd": f'"{READER_PASSWORD}"'.encode("utf-16-le"),
+    })  # fmt: skip
+    for user in seed.users:
+        conn.add(user.dn, ad_seed.USER_CLASSES, user.attributes)
+    for group in seed.groups:
+        attrs = {"sAMAccountName": group.name}
+        if group.members:
+            attrs["member"] = group.members
+        conn.add(group.dn, ad_seed.GROUP_CLASSES, attrs)
+    conn.unbind()
+    log.info("Seeded %d users in %.1f s.", len(seed.users), time.monotonic() - started)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 2600
+    t0 = time.monotonic()
+    domain = start_domain(ad_seed.make_seed(count))
+    print(f"domain with {count} users up at {domain.ip} in {time.monotonic() - t0:.1f} s; stopping")
+    domain.stop()
