@@ -237,26 +237,31 @@ def _bind_error(ep: Endpoint, bind_dn: str | None, conn: ldap3.Connection) -> So
     return SourceError(f"The LDAP server at {ep.url} refused the bind as {who} ({_result_text(conn)}).")
 
 
-def _is_certificate_problem(err: BaseException) -> bool:
-    text = str(err).lower()
-    return isinstance(err, lexc.LDAPCertificateError) or any(
-        word in text for word in ("certificate", "ssl", "tls", "handshake")
-    )
-
-
 def _connect_error(ep: Endpoint, err: BaseException) -> SourceError:
-    if _is_certificate_problem(err):
+    """One sentence for what went wrong while connecting; ldap3's own text (which may quote the whole
+    certificate) is only inspected, never shown."""
+    text = str(err).lower()
+    if "timed out" in text or isinstance(err, lexc.LDAPResponseTimeoutError):
+        return SourceError(
+            f"The LDAP server at {ep.url} did not answer within {ep.timeout:g} s (source.timeout); "
+            "check source.url and that the server is running."
+        )
+    if isinstance(err, lexc.LDAPCertificateError) or "certificate" in text:
         trust = f"the CA in {ep.ca_file}" if ep.ca_file else "the system's trusted CAs"
-        name = ep.server_name or ep.host
         return SourceError(
             f"The TLS certificate of the LDAP server at {ep.url} could not be verified against {trust} "
-            f"for the name {name}; set source.ca_file to the CA that signed it, or source.tls_server_name "
-            "to the name in the certificate."
+            f"for the name {ep.server_name or ep.host}; set source.ca_file to the CA that signed it, or "
+            "source.tls_server_name to the name in the certificate."
         )
-    if isinstance(err, lexc.LDAPSocketOpenError | lexc.LDAPSocketReceiveError | lexc.LDAPSocketSendError):
+    if any(word in text for word in ("ssl", "tls", "handshake")):
         return SourceError(
-            f"Cannot reach the LDAP server at {ep.url} (no answer within {ep.timeout:g} s or connection "
-            "refused); check source.url and that the server is running and reachable."
+            f"The TLS handshake with the LDAP server at {ep.url} failed; check that the port speaks "
+            "LDAPS (ldaps://, usually 636) or StartTLS (ldap:// with start_tls: true, usually 389)."
+        )
+    if isinstance(err, lexc.LDAPCommunicationError):
+        return SourceError(
+            f"Cannot reach the LDAP server at {ep.url} (connection refused or closed); "
+            "check source.url and that the server is running and reachable."
         )
     return SourceError(f"The LDAP connection to {ep.url} failed ({type(err).__name__}).")
 
@@ -305,10 +310,15 @@ class _Reader:
             self.conn.search(
                 base, search_filter, scope, attributes=attributes, paged_criticality=True, **paging
             )
-        except lexc.LDAPException as err:
+        except lexc.LDAPCommunicationError as err:
             raise SourceError(
                 f"The LDAP server at {self.endpoint.url} stopped answering during the directory read "
                 f"({type(err).__name__}); nothing was used from the partial read, try again."
+            ) from None
+        except lexc.LDAPException as err:
+            raise SourceError(
+                f"The LDAP search under {base} on {self.endpoint.url} failed ({type(err).__name__}); "
+                "nothing was used from the partial read."
             ) from None
         return (self.conn.result or {}).get("result") == 0
 
@@ -334,7 +344,8 @@ class _Reader:
                     entry = _entry(response["raw_attributes"], source_id_attr)
                     groups = _groups(entry.get("memberof", ()), aliases, interned)
                     users.append(to_directory_user(response["dn"], entry, attrs, groups))
-                progress.advance(len(page))
+                if page:  # Samba ends with an empty page
+                    progress.advance(len(page))
         finally:
             progress.done()
         return users

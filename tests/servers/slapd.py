@@ -204,7 +204,12 @@ def _load(root: Path, conf: Path, seed: Seed) -> None:
     ldif = ad_seed.to_ldif(seed, base)
     ldif += "\n" + ad_seed.ldif_entry(
         READER_DN,
-        {"objectClass": ["top", "person"], "cn": "svc-reader", "sn": "reader", "userPassword": READER_PASSWORD},
+        {
+            "objectClass": ["top", "person"],
+            "cn": "svc-reader",
+            "sn": "reader",
+            "userPassword": READER_PASSWORD,
+        },
     )
     path = root / "seed.ldif"
     path.write_text(ldif, encoding="utf-8")

@@ -1,0 +1,451 @@
+"""The ldap source against real servers: a Samba AD domain controller and OpenLDAP slapd (with AD's
+1,000-entry size limit), both started by these tests on 127.0.0.x and seeded from tests/servers/ad_seed.py.
+
+The servers are skipped only when they cannot be installed at all (no apt-get or not root); set
+ADSYNC_REQUIRE_LDAP_SERVERS=1 (CI does) to make that a failure instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+import ldap3
+import pytest
+import trustme
+
+from adsync_plan.config import Scope
+from adsync_plan.errors import ConfigError, SourceError
+from adsync_plan.sources import ad
+from adsync_plan.sources.ldap import read_directory
+from tests.servers import ad_seed, samba, slapd
+from tests.servers.ad_seed import ADMINS, HOSTILE, PEOPLE, STAFF_ALL
+
+PASSWORD_ENV = "ADSYNC_TEST_LDAP_PASSWORD"
+SEED_SIZE = 2600
+# ldap3 checks host names with ssl.match_hostname, which Python 3.11 marks deprecated (it still works)
+pytestmark = pytest.mark.filterwarnings("ignore:ssl.match_hostname:DeprecationWarning")
+SCOPE = Scope(admin_groups=(ADMINS,), user_groups=(STAFF_ALL, HOSTILE), nested_groups=True)
+
+
+def _unavailable(reason: str):
+    if os.environ.get("ADSYNC_REQUIRE_LDAP_SERVERS") == "1":
+        pytest.fail(f"ADSYNC_REQUIRE_LDAP_SERVERS=1 but: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def seed():
+    return ad_seed.make_seed(SEED_SIZE)
+
+
+@pytest.fixture(scope="session")
+def dc(seed):
+    try:
+        domain = samba.start_domain(seed)
+    except samba.Unavailable as err:
+        _unavailable(f"Samba AD DC unavailable: {err}")
+    yield domain
+    domain.stop()
+
+
+@pytest.fixture(scope="session")
+def openldap(seed):
+    try:
+        server = slapd.start_slapd(seed)
+    except samba.Unavailable as err:
+        _unavailable(f"slapd unavailable: {err}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def reader_password(monkeypatch):
+    def set_password(value: str) -> None:
+        monkeypatch.setenv(PASSWORD_ENV, value)
+
+    return set_password
+
+
+def dc_settings(dc, **changes) -> dict:
+    settings = {
+        "type": "ldap",
+        "url": dc.ldaps_url,
+        "bind_dn": samba.READER_DN,
+        "password_env": PASSWORD_ENV,
+        "base_dn": PEOPLE,
+        "ca_file": str(dc.ca_file),
+        "tls_server_name": samba.SERVER_NAME,
+        "page_size": 500,
+        "timeout": 10,
+    }
+    settings.update(changes)
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def slapd_settings(server, **changes) -> dict:
+    settings = {
+        "type": "ldap",
+        "url": server.ldaps_url,
+        "bind_dn": slapd.READER_DN,
+        "password_env": PASSWORD_ENV,
+        "base_dn": PEOPLE,
+        "ca_file": str(server.ca_file),
+        "page_size": 1000,
+        "timeout": 10,
+    }
+    settings.update(changes)
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def bare_settings(url: str, **changes) -> dict:
+    """Settings for a server that is not a directory at all (nothing listening, or silent)."""
+    settings = {
+        "type": "ldap",
+        "url": url,
+        "bind_dn": "CN=x",
+        "password_env": PASSWORD_ENV,
+        "base_dn": PEOPLE,
+    }
+    return {**settings, **changes}
+
+
+def read(settings, scope=SCOPE, attributes=None, progress=None, base_dir=None):
+    kwargs = {"progress": progress} if progress else {}
+    return read_directory(settings, scope, attributes or {}, base_dir or os.getcwd(), **kwargs)
+
+
+class RecordingProgress:
+    def __init__(self, on_advance=None):
+        self.calls: list[tuple] = []
+        self.on_advance = on_advance
+
+    def start(self, label, total=None):
+        self.calls.append(("start", label))
+
+    def advance(self, n=1):
+        self.calls.append(("advance", n))
+        if self.on_advance:
+            self.on_advance()
+
+    def done(self):
+        self.calls.append(("done",))
+
+    def pages(self) -> list[int]:
+        return [c[1] for c in self.calls if c[0] == "advance"]
+
+
+def as_list(value) -> list[str]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def expected_numbers(attrs: dict, single: str, multi: str) -> tuple[list[str], list[str]]:
+    return as_list(attrs.get(single)), as_list(attrs.get(multi))
+
+
+def check_user(user, seeded: ad_seed.SeedUser) -> None:
+    """One directory user against its seed entry: every SPEC 4 field."""
+    a = seeded.attributes
+    assert user.account == a["sAMAccountName"]
+    assert user.first_name == a["givenName"] and user.last_name == a["sn"]
+    assert user.email == a.get("mail")
+    for field, single, multi in (
+        ("phones", "telephoneNumber", "otherTelephone"),
+        ("faxes", "facsimileTelephoneNumber", "otherFacsimileTelephoneNumber"),
+    ):
+        first, rest = expected_numbers(a, single, multi)
+        got = list(getattr(user, field))
+        # the single-valued attribute first; a multi-valued attribute's order is the server's
+        assert got[: len(first)] == first, (user.account, field)
+        assert sorted(got[len(first) :]) == sorted(rest), (user.account, field)
+    ignored = {
+        v
+        for name in ("ipPhone", "pager", "mobile", "homePhone", "otherIpPhone")
+        for v in as_list(a.get(name))
+    }
+    assert not ignored & set(user.phones + user.faxes)
+    assert user.enabled == (int(a["userAccountControl"]) & 2 == 0)
+
+
+def check_all(directory, seed) -> None:
+    by_account = seed.by_account()
+    expected = {u.account for u in seed.users if u.dn.endswith(PEOPLE)}
+    assert sorted(u.account for u in directory.users) == sorted(expected)
+    for user in directory.users:
+        check_user(user, by_account[user.account])
+        assert user.dn.lower() == by_account[user.account].dn.lower()
+
+
+def scope_groups_of(user, scope) -> set[str]:
+    configured = {g.lower() for g in (*scope.admin_groups, *scope.user_groups)}
+    return configured & user.groups
+
+
+def one_sentence(message: str) -> None:
+    assert "\n" not in message and "Traceback" not in message
+    assert message.endswith(".") and message[0].isupper()
+
+
+# --- Samba AD DC ---------------------------------------------------------------------------------------
+
+
+def test_samba_every_spec4_mapping(dc, seed, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    directory = read(dc_settings(dc))
+    check_all(directory, seed)
+    # the 3 users outside base_dn and the service account are not read
+    assert len(directory.users) == SEED_SIZE
+    by_account = {u.account: u for u in directory.users}
+    # umlauts and non-Latin letters intact
+    assert (by_account["u00000"].first_name, by_account["u00000"].last_name) == ("Jürgen", "Müller")
+    assert (by_account["u00007"].first_name, by_account["u00007"].last_name) == ("Ольга", "Müller")
+    assert by_account["u00008"].first_name == "美咲" and by_account["u00060"].last_name == "Παπαδόπουλος"
+    # several numbers, disabled users, missing values
+    assert len(by_account["u00030"].phones) == 3 and len(by_account["u00030"].faxes) == 3
+    assert by_account["u00007"].enabled is False and by_account["u00008"].enabled is True
+    assert by_account["u00003"].email is None and by_account["u00005"].phones == ()
+    assert directory.attributes == ad.diagnostic_names(ad.DEFAULT_ATTRIBUTES)
+    assert directory.origin == {"type": "ldap", "url": dc.ldaps_url, "base_dn": PEOPLE}
+
+
+def test_samba_object_guid_is_the_string_windows_shows(dc, reader_password):
+    """AD resolves <GUID=...> in the string form Windows shows: each source_id must find its own entry."""
+    reader_password(samba.READER_PASSWORD)
+    users = read(dc_settings(dc)).users
+    assert all(str(uuid.UUID(u.source_id)) == u.source_id for u in users)
+    assert len({u.source_id for u in users}) == len(users)
+    conn = dc.admin_connection()
+    for user in users[::130]:
+        conn.search(f"<GUID={user.source_id}>", "(objectClass=*)", ldap3.BASE, attributes=["sAMAccountName"])
+        assert conn.response[0]["raw_attributes"]["sAMAccountName"] == [user.account.encode()]
+    conn.unbind()
+
+
+def test_samba_pages_beyond_2500_users_with_a_small_page_size(dc, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    progress = RecordingProgress()
+    directory = read(dc_settings(dc, page_size=100), progress=progress)
+    assert len(directory.users) == SEED_SIZE
+    assert progress.pages() == [100] * 26  # one advance per page: the paged-results control was honoured
+    assert progress.calls[0][0] == "start" and progress.calls[-1] == ("done",)
+
+
+def test_samba_nested_scope_through_in_chain(dc, seed, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    directory = read(dc_settings(dc))
+    configured = {g.lower() for g in (ADMINS, STAFF_ALL, HOSTILE)}
+    for user in directory.users:
+        expected = {g.lower() for g in seed.chain_groups(seed.by_account()[user.account].dn)} & configured
+        assert scope_groups_of(user, SCOPE) == expected, user.account
+    members = {u.account for u in directory.users if STAFF_ALL.lower() in u.groups}
+    assert members == seed.members(STAFF_ALL, nested=True)
+    assert "u00150" in members  # Staff-Team ∈ Staff-Dept ∈ Staff-All: three deep
+    assert len(members) > 2000
+
+
+def test_samba_direct_scope_uses_member_of_only(dc, seed, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    scope = Scope(admin_groups=(ADMINS,), user_groups=(STAFF_ALL, HOSTILE), nested_groups=False)
+    directory = read(dc_settings(dc), scope=scope)
+    for group in (ADMINS, STAFF_ALL, HOSTILE):
+        members = {u.account for u in directory.users if group.lower() in u.groups}
+        assert members == seed.members(group, nested=False), group
+    assert "u00150" not in {u.account for u in directory.users if STAFF_ALL.lower() in u.groups}
+
+
+def test_samba_hostile_group_dn_is_escaped(dc, seed, reader_password):
+    """CN=Ops (Nord) * \\ Süd: parentheses, an asterisk and a backslash in the filter value."""
+    reader_password(samba.READER_PASSWORD)
+    for nested, size in ((True, 20), (False, 10)):
+        scope = Scope(admin_groups=(), user_groups=(HOSTILE,), nested_groups=nested)
+        directory = read(dc_settings(dc), scope=scope)
+        members = {u.account for u in directory.users if HOSTILE.lower() in u.groups}
+        assert members == seed.members(HOSTILE, nested=nested)
+        assert len(members) == size
+
+
+def test_samba_starttls_with_the_domains_certificate(dc, seed, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    directory = read(dc_settings(dc, url=dc.ldap_url, start_tls=True))
+    check_all(directory, seed)
+
+
+@pytest.mark.parametrize("url_kind", ["ldaps", "starttls"])
+def test_samba_untrusted_certificate_is_refused(dc, reader_password, tmp_path, url_kind):
+    reader_password(samba.READER_PASSWORD)
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    tls = {"url": dc.ldaps_url} if url_kind == "ldaps" else {"url": dc.ldap_url, "start_tls": True}
+    for changes in (
+        {"ca_file": str(other_ca)},  # signed by a CA we do not trust
+        {"ca_file": None},  # the system store does not know Samba's self-made CA
+        {"tls_server_name": None},  # the right CA, but the certificate does not name 127.0.0.x
+    ):
+        with pytest.raises(SourceError) as err:
+            read(dc_settings(dc, **tls, **changes))
+        message = str(err.value)
+        one_sentence(message)
+        assert "certificate" in message and "could not be verified" in message
+
+
+def test_samba_wrong_password(dc, reader_password):
+    secret = "Wr0ng!Secret-Value"
+    reader_password(secret)
+    with pytest.raises(SourceError) as err:
+        read(dc_settings(dc))
+    message = str(err.value)
+    one_sentence(message)
+    assert "rejected the bind" in message and samba.READER_DN in message
+    assert secret not in message and samba.READER_PASSWORD not in message
+
+
+def test_samba_missing_base_dn(dc, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    with pytest.raises(SourceError) as err:
+        read(dc_settings(dc, base_dn=f"OU=Nowhere,{ad_seed.DOMAIN}"))
+    one_sentence(str(err.value))
+    assert (
+        "base DN" in str(err.value) and "OU=Nowhere" in str(err.value) and "does not exist" in str(err.value)
+    )
+
+
+def test_samba_missing_scope_group(dc, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    missing = f"CN=PBX-Typo,{ad_seed.GROUPS}"
+    with pytest.raises(SourceError) as err:
+        read(dc_settings(dc), scope=Scope(admin_groups=(ADMINS,), user_groups=(missing,)))
+    one_sentence(str(err.value))
+    assert missing in str(err.value) and "scope group" in str(err.value)
+
+
+def test_samba_refuses_simple_bind_without_encryption(dc, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    with pytest.raises(SourceError) as err:  # adsync-plan itself refuses to send the password
+        read(dc_settings(dc, url=dc.ldap_url))
+    one_sentence(str(err.value))
+    assert "unencrypted" in str(err.value)
+    with pytest.raises(SourceError) as err:  # with allow_insecure, Samba refuses (as AD can)
+        read(dc_settings(dc, url=dc.ldap_url, allow_insecure=True))
+    one_sentence(str(err.value))
+    assert "without encryption" in str(err.value)
+
+
+# --- connection failures without a directory -----------------------------------------------------------
+
+
+def test_unreachable_server(reader_password):
+    reader_password("whatever")
+    port = slapd.free_port()  # nothing listens there
+    with pytest.raises(SourceError) as err:
+        read(bare_settings(f"ldaps://127.0.0.1:{port}", timeout=2))
+    one_sentence(str(err.value))
+    assert "Cannot reach" in str(err.value) and str(port) in str(err.value)
+
+
+@pytest.mark.parametrize("scheme", ["ldaps", "ldap"])
+def test_silent_server_times_out(reader_password, scheme):
+    """A server that accepts the connection but never answers: the timeout ends the wait."""
+    reader_password("whatever")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(5)
+        accepted = []
+        threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+        port = listener.getsockname()[1]
+        settings = bare_settings(f"{scheme}://127.0.0.1:{port}", timeout=1, allow_insecure=True)
+        with pytest.raises(SourceError) as err:
+            read(settings)
+    one_sentence(str(err.value))
+    assert "did not answer within 1 s" in str(err.value)
+
+
+def test_password_variable_must_be_set(monkeypatch):
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    with pytest.raises(ConfigError) as err:
+        read(bare_settings("ldaps://127.0.0.1:1"))
+    assert PASSWORD_ENV in str(err.value)
+
+
+# --- slapd: AD's 1,000-entry size limit -----------------------------------------------------------------
+
+
+def test_slapd_plain_search_hits_the_size_limit_but_the_paged_read_gets_everyone(
+    openldap, seed, reader_password
+):
+    conn = ldap3.Connection(
+        ldap3.Server("127.0.0.1", port=openldap.ldap_port),
+        slapd.READER_DN,
+        slapd.READER_PASSWORD,
+        auto_bind=ldap3.AUTO_BIND_TLS_BEFORE_BIND,
+    )
+    conn.search(PEOPLE, "(objectClass=person)", attributes=["sAMAccountName"])
+    assert conn.result["description"] == "sizeLimitExceeded"
+    assert len(conn.response) == slapd.SIZE_LIMIT
+    conn.unbind()
+
+    reader_password(slapd.READER_PASSWORD)
+    for page_size in (1000, 300):
+        progress = RecordingProgress()
+        directory = read(slapd_settings(openldap, page_size=page_size), progress=progress)
+        check_all(directory, seed)
+        assert len(directory.users) == SEED_SIZE > slapd.SIZE_LIMIT
+        assert max(progress.pages()) <= page_size and sum(progress.pages()) == SEED_SIZE
+        # slapd keeps the objectGUID of the seed: the string form is uuid(bytes_le) of it
+        by_account = seed.by_account()
+        assert all(u.source_id == str(by_account[u.account].guid) for u in directory.users)
+
+
+def test_slapd_only_the_mapped_attributes_are_requested(openldap, reader_password):
+    reader_password(slapd.READER_PASSWORD)
+    before = openldap.log_file.read_text(errors="replace")
+    read(slapd_settings(openldap), scope=Scope((ADMINS,), (), nested_groups=False))
+    new_lines = openldap.log_file.read_text(errors="replace")[len(before) :].splitlines()
+    requested = [line.split("SRCH attr=", 1)[1].split() for line in new_lines if "SRCH attr=" in line]
+    wanted = ad.requested_attributes(ad.DEFAULT_ATTRIBUTES)
+    assert sorted(wanted, key=str.lower) in [sorted(r, key=str.lower) for r in requested]
+    assert not any({"ipPhone", "pager", "mobile", "*"} & set(r) for r in requested)
+    assert any("scope=2" in line and 'base="ou=People' in line for line in new_lines)
+
+
+def test_slapd_attribute_override(openldap, seed, reader_password):
+    """attributes: phones: [mobile] reads mobile instead (the FAQ's default ignores it)."""
+    reader_password(slapd.READER_PASSWORD)
+    directory = read(slapd_settings(openldap), attributes={"phones": ["mobile"]})
+    by_account = seed.by_account()
+    for user in directory.users[:200]:
+        assert list(user.phones) == as_list(by_account[user.account].attributes.get("mobile"))
+    assert directory.attributes["phones"] == "mobile"
+
+
+def test_slapd_plain_ldap_only_with_allow_insecure_and_a_warning(openldap, seed, reader_password, caplog):
+    reader_password(slapd.READER_PASSWORD)
+    with pytest.raises(SourceError):
+        read(slapd_settings(openldap, url=openldap.ldap_url))
+    with caplog.at_level(logging.WARNING, logger="adsync_plan.sources.ldap"):
+        directory = read(slapd_settings(openldap, url=openldap.ldap_url, allow_insecure=True))
+    assert len(directory.users) == SEED_SIZE
+    assert any("not encrypted" in r.getMessage() for r in caplog.records)
+    assert not any(slapd.READER_PASSWORD in r.getMessage() for r in caplog.records)
+
+
+def test_a_read_that_fails_halfway_fails_as_a_whole(seed, reader_password):
+    """The server dies after the first page: SourceError, never a partial directory."""
+    try:
+        server = slapd.start_slapd(seed)
+    except samba.Unavailable as err:
+        _unavailable(f"slapd unavailable: {err}")
+    try:
+        reader_password(slapd.READER_PASSWORD)
+        progress = RecordingProgress(on_advance=server.kill)
+        with pytest.raises(SourceError) as err:
+            read(slapd_settings(server, page_size=500), progress=progress)
+        one_sentence(str(err.value))
+        assert "partial" in str(err.value)
+        assert progress.pages() == [500] and progress.calls[-1] == ("done",)
+    finally:
+        server.stop()
