@@ -20,6 +20,7 @@ import math
 import ssl
 import sys
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -164,6 +165,31 @@ def _connection(endpoint: Endpoint, bind_dn: str | None, password: str | None) -
     )
 
 
+def _decode_entries_lean(conn: ldap3.Connection) -> None:
+    """Decode search result entries to just `dn` and `raw_attributes` (name -> list of bytes).
+
+    ldap3 turns every entry into three forms (raw, formatted per schema, case-insensitive dicts); that
+    formatting was half of the client's time in a 10,000-user read (benchmarks/ldap_scale.py). This module
+    uses only the raw values, so it skips the rest. The payload layout is that of ldap3's fast BER decoder
+    (ldap3.utils.asn1.decode_message_fast, which ldap3's own *_fast functions index the same way); any other
+    message goes through ldap3 unchanged."""
+    original = conn.strategy.decode_response_fast
+
+    def decode(message):
+        if message["protocolOp"] != 4:  # not a searchResEntry
+            return original(message)
+        dn, attributes = message["payload"][0][3], message["payload"][1][3]
+        raw = {bytes(a[3][0][3]).decode("utf-8"): [bytes(v[3]) for v in a[3][1][3]] for a in attributes}
+        return {
+            "type": "searchResEntry",
+            "dn": bytes(dn).decode("utf-8"),
+            "raw_attributes": raw,
+            "attributes": {},
+        }
+
+    conn.strategy.decode_response_fast = decode
+
+
 class _connected:
     """Context manager: an open, TLS-protected, bound connection; always unbound at the end."""
 
@@ -185,6 +211,7 @@ class _connected:
                 ep.url,
             )
         self.conn = _connection(ep, self.bind_dn, self.password)
+        _decode_entries_lean(self.conn)
         self.password = None
         try:
             self._open_and_bind()
@@ -334,20 +361,36 @@ class _Reader:
         )
 
     def users(self, base_dn, wanted, attrs, aliases, progress) -> list[DirectoryUser]:
-        interned: dict[str, str] = {}
-        users: list[DirectoryUser] = []
-        source_id_attr = attrs["source_id"][0].lower()
+        """All users under base_dn. Pages are mapped on a helper thread while this one waits for the
+        server's next page (ssl reads release the GIL), which hides most of the mapping time."""
+        mapper = _PageMapper(attrs, aliases)
         progress.start("Reading the directory (LDAP)")
         try:
-            for page in self.pages(base_dn, USER_FILTER, wanted):
-                for response in page:
-                    entry = _entry(response["raw_attributes"], source_id_attr)
-                    groups = _groups(entry.get("memberof", ()), aliases, interned)
-                    users.append(to_directory_user(response["dn"], entry, attrs, groups))
-                if page:  # Samba ends with an empty page
-                    progress.advance(len(page))
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adsync-ldap-map") as pool:
+                mapped = []
+                for page in self.pages(base_dn, USER_FILTER, wanted):
+                    if page:  # Samba ends with an empty page
+                        mapped.append(pool.submit(mapper.map, page))
+                        progress.advance(len(page))
+                return [user for future in mapped for user in future.result()]
         finally:
             progress.done()
+
+
+class _PageMapper:
+    """Search result entries -> DirectoryUsers (through the shared AD mapping)."""
+
+    def __init__(self, attrs: Mapping, aliases: Mapping[str, frozenset[str]]):
+        self.attrs, self.aliases = attrs, aliases
+        self.source_id_attr = attrs["source_id"][0].lower()
+        self.interned: dict[str, str] = {}  # one string per group DN, shared by all its members
+
+    def map(self, page: list[dict]) -> list[DirectoryUser]:
+        users = []
+        for response in page:
+            entry = _entry(response["raw_attributes"], self.source_id_attr)
+            groups = _groups(entry.get("memberof", ()), self.aliases, self.interned)
+            users.append(to_directory_user(response["dn"], entry, self.attrs, groups))
         return users
 
 
