@@ -432,8 +432,9 @@ def scope_aliases(reader: _Reader, scope: Scope) -> dict[str, frozenset[str]]:
         members = {actual}
         if scope.nested_groups:
             members |= nested_groups(reader, actual)
+        spellings = {configured.lower(), normalise_dn(configured)}
         for dn in members:
-            aliases.setdefault(dn.lower(), set()).add(configured.lower())
+            aliases.setdefault(dn.lower(), set()).update(spellings)
     return {dn: frozenset(names) for dn, names in aliases.items()}
 
 
@@ -444,6 +445,11 @@ def nested_groups(reader: _Reader, group_dn: str) -> set[str]:
     for page in reader.pages(domain_of(group_dn), f"(&{GROUP_FILTER}{chain})", NO_ATTRIBUTES):
         found.update(response["dn"] for response in page)
     return found
+
+
+def normalise_dn(dn: str) -> str:
+    """Lower case without blanks around the commas: the form the ldif source compares group DNs in."""
+    return ",".join(part.strip() for part in dn.lower().split(","))
 
 
 def domain_of(dn: str) -> str:

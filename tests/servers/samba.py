@@ -40,9 +40,8 @@ log = logging.getLogger(__name__)
 
 PACKAGES = ["samba-ad-dc", "samba-ad-provision", "ldb-tools"]
 CACHE_DIR = Path(os.environ.get("ADSYNC_TEST_CACHE", "/var/tmp/adsync-plan-test-cache"))
-REALM, NETBIOS_DOMAIN, HOST = "EXAMPLE.TEST", "EXAMPLE", "DC1"
+REALM, NETBIOS_DOMAIN, HOST = "EXAMPLE.TEST", "EXAMPLE", "DC1"  # the seed's domain (ad_seed.DOMAIN)
 SERVER_NAME = "DC1.example.test"  # the name in the certificate Samba generates
-ADMIN_DN = f"CN=Administrator,CN=Users,{ad_seed.DOMAIN}"
 ADMIN_PASSWORD = "Passw0rd!Admin"
 READER_DN = f"CN=svc-reader,{ad_seed.SERVICE}"  # an ordinary account, as adsync-plan would use
 READER_PASSWORD = "Rd!Passw0rd-2026"
@@ -53,12 +52,25 @@ class Unavailable(Exception):
     """Samba is not installed and cannot be installed here (no apt-get, not root)."""
 
 
+def domain_dn(realm: str) -> str:
+    return ",".join(f"DC={part}" for part in realm.lower().split("."))
+
+
+def reader_dn(realm: str) -> str:
+    return f"CN=svc-reader,OU=Service,{domain_dn(realm)}"
+
+
 @dataclass
 class SambaDomain:
     root: Path
     ip: str
     process: subprocess.Popen
-    seed: Seed
+    seed: Seed | None
+    realm: str = REALM
+
+    @property
+    def reader_dn(self) -> str:
+        return reader_dn(self.realm)
 
     @property
     def ca_file(self) -> Path:
@@ -73,7 +85,7 @@ class SambaDomain:
         return f"ldap://{self.ip}"
 
     def admin_connection(self) -> ldap3.Connection:
-        return _admin_connection(self.ip)
+        return _admin_connection(self.ip, self.realm)
 
     def stop(self) -> None:
         _stop(self.process)
@@ -110,26 +122,27 @@ def ensure_samba() -> None:
 # --- provisioning and starting --------------------------------------------------------------------------
 
 
-def cache_key(seed: Seed) -> str:
+def cache_key(*parts: str) -> str:
     code = Path(__file__).read_bytes() + Path(ad_seed.__file__).read_bytes()
-    return hashlib.sha256(seed.digest().encode() + code).hexdigest()[:20]
+    return hashlib.sha256("\0".join(parts).encode() + code).hexdigest()[:20]
 
 
 def start_domain(seed: Seed) -> SambaDomain:
     ensure_samba()
-    tarball = CACHE_DIR / f"samba-{cache_key(seed)}.tar"
+    tarball = CACHE_DIR / f"samba-seed{len(seed.users)}-{cache_key(seed.digest())}.tar"
     root = Path(tempfile.mkdtemp(prefix="adsync-samba-"))
     ip = free_loopback_address()
     try:
         if tarball.exists():
             subprocess.run(["tar", "-xf", str(tarball), "-C", str(root)], check=True)
-            return SambaDomain(root, ip, _start(root, ip), seed)
-        _provision(root)
-        process = _start(root, ip)
+            return SambaDomain(root, ip, _start(root, ip, REALM), seed)
+        _provision(root, REALM)
+        process = _start(root, ip, REALM)
+        _add_reader(ip, REALM)
         _seed(ip, seed)
         _stop(process)
         _snapshot(root, tarball)
-        return SambaDomain(root, ip, _start(root, ip), seed)
+        return SambaDomain(root, ip, _start(root, ip, REALM), seed)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -155,10 +168,10 @@ def _port_free(ip: str, port: int) -> bool:
     return True
 
 
-def _provision(root: Path) -> None:
+def _provision(root: Path, realm: str) -> None:
     started = time.monotonic()
     done = subprocess.run(
-        ["samba-tool", "domain", "provision", f"--targetdir={root}", f"--realm={REALM}",
+        ["samba-tool", "domain", "provision", f"--targetdir={root}", f"--realm={realm}",
          f"--domain={NETBIOS_DOMAIN}", "--server-role=dc", "--dns-backend=NONE", f"--host-name={HOST}",
          "--host-ip=127.0.0.1", f"--adminpass={ADMIN_PASSWORD}", "--backend-store=mdb",
          "--option=interfaces = 127.0.0.1/8", "--option=bind interfaces only = yes"],
@@ -169,7 +182,7 @@ def _provision(root: Path) -> None:
     log.info("Provisioned a Samba domain in %.1f s.", time.monotonic() - started)
 
 
-def write_smb_conf(root: Path, ip: str) -> Path:
+def write_smb_conf(root: Path, ip: str, realm: str) -> Path:
     """Every path under root (the generated smb.conf would log to /var/log/samba and use /run/samba)."""
     for sub in ("run", "log", "cache", "private", "state", "bind-dns", "etc"):
         (root / sub).mkdir(exist_ok=True)
@@ -177,7 +190,7 @@ def write_smb_conf(root: Path, ip: str) -> Path:
     conf.write_text(
         f"""[global]
 \tnetbios name = {HOST}
-\trealm = {REALM}
+\trealm = {realm}
 \tworkgroup = {NETBIOS_DOMAIN}
 \tserver role = active directory domain controller
 \tinterfaces = {ip}/8
@@ -200,8 +213,8 @@ def write_smb_conf(root: Path, ip: str) -> Path:
     return conf
 
 
-def _start(root: Path, ip: str) -> subprocess.Popen:
-    conf = write_smb_conf(root, ip)
+def _start(root: Path, ip: str, realm: str) -> subprocess.Popen:
+    conf = write_smb_conf(root, ip, realm)
     out = open(root / "log" / "samba-stdout.log", "ab")  # noqa: SIM115 (the child keeps it open)
     process = subprocess.Popen(
         ["samba", "-s", str(conf), "-i", "-M", "single", "--no-process-group", "--maximum-runtime=7200"],
@@ -251,27 +264,40 @@ def _snapshot(root: Path, tarball: Path) -> None:
     # --warning=no-file-ignored: the ldapi sockets cannot be archived and need not be
     subprocess.run(["tar", "--warning=no-file-ignored", "-cf", str(tmp), "-C", str(root), "."], check=True)
     os.replace(tmp, tarball)
+    # an older snapshot of the same kind (same name before the key) was made by older code: drop it
+    kind = tarball.name.rsplit("-", 1)[0]
+    for old in CACHE_DIR.glob(f"{kind}-*.tar"):
+        if old != tarball and old.name.rsplit("-", 1)[0] == kind:
+            old.unlink(missing_ok=True)
 
 
 # --- seeding --------------------------------------------------------------------------------------------
 
 
-def _admin_connection(ip: str) -> ldap3.Connection:
-    server = ldap3.Server(
-        ip, port=636, use_ssl=True, tls=ldap3.Tls(validate=ssl.CERT_NONE), get_info=ldap3.NONE
-    )
-    return ldap3.Connection(server, ADMIN_DN, ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True)
+def _admin_connection(ip: str, realm: str = REALM) -> ldap3.Connection:
+    tls = ldap3.Tls(validate=ssl.CERT_NONE)
+    server = ldap3.Server(ip, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE)
+    user = f"Administrator@{realm.lower()}"
+    return ldap3.Connection(server, user, ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True)
+
+
+def _add_reader(ip: str, realm: str) -> None:
+    """OU=Service and svc-reader, an ordinary account with a password (needs LDAPS), as adsync-plan uses."""
+    conn = _admin_connection(ip, realm)
+    conn.add(f"OU=Service,{domain_dn(realm)}", ["top", "organizationalUnit"])
+    conn.add(reader_dn(realm), ad_seed.USER_CLASSES, {
+        "sAMAccountName": "svc-reader", "userAccountControl": 512,
+        "unicodePwd": f'"{READER_PASSWORD}"'.encode("utf-16-le"),
+    })  # fmt: skip
+    conn.unbind()
 
 
 def _seed(ip: str, seed: Seed) -> None:
     started = time.monotonic()
     conn = _admin_connection(ip)
     for ou in ad_seed.organizational_units():
-        conn.add(ou, ["top", "organizationalUnit"])
-    conn.add(READER_DN, ad_seed.USER_CLASSES, {
-        "sAMAccountName": "svc-reader", "userAccountControl": 512,
-        "unicodePwd": f'"{READER_PASSWORD}"'.encode("utf-16-le"),
-    })  # fmt: skip
+        if ou != ad_seed.SERVICE:
+            conn.add(ou, ["top", "organizationalUnit"])
     for user in seed.users:
         conn.add(user.dn, ad_seed.USER_CLASSES, user.attributes)
     for group in seed.groups:
@@ -281,6 +307,140 @@ def _seed(ip: str, seed: Seed) -> None:
         conn.add(group.dn, ad_seed.GROUP_CLASSES, attrs)
     conn.unbind()
     log.info("Seeded %d users in %.1f s.", len(seed.users), time.monotonic() - started)
+
+
+# --- a domain holding exactly the entries of an LDIF file (the golden cases) ------------------------------
+
+LDIF_REALM = "EXAMPLE.COM"  # the golden cases' domain, DC=example,DC=com
+
+
+class UnsupportedDirectory(Exception):
+    """The LDIF holds something Active Directory itself refuses (e.g. two users with one sAMAccountName)."""
+
+
+def start_domain_from_ldif(text: str, extra_groups=(), realm: str = LDIF_REALM) -> SambaDomain:
+    """A domain whose users and groups are exactly those of the LDIF, objectGUIDs included.
+
+    AD never lets a client choose an objectGUID, so the entries are added offline with ldbadd and the
+    relax control (as Samba's provisioning does), before the server starts. Group membership comes from the
+    users' memberOf values and the groups' member values (Samba computes memberOf itself); `extra_groups`
+    (the configured scope groups) are created when the LDIF does not name them."""
+    adds, members = samba_ldif(text, extra_groups, domain_dn(realm))
+    ensure_samba()
+    base = _base_tarball(realm)
+    root = Path(tempfile.mkdtemp(prefix="adsync-samba-"))
+    ip = free_loopback_address()
+    try:
+        subprocess.run(["tar", "-xf", str(base), "-C", str(root)], check=True)
+        _ldb_tool(root, "ldbadd", adds)
+        if members:
+            _ldb_tool(root, "ldbmodify", members)
+        return SambaDomain(root, ip, _start(root, ip, realm), None, realm)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def _base_tarball(realm: str) -> Path:
+    """A provisioned, started-once (TLS keys made) domain with svc-reader and nothing else, cached."""
+    tarball = CACHE_DIR / f"samba-base-{realm.lower()}-{cache_key(realm)}.tar"
+    if tarball.exists():
+        return tarball
+    root = Path(tempfile.mkdtemp(prefix="adsync-samba-base-"))
+    try:
+        _provision(root, realm)
+        ip = free_loopback_address()
+        process = _start(root, ip, realm)
+        _add_reader(ip, realm)
+        _stop(process)
+        _snapshot(root, tarball)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return tarball
+
+
+def _ldb_tool(root: Path, tool: str, ldif: str) -> None:
+    path = root / f"{tool}.ldif"
+    path.write_text(ldif, encoding="utf-8")
+    sam = root / "private" / "sam.ldb"
+    done = subprocess.run(
+        [tool, "-H", str(sam), "--controls=relax:0", str(path)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{tool} failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
+
+
+def _norm(dn: str) -> str:
+    return ",".join(part.strip() for part in dn.lower().split(","))
+
+
+def samba_ldif(text: str, extra_groups, domain: str) -> tuple[str, str]:
+    """(entries to add, member modifications) for ldbadd/ldbmodify, from an LDIF export."""
+    from adsync_plan.sources.ldif import parse_ldif  # the core's RFC 2849 reader
+
+    entries = list(parse_ldif(text))
+    users = [(dn, e) for dn, e in entries if "group" not in _classes(e) and {"person", "user"} & _classes(e)]
+    groups = {_norm(dn): [dn, e, list(e.get("member", []))] for dn, e in entries if "group" in _classes(e)}
+    for dn, entry in users + [(g[0], g[1]) for g in list(groups.values())]:
+        for parent in entry.get("memberof", []):
+            group = groups.setdefault(_norm(parent), [parent, {}, []])
+            if _norm(dn) not in {_norm(m) for m in group[2]}:
+                group[2].append(dn)
+    for extra in extra_groups:
+        groups.setdefault(_norm(extra), [extra, {}, []])
+    _check_ad_constraints(users)
+    dns = [dn for dn, _ in users] + [g[0] for g in groups.values()]
+    chunks = [
+        ad_seed.ldif_entry(ou, {"objectClass": ["top", "organizationalUnit"]}) for ou in _ous(dns, domain)
+    ]
+    for dn, entry in users:
+        attrs = {k: v for k, v in entry.items() if k != "memberof"}
+        attrs.setdefault(
+            "useraccountcontrol", ["512"]
+        )  # an LDIF user without it is enabled; AD's default is not
+        chunks.append(ad_seed.ldif_entry(dn, attrs))
+    modifies = []
+    for dn, entry, members in groups.values():
+        attrs = {k: v for k, v in entry.items() if k not in ("member", "memberof")}
+        attrs["objectclass"] = ad_seed.GROUP_CLASSES
+        attrs.setdefault("samaccountname", [dn.split(",", 1)[0].split("=", 1)[1]])
+        chunks.append(ad_seed.ldif_entry(dn, attrs))
+        if members:
+            lines = [
+                ad_seed.ldif_entry(dn, {"changetype": "modify", "add": "member", "member": members}),
+                "-\n",
+            ]
+            modifies.append("".join(lines))
+    return "\n".join(chunks), "\n".join(modifies)
+
+
+def _classes(entry) -> set[str]:
+    return {str(c).lower() for c in entry.get("objectclass", [])}
+
+
+def _check_ad_constraints(users) -> None:
+    seen = set()
+    for dn, entry in users:
+        account = (entry.get("samaccountname") or [None])[0]
+        if not account:
+            raise UnsupportedDirectory(f"{dn} has no sAMAccountName, which Active Directory requires")
+        if account.lower() in seen:
+            raise UnsupportedDirectory(
+                f"sAMAccountName {account} occurs twice; Active Directory keeps it unique"
+            )
+        seen.add(account.lower())
+
+
+def _ous(dns, domain: str) -> list[str]:
+    """The OU= containers above the entries (parents first); CN= containers such as CN=Users exist already."""
+    found = set()
+    for dn in dns:
+        parts = dn.split(",")
+        for i in range(1, len(parts)):
+            parent = ",".join(parts[i:])
+            if parts[i].strip().lower().startswith("ou=") and _norm(parent).endswith(_norm(domain)):
+                found.add(parent)
+    return sorted(found, key=lambda dn: dn.count(","))
 
 
 if __name__ == "__main__":
