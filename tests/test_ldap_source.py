@@ -293,6 +293,16 @@ def test_samba_untrusted_certificate_is_refused(dc, reader_password, tmp_path, u
         assert "certificate" in message and "could not be verified" in message
 
 
+def test_samba_ca_file_that_is_no_certificate(dc, reader_password, tmp_path):
+    reader_password(samba.READER_PASSWORD)
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("this is not a PEM certificate\n")
+    with pytest.raises(ConfigError) as err:
+        read(dc_settings(dc, ca_file=str(garbage)))
+    one_sentence(str(err.value))
+    assert str(garbage) in str(err.value) and "no PEM certificate" in str(err.value)
+
+
 def test_samba_wrong_password(dc, reader_password):
     secret = "Wr0ng!Secret-Value"
     reader_password(secret)

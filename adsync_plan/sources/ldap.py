@@ -103,8 +103,12 @@ def read_directory(
 def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
     url = settings["url"]
     parts = urlsplit(url)
-    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
-        raise ConfigError(f"source.url: {url!r} is not an ldap:// or ldaps:// URL with a host name.")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or port == -1:
+        raise ConfigError(f"source.url: {url!r} is not an ldap:// or ldaps:// URL with a host name and port.")
     use_ssl = parts.scheme == "ldaps"
     start_tls = bool(settings.get("start_tls")) and not use_ssl
     ca_file = settings.get("ca_file")
@@ -112,10 +116,16 @@ def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
         ca_file = str((Path(base_dir) / ca_file).resolve())
         if not Path(ca_file).is_file():
             raise ConfigError(f"source.ca_file: the CA certificate {ca_file} does not exist.")
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except ssl.SSLError:
+            raise ConfigError(
+                f"source.ca_file: {ca_file} holds no PEM certificate; give the CA's PEM file."
+            ) from None
     return Endpoint(
         url=url,
         host=parts.hostname,
-        port=parts.port or (LDAPS_PORT if use_ssl else LDAP_PORT),
+        port=port or (LDAPS_PORT if use_ssl else LDAP_PORT),
         use_ssl=use_ssl,
         start_tls=start_tls,
         allow_insecure=bool(settings.get("allow_insecure")),
@@ -231,7 +241,7 @@ class _connected:
                 )
             if not conn.bind():
                 raise _bind_error(ep, self.bind_dn, conn)
-        except lexc.LDAPException as err:
+        except (lexc.LDAPException, OSError) as err:  # ldap3 re-raises ssl and socket errors as they are
             raise _connect_error(ep, err) from None
 
     def __exit__(self, *exc) -> None:
@@ -337,7 +347,7 @@ class _Reader:
             self.conn.search(
                 base, search_filter, scope, attributes=attributes, paged_criticality=True, **paging
             )
-        except lexc.LDAPCommunicationError as err:
+        except (lexc.LDAPCommunicationError, OSError) as err:
             raise SourceError(
                 f"The LDAP server at {self.endpoint.url} stopped answering during the directory read "
                 f"({type(err).__name__}); nothing was used from the partial read, try again."
