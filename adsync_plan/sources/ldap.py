@@ -108,19 +108,21 @@ def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
     except ValueError:
         port = -1
     if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or port == -1:
-        raise ConfigError(f"source.url: {url!r} is not an ldap:// or ldaps:// URL with a host name and port.")
+        raise ConfigError(
+            f"The source.url {url!r} is not an ldap:// or ldaps:// URL with a host name and port."
+        )
     use_ssl = parts.scheme == "ldaps"
     start_tls = bool(settings.get("start_tls")) and not use_ssl
     ca_file = settings.get("ca_file")
     if ca_file:
         ca_file = str((Path(base_dir) / ca_file).resolve())
         if not Path(ca_file).is_file():
-            raise ConfigError(f"source.ca_file: the CA certificate {ca_file} does not exist.")
+            raise ConfigError(f"The CA file {ca_file} named by source.ca_file does not exist.")
         try:
             ssl.create_default_context(cafile=ca_file)
         except ssl.SSLError:
             raise ConfigError(
-                f"source.ca_file: {ca_file} holds no PEM certificate; give the CA's PEM file."
+                f"The CA file {ca_file} named by source.ca_file holds no PEM certificate; name the CA's PEM."
             ) from None
     return Endpoint(
         url=url,
