@@ -184,17 +184,22 @@ def _decode_entries_lean(conn: ldap3.Connection) -> None:
     formatting was half of the client's time in a 10,000-user read (benchmarks/ldap_scale.py). This module
     uses only the raw values, so it skips the rest. The payload layout is that of ldap3's fast BER decoder
     (ldap3.utils.asn1.decode_message_fast, which ldap3's own *_fast functions index the same way); any other
-    message goes through ldap3 unchanged."""
+    message, and an entry with ranged values (`member;range=0-1499`), goes through ldap3 unchanged."""
     original = conn.strategy.decode_response_fast
 
     def decode(message):
         if message["protocolOp"] != 4:  # not a searchResEntry
             return original(message)
         dn, attributes = message["payload"][0][3], message["payload"][1][3]
-        raw = {bytes(a[3][0][3]).decode("utf-8"): [bytes(v[3]) for v in a[3][1][3]] for a in attributes}
+        raw = {
+            bytes(a[3][0][3]).decode("utf-8", "replace"): [bytes(v[3]) for v in a[3][1][3]]
+            for a in attributes
+        }
+        if any(";range=" in name for name in raw):  # AD's ranged values: ldap3's auto_range needs its form
+            return original(message)
         return {
             "type": "searchResEntry",
-            "dn": bytes(dn).decode("utf-8"),
+            "dn": bytes(dn).decode("utf-8", "replace"),  # LDAP strings are UTF-8
             "raw_attributes": raw,
             "attributes": {},
         }
