@@ -303,11 +303,12 @@ def test_samba_ca_file_that_is_no_certificate(dc, reader_password, tmp_path):
     assert str(garbage) in str(err.value) and "no PEM certificate" in str(err.value)
 
 
-def test_samba_wrong_password(dc, reader_password):
+def test_samba_wrong_password(dc, reader_password, caplog):
     secret = "Wr0ng!Secret-Value"
     reader_password(secret)
-    with pytest.raises(SourceError) as err:
+    with caplog.at_level(logging.DEBUG), pytest.raises(SourceError) as err:
         read(dc_settings(dc))
+    assert not any(secret in r.getMessage() for r in caplog.records)
     message = str(err.value)
     one_sentence(message)
     assert "rejected the bind" in message and samba.READER_DN in message
