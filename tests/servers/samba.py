@@ -73,6 +73,11 @@ class SambaDomain:
         return reader_dn(self.realm)
 
     @property
+    def server_name(self) -> str:
+        """The name in the certificate Samba made (no IP in it): use it as tls_server_name."""
+        return f"{HOST}.{self.realm.lower()}"
+
+    @property
     def ca_file(self) -> Path:
         return self.root / "private" / "tls" / "ca.pem"
 
