@@ -119,6 +119,8 @@ def apt_install(packages: list[str], preseed: str | None = None) -> None:
 
 
 def ensure_samba() -> None:
+    if os.geteuid() != 0:
+        raise Unavailable("a Samba DC listens on the fixed ports 389 and 636, which need root")
     schema = Path("/usr/share/samba/setup/ad-schema")
     if not (shutil.which("samba") and shutil.which("samba-tool") and schema.is_dir()):
         apt_install(PACKAGES)
