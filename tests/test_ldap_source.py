@@ -269,6 +269,16 @@ def test_samba_hostile_group_dn_is_escaped(dc, seed, reader_password):
         assert len(members) == size
 
 
+def test_samba_scope_group_spelled_differently(dc, seed, reader_password):
+    """The configuration may write a group DN in another case and with blanks after the commas."""
+    reader_password(samba.READER_PASSWORD)
+    spelled = ", ".join(STAFF_ALL.lower().split(","))  # cn=staff-all, ou=groups, dc=example, dc=test
+    directory = read(dc_settings(dc), scope=Scope(admin_groups=(), user_groups=(spelled,)))
+    normalised = STAFF_ALL.lower()  # the form the rules compare in: lower case, no blanks around commas
+    members = {u.account for u in directory.users if normalised in u.groups and spelled in u.groups}
+    assert members == seed.members(STAFF_ALL, nested=True)
+
+
 def test_samba_starttls_with_the_domains_certificate(dc, seed, reader_password):
     reader_password(samba.READER_PASSWORD)
     directory = read(dc_settings(dc, url=dc.ldap_url, start_tls=True))

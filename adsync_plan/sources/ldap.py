@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import ssl
 import sys
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,7 @@ from adsync_plan.sources.ad import attribute_map, diagnostic_names, requested_at
 
 log = logging.getLogger(__name__)
 
+_BLANKS_AROUND_COMMA = re.compile(r"\s*(?<!\\),\s*")
 IN_CHAIN = "1.2.840.113556.1.4.1941"  # LDAP_MATCHING_RULE_IN_CHAIN
 PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696 simple paged results
 # AD's computers are persons too (objectClass computer derives from user); they never are PBX users.
@@ -85,9 +87,9 @@ def read_directory(
     page_size = int(settings.get("page_size", DEFAULT_PAGE_SIZE))
     with _connected(endpoint, bind_dn, password) as conn:
         reader = _Reader(conn, endpoint, page_size)
-        reader.require_entry(base_dn, "The base DN (source.base_dn)")
+        search_base = reader.require_entry(tidy_dn(base_dn), "The base DN (source.base_dn)")
         aliases = scope_aliases(reader, scope)
-        users = reader.users(base_dn, requested_attributes(attrs), attrs, aliases, progress)
+        users = reader.users(search_base, requested_attributes(attrs), attrs, aliases, progress)
     log.info("Read %d users from %s under %s.", len(users), endpoint.url, base_dn)
     users.sort(key=lambda user: user.dn.lower())  # the server's order is arbitrary; output must not be
     return Directory(
@@ -445,7 +447,7 @@ def scope_aliases(reader: _Reader, scope: Scope) -> dict[str, frozenset[str]]:
     lower-cased strings even when the server writes the DN differently (spaces, escapes)."""
     aliases: dict[str, set[str]] = {}
     for configured in dict.fromkeys((*scope.admin_groups, *scope.user_groups)):
-        actual = reader.require_entry(configured, "The scope group")
+        actual = reader.require_entry(tidy_dn(configured), "The scope group")
         members = {actual}
         if scope.nested_groups:
             members |= nested_groups(reader, actual)
@@ -462,6 +464,11 @@ def nested_groups(reader: _Reader, group_dn: str) -> set[str]:
     for page in reader.pages(domain_of(group_dn), f"(&{GROUP_FILTER}{chain})", NO_ATTRIBUTES):
         found.update(response["dn"] for response in page)
     return found
+
+
+def tidy_dn(dn: str) -> str:
+    """Without blanks around the separating commas (RFC 2253 allowed them; ldap3 and RFC 4514 do not)."""
+    return _BLANKS_AROUND_COMMA.sub(",", dn.strip())
 
 
 def normalise_dn(dn: str) -> str:
