@@ -352,10 +352,12 @@ class _Reader:
         value is False for a successful search that found nothing.)"""
         paging = {} if scope == ldap3.BASE else {"paged_size": self.page_size, "paged_cookie": cookie}
         try:
-            # paged_criticality: a server that cannot page must fail, not silently truncate
+            # paged_criticality: a server that cannot page must fail, not silently truncate;
+            # AD has no aliases to dereference
             self.conn.search(
-                base, search_filter, scope, attributes=attributes, paged_criticality=True, **paging
-            )
+                base, search_filter, scope, attributes=attributes, paged_criticality=True,
+                dereference_aliases=ldap3.DEREF_NEVER, **paging,
+            )  # fmt: skip
         except (lexc.LDAPCommunicationError, OSError) as err:
             raise SourceError(
                 f"The LDAP server at {self.endpoint.url} stopped answering during the directory read "
