@@ -116,6 +116,7 @@ def plan(
     _exclusive(json_out, markdown)
     cfg = load_config(config)
     result = pipeline.make_plan(cfg, desired, not no_refresh, allow_mass_orphan, output.progress())
+    _log_decisions(result)
     _print_plan(result.plan, json_out, markdown)
     if result.refused:
         output.error(
@@ -158,6 +159,114 @@ def apply(planfile: Annotated[Path, typer.Argument(help="A saved plan.")], confi
         f"Apply complete: {len(result.done)} steps. {output.summary_line(result.plan).replace('Plan: ', 'Applied: ')}"
     )
     return EXIT_OK
+
+
+class SourceType(StrEnum):
+    ldap = "ldap"
+    azure = "azure"
+    ldif = "ldif"
+
+
+class PbxType(StrEnum):
+    starface = "starface"
+    file = "file"
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to create the project (default: here).")] = Path("."),
+    source: Annotated[SourceType, typer.Option(help="Where users come from.")] = SourceType.ldap,
+    pbx: Annotated[PbxType, typer.Option(help="The PBX to keep in step.")] = PbxType.starface,
+) -> int:
+    """Write a commented adsync.yaml, states/, plans/, .gitignore and example CI pipelines."""
+    from adsync_plan import scaffold
+
+    files = scaffold.project_files(source.value, pbx.value)
+    scaffold.write_project(folder, files)
+    output.out(f"Wrote {len(files)} files in {folder}: {', '.join(sorted(files))}.")
+    output.out(_init_next_steps(folder, source.value, pbx.value))
+    return EXIT_OK
+
+
+def _init_next_steps(folder: Path, source: str, pbx: str) -> str:
+    from adsync_plan.scaffold import SECRET_OF_PBX, SECRET_OF_SOURCE
+
+    secrets = [s for s in (SECRET_OF_SOURCE[source], SECRET_OF_PBX[pbx]) if s]
+    steps = ["Next:"]
+    if folder != Path("."):
+        steps.append(f"  cd {folder}")
+    steps.append("  edit adsync.yaml (your groups, number blocks, protected logins), then: adsync-plan validate")
+    if secrets:
+        steps.append(f"  export {' '.join(s + '=...' for s in secrets)}")
+    steps += [
+        "  adsync-plan render && adsync-plan refresh      # states/desired.yaml and states/pbx.yaml",
+        "  adsync-plan plan -o plans/first.plan.json      # review it, then:",
+        "  adsync-plan apply plans/first.plan.json",
+    ]
+    return "\n".join(steps)
+
+
+@app.command()
+def explain(
+    account: Annotated[str, typer.Argument(help="sAMAccountName, user.<account>, source id, or pbx_user.<login>.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    desired: Annotated[
+        Path | None, typer.Option(help="Explain from this desired state instead of reading the source.")
+    ] = None,
+    no_refresh: Annotated[
+        bool, typer.Option("--no-refresh", help="Use the committed snapshot; no PBX access.")
+    ] = False,
+) -> int:
+    """Every rule decision for one user: values and their attributes, scope, rules, match and plan."""
+    from adsync_plan.explain import explain as explain_user
+
+    cfg = load_config(config)
+    if desired is not None:
+        directory, result = None, pipeline.make_plan(cfg, desired, not no_refresh, False, output.progress())
+    else:
+        directory, result = pipeline.plan_with_directory(cfg, not no_refresh, output.progress())
+    output.out("\n".join(explain_user(account, cfg, result, directory)).rstrip())
+    return EXIT_OK
+
+
+@app.command()
+def sync(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    yes: Annotated[bool, typer.Option("--yes", help="Apply the plan at once (without: only plan).")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are (or were) changes.")
+    ] = False,
+    allow_mass_orphan: Annotated[
+        bool, typer.Option("--allow-mass-orphan", help="Override the safety valve (R13).")
+    ] = False,
+) -> int:
+    """Plan and, with --yes, apply at once within every safety limit (for scheduled runs)."""
+    cfg = load_config(config)
+    result = pipeline.sync(cfg, yes, allow_mass_orphan, output.progress())
+    planned = result.planned
+    _log_decisions(planned)
+    output.out(output.plan_text(planned.plan))
+    if planned.refused:
+        output.error(
+            "the safety valve refused the plan, nothing was applied: "
+            + "; ".join(planned.refused)
+            + ". Check the source and scope; if this is intended, run sync again with --allow-mass-orphan."
+        )
+        return EXIT_ERROR
+    if result.applied is not None:
+        output.out(
+            f"Apply complete: {len(result.applied.done)} steps, plan saved as {result.plan_path}. "
+            + output.summary_line(planned.plan).replace("Plan: ", "Applied: ")
+        )
+    elif planned.plan.has_changes:
+        output.info("Only planned; run `adsync-plan sync --yes` to apply these changes.")
+    return EXIT_CHANGES if detailed_exitcode and planned.plan.has_changes else EXIT_OK
+
+
+def _log_decisions(result) -> None:
+    from adsync_plan.explain import log_decisions
+
+    log_decisions(result)
 
 
 @app.command("force-unlock")
@@ -213,6 +322,13 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         output.error("interrupted.")
         return 130
+    except Exception as err:  # noqa: BLE001 - a bug or an unwrapped library error: one sentence, no traceback
+        log.log(output.TRACE, "traceback", exc_info=True)
+        output.error(
+            f"unexpected {type(err).__name__}: {err}. This is a bug in adsync-plan; run again with "
+            "--log-level trace for the details and report it."
+        )
+        return EXIT_ERROR
     return code if isinstance(code, int) else EXIT_OK
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 
-from adsync_plan.model import SHAPE_FIELDS, Action, Plan
+from adsync_plan.model import SHAPE_FIELDS, Action, Diagnostic, Plan
 from adsync_plan.planfile import to_document
 
 SIGNS = {"create": "+", "update": "~", "orphan": "!"}
@@ -84,12 +85,13 @@ class LogProgress:
 
 
 class RichProgress:
-    """A progress bar on a terminal."""
+    """A progress bar on a terminal, drawn on standard error so that `show --markdown > plan.md` stays clean."""
 
     def __init__(self):
+        from rich.console import Console
         from rich.progress import Progress as _Bar
 
-        self.bar = _Bar(transient=True)
+        self.bar = _Bar(console=Console(stderr=True), transient=True)
         self.task = None
 
     def start(self, label: str, total: int | None = None) -> None:
@@ -100,6 +102,10 @@ class RichProgress:
         self.bar.advance(self.task, n)
 
     def done(self) -> None:
+        # each stage (directory, PBX, apply) gets its own bar; remove the finished one so it is not redrawn
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
         self.bar.stop()
 
 
@@ -114,8 +120,18 @@ def progress(quiet: bool = False):
 # -- plans --------------------------------------------------------------------------------------------------
 
 
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# a phone number in free text: an optional +, then at least two digits, single separators allowed between
+# digits ("+49 7022 27978-20"); not inside a word, a uuid or a placeholder
+_NUMBER = re.compile(r"(?<![\w:.-])\+?\d(?:[ \-/]?\d)+(?![\w-]|:\w)")
+_NUMBER_SEPARATORS = re.compile(r"[ \-/]")
+
+
 class Redactor:
-    """Stable placeholders for e-mail addresses and numbers (for public repositories)."""
+    """Stable placeholders for e-mail addresses and numbers (for public repositories).
+
+    The same value always gives the same placeholder, in fields, messages, DNs and addresses alike, so a
+    reviewer can still see that two users claim the same number without seeing the number."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -125,10 +141,35 @@ class Redactor:
             return value
         if isinstance(value, list | tuple):
             return [self(field, v) for v in value]
-        if field == "email" or field.endswith("numbers") or field in ("login_id", "primary_internal_number"):
-            tag = "email" if field == "email" else "number"
-            return f"<{tag}:{hashlib.sha256(str(value).encode()).hexdigest()[:8]}>"
+        if field == "email":
+            return self.placeholder("email", str(value))
+        if field.endswith("numbers") or field in ("login_id", "primary_internal_number"):
+            return self.placeholder("number", str(value))
         return value
+
+    @staticmethod
+    def placeholder(tag: str, value: str) -> str:
+        key = value.lower() if tag == "email" else _NUMBER_SEPARATORS.sub("", value)
+        return f"<{tag}:{hashlib.sha256(key.encode()).hexdigest()[:8]}>"
+
+    def text(self, text: str | None) -> str | None:
+        """Free text (a diagnostic message, a DN, an address): e-mail addresses and numbers replaced."""
+        if not self.enabled or not text:
+            return text
+        text = _EMAIL.sub(lambda m: self.placeholder("email", m.group(0)), text)
+        return _NUMBER.sub(lambda m: self.placeholder("number", m.group(0)), text)
+
+    def address(self, address: str) -> str:
+        """`pbx_user.<login_id>` names a user by its login ID, which is a number."""
+        if self.enabled and address.startswith("pbx_user."):
+            return "pbx_user." + self.placeholder("number", address.partition(".")[2])
+        return address
+
+    def diagnostic(self, d: Diagnostic) -> Diagnostic:
+        if not self.enabled:
+            return d
+        source = {k: self.text(v) if k == "dn" else v for k, v in d.source.items()} if d.source else d.source
+        return Diagnostic(d.severity, d.code, self.address(d.address), self.text(d.message), source)
 
 
 def summary_line(plan: Plan) -> str:
@@ -162,10 +203,11 @@ def _action_lines(action: Action, redact: Redactor) -> list[str]:
     return lines
 
 
-def _heading(action: Action) -> str:
+def _heading(action: Action, redact: Redactor | None = None) -> str:
+    address = redact.address(action.address) if redact else action.address
     where = f" (PBX user {action.pbx_user_id})" if action.pbx_user_id else ""
     verb = {"create": "will be created", "update": "will be updated", "orphan": "will be orphaned"}[action.action]
-    return f"{SIGNS[action.action]} {action.address}{where} {verb}"
+    return f"{SIGNS[action.action]} {address}{where} {verb}"
 
 
 def plan_text(plan: Plan, redact: Redactor | None = None) -> str:
@@ -177,10 +219,10 @@ def plan_text(plan: Plan, redact: Redactor | None = None) -> str:
             "",
         ]
     for action in plan.changes:
-        lines.append(f"  {_heading(action)}")
+        lines.append(f"  {_heading(action, redact)}")
         lines += [f"      {line}" for line in _action_lines(action, redact)]
         lines.append("")
-    problems = [d for d in plan.diagnostics if d.severity != "info"]
+    problems = [redact.diagnostic(d) for d in plan.diagnostics if d.severity != "info"]
     if problems:
         lines.append("Diagnostics:")
         for d in problems:
@@ -192,41 +234,127 @@ def plan_text(plan: Plan, redact: Redactor | None = None) -> str:
     return "\n".join(lines)
 
 
+# GitHub refuses comments over 65,536 characters; GitLab notes allow more, but nobody reads that much.
+MARKDOWN_LIMIT = 60_000
+MARKDOWN_DETAILS = 200  # per-action <details> blocks; the rest are listed by address only
+
+
 def plan_markdown(plan: Plan, redact: Redactor | None = None) -> str:
+    """A pull-request comment: summary first, then held users with reasons, then one <details> per action."""
     redact = redact or Redactor(False)
+    lines = _markdown_summary(plan)
+    lines += _markdown_diagnostics(plan, redact)
+    lines += _markdown_changes(plan, redact)
+    footer = f"<sub>plan {plan.plan_id}, made {plan.created_at}, expires {plan.expires_at}</sub>"
+    text = "\n".join(lines)
+    if len(text) > MARKDOWN_LIMIT:
+        cut = text.rfind("\n</details>\n", 0, MARKDOWN_LIMIT)
+        cut = cut + len("\n</details>\n") if cut > 0 else MARKDOWN_LIMIT
+        text = text[:cut] + (
+            "\n_The rest of this plan is too long for a comment; run "
+            "`adsync-plan show PLANFILE` on the saved plan to see all of it._\n"
+        )
+    return text + "\n" + footer
+
+
+def _markdown_summary(plan: Plan) -> list[str]:
     s = plan.summary
-    lines = [
-        "### adsync-plan",
-        "",
+    lines = ["### adsync-plan", ""]
+    refused = [d for d in plan.diagnostics if d.code == "SAFETY_THRESHOLD" and d.severity == "error"]
+    if refused:
+        lines += ["> [!CAUTION]", "> The safety valve (R13) refused this plan; it cannot be applied.", ""]
+    if plan.overrides:
+        lines += ["> [!WARNING]", f"> Made with `--{', --'.join(plan.overrides)}`: a safety limit was overridden.", ""]
+    lines += [
         f"**{summary_line(plan)}**",
         "",
-        "| create | update | orphan | unchanged | held |",
-        "| ---: | ---: | ---: | ---: | ---: |",
-        f"| {s['create']} | {s['update']} | {s['orphan']} | {s.get('unchanged', 0)} | {s.get('held', 0)} |",
+        "| to create | to update | to orphan | unchanged | held | protected |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {s['create']} | {s['update']} | {s['orphan']} | {s.get('unchanged', 0)} | {s.get('held', 0)} "
+        f"| {s.get('protected', 0)} |",
         "",
     ]
-    held = [d for d in plan.diagnostics if d.severity == "error"]
+    return lines
+
+
+def _markdown_diagnostics(plan: Plan, redact: Redactor) -> list[str]:
+    lines = []
+    by_severity = {"error": [], "warning": [], "info": []}
+    for d in plan.diagnostics:
+        by_severity[d.severity].append(redact.diagnostic(d))
+    held = [d for d in by_severity["error"] if d.code != "SAFETY_THRESHOLD"]
+    plan_errors = [d for d in by_severity["error"] if d.code == "SAFETY_THRESHOLD"]
+    if plan_errors:
+        lines += ["#### Refused", ""] + [f"- {_md_escape(d.message)}" for d in plan_errors] + [""]
     if held:
-        lines += ["#### Held users", "", "| user | code | reason |", "| --- | --- | --- |"]
-        lines += [f"| `{d.address}` | `{d.code}` | {_md_escape(d.message)} |" for d in held]
+        lines += [
+            f"#### Held users ({len({d.address for d in held})})",
+            "",
+            "Nothing changes for these users until the directory is fixed.",
+            "",
+            "| user | rule | reason | fix in |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [f"| `{d.address}` | `{d.code}` | {_md_escape(d.message)} | {_md_source(d)} |" for d in held]
         lines.append("")
-    warnings = [d for d in plan.diagnostics if d.severity == "warning"]
-    if warnings:
-        lines += ["#### Warnings", ""] + [f"- `{d.address}` `{d.code}`: {_md_escape(d.message)}" for d in warnings]
+    if by_severity["warning"]:
+        lines += ["#### Warnings", ""]
+        lines += [f"- `{d.address}` `{d.code}`: {_md_escape(d.message)}" for d in by_severity["warning"]]
         lines.append("")
-    for action in plan.changes:
-        lines += ["<details>", f"<summary><code>{_html(_heading(action))}</code></summary>", "", "```diff"]
-        sign = {"create": "+", "update": "!", "orphan": "!"}[action.action]
-        lines += [f"{sign} {line}" for line in _action_lines(action, redact)]
-        lines += ["```", "", "</details>", ""]
-    if plan.overrides:
-        lines += [f"Overrides used: `{', '.join(plan.overrides)}`", ""]
-    lines.append(f"<sub>plan {plan.plan_id}, made {plan.created_at}, expires {plan.expires_at}</sub>")
-    return "\n".join(lines)
+    if by_severity["info"]:
+        lines += [
+            "<details>",
+            f"<summary>Notes ({len(by_severity['info'])})</summary>",
+            "",
+        ]
+        lines += [f"- `{d.address}` `{d.code}`: {_md_escape(d.message)}" for d in by_severity["info"]]
+        lines += ["", "</details>", ""]
+    return lines
+
+
+def _markdown_changes(plan: Plan, redact: Redactor) -> list[str]:
+    if not plan.changes:
+        return []
+    lines = ["#### Changes", ""]
+    for action in plan.changes[:MARKDOWN_DETAILS]:
+        lines += ["<details>", f"<summary><code>{_html(_heading(action, redact))}</code></summary>", ""]
+        lines += ["```diff"] + _diff_lines(action, redact) + ["```", "", "</details>", ""]
+    rest = plan.changes[MARKDOWN_DETAILS:]
+    if rest:
+        lines += ["<details>", f"<summary>... and {len(rest)} more changes</summary>", ""]
+        lines += [f"- `{_heading(a, redact)}`" for a in rest] + ["", "</details>", ""]
+    return lines
+
+
+def _diff_lines(action: Action, redact: Redactor) -> list[str]:
+    """A diff GitHub and GitLab colour: `-` the value before, `+` the value after."""
+    after = action.after.to_dict()
+    if action.action == "create":
+        return [f"+ {name}: {_fmt(redact(name, after[name]))}" for name in SHAPE_FIELDS]
+    before = action.before.to_dict()
+    lines = []
+    for name in action.fields:
+        lines.append(f"- {name}: {_fmt(redact(name, before[name]))}")
+        lines.append(f"+ {name}: {_fmt(redact(name, after[name]))}")
+    return lines
+
+
+def _md_source(d: Diagnostic) -> str:
+    if not d.source:
+        return ""
+    parts = [f"`{_md_code(d.source['dn'])}`"] if d.source.get("dn") else []
+    if d.source.get("attribute"):
+        parts.append(f"`{d.source['attribute']}`")
+    return " ".join(parts)
+
+
+def _md_code(text: str) -> str:
+    return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    # `<` too: a placeholder such as <email:1a2b3c4d> would otherwise render as a link or vanish as HTML
+    return text.replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
 
 
 def _html(text: str) -> str:
@@ -237,7 +365,9 @@ def plan_json(plan: Plan, redact: Redactor | None = None) -> str:
     doc = to_document(plan)
     if redact and redact.enabled:
         for change in doc["changes"]:
+            change["address"] = redact.address(change["address"])
             for side in ("before", "after"):
                 if change[side]:
                     change[side] = {k: redact(k, v) for k, v in change[side].items()}
+        doc["diagnostics"] = [redact.diagnostic(d).to_dict() for d in plan.diagnostics]
     return json.dumps(doc, indent=2, ensure_ascii=False)

@@ -15,8 +15,8 @@ from adsync_plan import __version__, diff, sources
 from adsync_plan.config import Config
 from adsync_plan.desired import DesiredState, desired_sha256, read_desired, write_desired
 from adsync_plan.errors import AdsyncError, InputError, PbxError, PlanRefused
-from adsync_plan.model import NO_PROGRESS, Diagnostic, Plan, Progress
-from adsync_plan.planfile import check_applicable, load_plan
+from adsync_plan.model import NO_PROGRESS, Diagnostic, Directory, Plan, Progress
+from adsync_plan.planfile import check_applicable, load_plan, save_plan
 from adsync_plan.providers import make_provider
 from adsync_plan.rules.directory import render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
@@ -102,8 +102,13 @@ def make_plan(
     refresh_pbx: bool = True,
     allow_mass_orphan: bool = False,
     progress: Progress = NO_PROGRESS,
+    rendered: DesiredState | None = None,
 ) -> PlanResult:
-    if desired_path is not None:
+    """Plan from `rendered` (already rendered), else the desired state at `desired_path`, else the source."""
+    if rendered is not None:
+        desired = rendered
+        desired.sha256 = desired.sha256 or desired_sha256(desired, config.sha256)
+    elif desired_path is not None:
         desired = read_desired(desired_path)
     else:
         desired = render(config, progress)
@@ -290,3 +295,51 @@ def _run_steps(plan: Plan, provider, bindings: dict, result: ApplyResult, progre
         progress.advance()
     progress.done()
     return error
+
+
+# -- explain and sync -------------------------------------------------------------------------------------
+
+
+def plan_with_directory(
+    config: Config, refresh_pbx: bool = True, progress: Progress = NO_PROGRESS
+) -> tuple[Directory, PlanResult]:
+    """A plan, and the raw directory it was rendered from (for `explain`: entries, attributes, scope)."""
+    directory = sources.read_directory(config.source, config.scope, config.attributes, config.base_dir, progress)
+    desired = DesiredState(render_users(directory, config), dict(directory.attributes), dict(directory.origin))
+    return directory, make_plan(config, None, refresh_pbx, False, progress, rendered=desired)
+
+
+@dataclass
+class SyncResult:
+    planned: PlanResult
+    plan_path: Path | None = None
+    applied: ApplyResult | None = None
+
+
+def sync(
+    config: Config,
+    apply_changes: bool,
+    allow_mass_orphan: bool = False,
+    progress: Progress = NO_PROGRESS,
+    on_step: Callable[[str], None] | None = None,
+) -> SyncResult:
+    """Plan from the source and the live PBX and, when `apply_changes`, save the plan under plans/ and apply
+    it at once. The state lock is held for the whole run, so no apply can slip in between plan and apply."""
+    with Lock(config.state_dir, None, "sync", config.lock_timeout):
+        planned = make_plan(config, None, True, allow_mass_orphan, progress)
+        result = SyncResult(planned)
+        if planned.refused or not apply_changes:
+            return result
+        if not planned.plan.has_changes:
+            # nothing to apply; still record the PBX as it is now and the users matched by e-mail, as an
+            # apply would, so the committed snapshot stays current
+            live, previous = planned.snapshot, _previous_snapshot(config)
+            bindings = {**live.bindings, **planned.plan.bindings}
+            save_snapshot(config.snapshot_path, live.state, bindings, live.pbx, previous)
+            return result
+        stamp = planned.plan.created_at.replace("-", "").replace(":", "")
+        result.plan_path = config.base_dir / "plans" / f"sync-{stamp}.plan.json"
+        save_plan(result.plan_path, planned.plan)
+        log.info("saved the plan to %s; applying it", result.plan_path)
+        result.applied = apply(config, result.plan_path, progress, on_step, locked=True)
+        return result
