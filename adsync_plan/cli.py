@@ -302,16 +302,28 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run(argv))
 
 
+# typer 0.2x carries its own copy of click: accept the exceptions of both
+try:
+    from typer._click import exceptions as _typer_click
+except ImportError:  # an older typer that uses click itself
+    _typer_click = click.exceptions
+_EXIT = (click.exceptions.Exit, typer.Exit)
+_USAGE = (click.UsageError, _typer_click.UsageError)
+_ABORT = (click.exceptions.Abort, typer.Abort)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code: usage errors 64, user errors 1 with one sentence."""
     try:
         code = app(args=argv, standalone_mode=False, prog_name="adsync-plan")
-    except click.exceptions.Exit as done:
+    except _EXIT as done:
         return done.exit_code
-    except click.UsageError as err:
+    except _USAGE as err:
+        if not err.format_message():  # no command at all: typer printed the help already
+            return EXIT_USAGE
         output.error(f"{err.format_message()} (see `adsync-plan {_cmd(err)}--help`)")
         return EXIT_USAGE
-    except click.exceptions.Abort:
+    except _ABORT:
         output.error("aborted.")
         return EXIT_ERROR
     except AdsyncError as err:

@@ -53,7 +53,7 @@ def out(text: str = "") -> None:
 
 
 def error(text: str) -> None:
-    prefix = "\x1b[31mError:\x1b[0m " if _color else "Error: "
+    prefix = "\x1b[31mError:\x1b[0m " if _color and sys.stderr.isatty() else "Error: "
     print(prefix + text, file=sys.stderr)
 
 
