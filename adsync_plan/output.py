@@ -237,6 +237,7 @@ def plan_text(plan: Plan, redact: Redactor | None = None) -> str:
 # GitHub refuses comments over 65,536 characters; GitLab notes allow more, but nobody reads that much.
 MARKDOWN_LIMIT = 60_000
 MARKDOWN_DETAILS = 200  # per-action <details> blocks; the rest are listed by address only
+MARKDOWN_ROWS = 300  # rows of the held-users table
 
 
 def plan_markdown(plan: Plan, redact: Redactor | None = None) -> str:
@@ -295,7 +296,11 @@ def _markdown_diagnostics(plan: Plan, redact: Redactor) -> list[str]:
             "| user | rule | reason | fix in |",
             "| --- | --- | --- | --- |",
         ]
-        lines += [f"| `{d.address}` | `{d.code}` | {_md_escape(d.message)} | {_md_source(d)} |" for d in held]
+        lines += [
+            f"| `{d.address}` | `{d.code}` | {_md_escape(d.message)} | {_md_source(d)} |" for d in held[:MARKDOWN_ROWS]
+        ]
+        if len(held) > MARKDOWN_ROWS:
+            lines.append(f"| ... | | {len(held) - MARKDOWN_ROWS} more; see `adsync-plan show PLANFILE` | |")
         lines.append("")
     if by_severity["warning"]:
         lines += ["#### Warnings", ""]

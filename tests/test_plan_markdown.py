@@ -136,7 +136,8 @@ def test_markdown_of_a_long_plan_stays_under_the_comment_limit():
         "d",
         {},
         changes,
-        (Diagnostic("error", "SAFETY_THRESHOLD", "plan", "too many | orphans."),),
+        (Diagnostic("error", "SAFETY_THRESHOLD", "plan", "too many | orphans."),)
+        + tuple(Diagnostic("error", "LICENSE_LIMIT", f"user.h{i:05d}", "no licence.") for i in range(1000)),
         ("allow-mass-orphan",),
         {"create": 3000, "update": 0, "orphan": 0, "held": 0},
     )
@@ -147,4 +148,5 @@ def test_markdown_of_a_long_plan_stays_under_the_comment_limit():
     assert "- too many \\| orphans." in markdown
     assert markdown.count("<details>") == markdown.count("</details>")
     assert "The rest of this plan is too long for a comment" in markdown
+    assert "| ... | | 700 more; see `adsync-plan show PLANFILE` | |" in markdown
     assert markdown.endswith("<sub>plan id, made t0, expires t1</sub>")
