@@ -42,7 +42,7 @@ def explain(query: str, config: Config, result: PlanResult, directory: Directory
     """The decisions about the user `query` names: an account, `user.<account>`, a source id, or
     `pbx_user.<login_id>` for a PBX user. Raises InputError (one sentence) when there is nothing to explain."""
     if query.lower().startswith("pbx_user."):
-        return _explain_pbx_user(query.partition(".")[2], result)
+        return _explain_pbx_user(query.partition(".")[2], config, result)
     key = query.lower().removeprefix("user.")
     if directory is not None:
         entries = [u for u in directory.users if key in ((u.account or "").lower(), u.source_id.lower())]
@@ -246,7 +246,7 @@ def _explain_rendered(key, desired: DesiredUser | None, held: list[HeldUser], co
 # -- a PBX user -----------------------------------------------------------------------------------------
 
 
-def _explain_pbx_user(login_id: str, result: PlanResult) -> list[str]:
+def _explain_pbx_user(login_id: str, config: Config, result: PlanResult) -> list[str]:
     state, d = result.snapshot.state, result.decisions
     pbx_id = next((i for i, u in state.users.items() if u.login_id == login_id), None)
     if pbx_id is None:
@@ -272,8 +272,12 @@ def _explain_pbx_user(login_id: str, result: PlanResult) -> list[str]:
         lines += [f"      {f}: {before[f]} -> {after[f]}" for f in action.fields]
     elif pbx_id in d.orphans:
         lines.append("  an orphan already (marked, numbers removed): nothing left to change")
+    elif login_id in config.protect_logins:
+        lines.append("  nothing: its login ID is in protect.logins, so it is never changed (R10)")
+    elif pbx_id in state.admins:
+        lines.append("  nothing: an administrator is never changed (R10)")
     else:
-        lines.append("  nothing: protected (administrator or protect.logins, R10) or not managed (ownership: bound)")
+        lines.append("  nothing: not managed (ownership: bound, and this tool neither created nor bound it)")
     return lines + [""]
 
 

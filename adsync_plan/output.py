@@ -91,7 +91,7 @@ class RichProgress:
         from rich.console import Console
         from rich.progress import Progress as _Bar
 
-        self.bar = _Bar(console=Console(stderr=True), transient=True)
+        self.bar = _Bar(console=Console(stderr=True, no_color=not _color), transient=True)
         self.task = None
 
     def start(self, label: str, total: int | None = None) -> None:

@@ -266,6 +266,16 @@ def test_explain_an_orphan(demo, capsys):
     assert "      last_name: Gegangen -> -Gegangen" in out
 
 
+def test_explain_a_protected_pbx_user(demo, capsys):
+    code, out, _ = adsync(capsys, "explain", "pbx_user.90")
+    assert code == 0
+    assert out.splitlines()[1] == "  PBX user 2 (login 90, Tür Sprechstelle), user"
+    assert "  nothing: its login ID is in protect.logins, so it is never changed (R10)" in out
+    code, _, err = adsync(capsys, "explain", "pbx_user.4711")
+    assert code == 1
+    assert err.splitlines()[-1] == "Error: pbx_user.4711: no PBX user has the login ID 4711; check the snapshot."
+
+
 def test_explain_unknown_and_out_of_scope(demo, capsys):
     code, out, err = adsync(capsys, "explain", "nobody")
     assert (code, out) == (1, "")
