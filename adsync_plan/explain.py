@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from adsync_plan.config import Config
 from adsync_plan.errors import InputError
 from adsync_plan.model import Action, Diagnostic, Directory, DirectoryUser
-from adsync_plan.pipeline import PlanResult
 from adsync_plan.rules.directory import DesiredUser, HeldUser, address_of, in_scope
 from adsync_plan.rules.numbers import NumberRules
+
+if TYPE_CHECKING:  # the pipeline hands its results in; this module never runs a stage itself
+    from adsync_plan.pipeline import PlanResult
 
 log = logging.getLogger(__name__)
 

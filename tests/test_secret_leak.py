@@ -131,7 +131,8 @@ def write_config(folder: Path, source: str, pbx: str) -> None:
 """,
         "file": "pbx:\n  type: file\n  path: pbx.yaml\n",
     }
-    scope = 'scope:\n  admin_groups: ["CN=PBX-Admins,OU=Groups,DC=example,DC=com"]\n  user_groups: []\n'
+    group = "11111111-1111-1111-1111-111111111111" if source == "azure" else "CN=PBX-Admins,OU=Groups,DC=example,DC=com"
+    scope = f'scope:\n  admin_groups: ["{group}"]\n  user_groups: []\n'
     (folder / "adsync.yaml").write_text(f"version: 1\n{sources[source]}{scope}{pbxes[pbx]}")
 
 
@@ -150,4 +151,30 @@ def test_error_paths_of_the_network_components_at_trace_level(tmp_path, source, 
         if r.args[3] in reaches_network[source]:
             assert r.returncode == 1, r.stderr[-800:]
             assert r.stderr.rstrip().splitlines()[-1].startswith("Error: ")
+    assert_no_secret(folder, results)
+
+
+def test_every_command_against_a_live_starface_at_trace_level(tmp_path):
+    """With the STARFACE test server (tests/servers/starface.py, from the starface provider's branch), the
+    password is really used: login handshake, reads, creates. Skipped where that server is not there yet."""
+    servers = pytest.importorskip("tests.servers.starface")
+    folder = copy_demo(tmp_path)
+    with servers.StarfaceServer(password=SECRETS["ADSYNC_STARFACE_PASSWORD"]) as pbx:
+        pbx.add_user("0001", "Admin", "STARFACE", "admin@example.com")
+        pbx.grant(pbx.user_ids_by_login("0001")[0])
+        for n in range(20, 60):
+            pbx.add_internal(str(n))
+            pbx.add_external(f"+497022279780{n}" if n < 10 else f"+49702227978{n}")
+        config = (folder / "adsync.yaml").read_text()
+        config = config.replace(
+            "pbx:\n  type: file\n  path: pbx.yaml\n",
+            f'pbx:\n  type: starface\n  url: {pbx.url}\n  login_id: "0001"\n'
+            "  password_env: ADSYNC_STARFACE_PASSWORD\n  timeout: 5\n",
+        )
+        (folder / "adsync.yaml").write_text(config)
+        commands = [["refresh"], ["plan", "-o", "plans/a.plan.json"], ["apply", "plans/a.plan.json"]]
+        commands += [["sync", "--yes"], ["explain", "jmueller"], ["render"]]
+        results = [run(folder, *args) for args in commands]
+    assert [r.returncode for r in results] == [0, 0, 0, 0, 0, 0], [r.stderr[-800:] for r in results]
+    assert "Apply complete" in results[2].stdout
     assert_no_secret(folder, results)
