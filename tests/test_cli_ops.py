@@ -100,6 +100,12 @@ def test_init_every_combination_validates(tmp_path, monkeypatch, capsys, source,
         assert "@@" not in body
         YAML(typ="safe").load(body)  # parses
     github = (tmp_path / ".github/workflows/adsync-plan.yml").read_text()
+    # the jobs run the same commands whatever the source and PBX; only the secrets differ
+    assert pipeline_commands(tmp_path / ".github/workflows/adsync-plan.yml")[:3] == [
+        ["validate"],
+        ["plan", "--desired", "states/desired.yaml", "--no-refresh", "-o", "plans/pr.plan.json"],
+        ["show", "plans/pr.plan.json", "--markdown", ">", "plan.md"],
+    ]
     if pbx == "starface":
         assert "ADSYNC_STARFACE_PASSWORD: ${{ secrets.ADSYNC_STARFACE_PASSWORD }}" in github
         assert "password_env: ADSYNC_STARFACE_PASSWORD" in text

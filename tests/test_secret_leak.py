@@ -88,12 +88,13 @@ def test_every_command_of_the_demo_at_trace_level(tmp_path):
         ["apply", "plans/a.plan.json"],  # refused: applied already
         ["sync"],
         ["sync", "--yes", "--detailed-exitcode"],
+        ["--log-format", "json", "sync", "--yes"],
         ["force-unlock", "no-such-lock"],
         ["init", "new", "--source", "ldap", "--pbx", "starface"],
     ]
     results = [run(folder, *args) for args in commands]
     codes = [r.returncode for r in results]
-    assert codes == [0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0, 1, 0, 0, 1, 0], [r.stderr[-500:] for r in results]
+    assert codes == [0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0], [r.stderr[-500:] for r in results]
     assert any("DEBUG" in r.stderr for r in results)  # trace level really logged
     assert_no_secret(folder, results)
 
