@@ -236,8 +236,10 @@ def plan_text(plan: Plan, redact: Redactor | None = None) -> str:
 
 # GitHub refuses comments over 65,536 characters; GitLab notes allow more, but nobody reads that much.
 MARKDOWN_LIMIT = 60_000
-MARKDOWN_DETAILS = 200  # per-action <details> blocks; the rest are listed by address only
-MARKDOWN_ROWS = 300  # rows of the held-users table
+# characters for each part, so that a long held list never crowds out the changes (and the other way round)
+HELD_BUDGET = 18_000
+DETAILS_BUDGET = 28_000  # per-action <details> blocks; the rest are listed by address ...
+LIST_BUDGET = 8_000  # ... as long as this lasts
 
 
 def plan_markdown(plan: Plan, redact: Redactor | None = None) -> str:
@@ -296,11 +298,11 @@ def _markdown_diagnostics(plan: Plan, redact: Redactor) -> list[str]:
             "| user | rule | reason | fix in |",
             "| --- | --- | --- | --- |",
         ]
-        lines += [
-            f"| `{d.address}` | `{d.code}` | {_md_escape(d.message)} | {_md_source(d)} |" for d in held[:MARKDOWN_ROWS]
-        ]
-        if len(held) > MARKDOWN_ROWS:
-            lines.append(f"| ... | | {len(held) - MARKDOWN_ROWS} more; see `adsync-plan show PLANFILE` | |")
+        rows = [f"| `{d.address}` | `{d.code}` | {_md_escape(d.message)} | {_md_source(d)} |" for d in held]
+        shown = _within(rows, HELD_BUDGET)
+        lines += rows[:shown]
+        if shown < len(rows):
+            lines.append(f"| ... | | {len(rows) - shown} more; see `adsync-plan show PLANFILE` | |")
         lines.append("")
     if by_severity["warning"]:
         lines += ["#### Warnings", ""]
@@ -320,15 +322,33 @@ def _markdown_diagnostics(plan: Plan, redact: Redactor) -> list[str]:
 def _markdown_changes(plan: Plan, redact: Redactor) -> list[str]:
     if not plan.changes:
         return []
-    lines = ["#### Changes", ""]
-    for action in plan.changes[:MARKDOWN_DETAILS]:
-        lines += ["<details>", f"<summary><code>{_html(_heading(action, redact))}</code></summary>", ""]
-        lines += ["```diff"] + _diff_lines(action, redact) + ["```", "", "</details>", ""]
-    rest = plan.changes[MARKDOWN_DETAILS:]
-    if rest:
-        lines += ["<details>", f"<summary>... and {len(rest)} more changes</summary>", ""]
-        lines += [f"- `{_heading(a, redact)}`" for a in rest] + ["", "</details>", ""]
-    return lines
+    lines, used, done = ["#### Changes", ""], 0, 0
+    for action in plan.changes:
+        block = ["<details>", f"<summary><code>{_html(_heading(action, redact))}</code></summary>", ""]
+        block += ["```diff"] + _diff_lines(action, redact) + ["```", "", "</details>", ""]
+        used += sum(len(line) + 1 for line in block)
+        if used > DETAILS_BUDGET:
+            break
+        lines += block
+        done += 1
+    if done == len(plan.changes):
+        return lines
+    rest = [f"- `{_heading(a, redact)}`" for a in plan.changes[done:]]
+    shown = _within(rest, LIST_BUDGET)
+    lines += ["<details>", f"<summary>... and {len(rest)} more changes</summary>", ""] + rest[:shown]
+    if shown < len(rest):
+        lines.append(f"- ... and {len(rest) - shown} more; see `adsync-plan show PLANFILE`")
+    return lines + ["", "</details>", ""]
+
+
+def _within(lines: list[str], budget: int) -> int:
+    """How many of `lines` fit into `budget` characters."""
+    used = 0
+    for n, line in enumerate(lines):
+        used += len(line) + 1
+        if used > budget:
+            return n
+    return len(lines)
 
 
 def _diff_lines(action: Action, redact: Redactor) -> list[str]:
