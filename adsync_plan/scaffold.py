@@ -57,15 +57,16 @@ def _pipeline(name: str, source: str, pbx: str) -> str:
         template(name)
         .replace("@@VERSION@@", __version__)
         .replace("@@SECRET_NAMES@@", ", ".join(all_secrets) or "none (ldif source and file PBX)")
-        .replace("@@PBX_ENV@@", _github_env(pbx_secrets))
-        .replace("@@ALL_ENV@@", _github_env(all_secrets))
+        .replace("@@PBX_ENV@@\n", _github_env(pbx_secrets))
+        .replace("@@ALL_ENV@@\n", _github_env(all_secrets))
     )
 
 
 def _github_env(names: list[str]) -> str:
+    """A job's env block with the secrets it needs; none: no block (actionlint rejects an empty one)."""
     if not names:
-        return "    env: {}"
-    return "    env:\n" + "\n".join(f"      {n}: ${{{{ secrets.{n} }}}}" for n in names)
+        return ""
+    return "    env:\n" + "".join(f"      {n}: ${{{{ secrets.{n} }}}}\n" for n in names)
 
 
 def write_project(folder: Path, files: dict[str, str]) -> list[Path]:
