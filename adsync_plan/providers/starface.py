@@ -58,6 +58,12 @@ SERVICE_NAMES = {
 }
 # PhoneUser field -> STARFACE User field
 USER_FIELDS = {"login_id": "login", "first_name": "firstName", "last_name": "familyName", "email": "email"}
+FIELD_WORDS = {
+    "login_id": "login ID",
+    "first_name": "first name",
+    "last_name": "last name",
+    "email": "e-mail address",
+}
 
 
 class _Unanswered(PbxError):
@@ -265,13 +271,14 @@ class StarfaceProvider(Provider):
         path = f"/users/{int(user_id)}"
         resp = self._call("GET", path, read=True)
         if resp.status_code == 404:
-            raise PbxError(f"{self.pbx} has no user {who} any more; run plan again.")
+            raise PbxError(f"{self.pbx} no longer has {who}; run refresh and plan again.")
         current = self._json(self._checked(resp, "read", who, "GET", path), "GET", path)
         body = dict(current)  # the full user: fields this tool does not manage are sent back unchanged
         body.pop("password", None)  # empty when fetched; left out, the password stays as it is
         for key, value in changes.items():
             body[USER_FIELDS[key]] = value
-        self._write("PUT", path, body, f"change {', '.join(sorted(changes))} of", who)
+        what = " and ".join(FIELD_WORDS[key] for key in sorted(changes))
+        self._write("PUT", path, body, f"change the {what} of", who)
         if "login_id" in changes and user_id in self._names:
             self._names[user_id] = self._names[user_id].replace(
                 f"login ID {current.get('login')}", f"login ID {changes['login_id']}", 1
@@ -618,4 +625,8 @@ def _message(resp: requests.Response) -> str:
     if isinstance(data, dict):
         data = data.get("message") or data.get("error") or ""
     text = " ".join(str(data).split())[:200].rstrip(".")
+    if text[
+        :2
+    ].istitle():  # "The login ID ..." reads as part of our sentence: "refused ...: the login ID ..."
+        text = text[0].lower() + text[1:]
     return text or resp.reason or "no reason given"

@@ -139,7 +139,9 @@ class StarfaceServer:
         self._httpd.daemon_threads = True
         if self.tls:
             self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="starface-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="starface-server", daemon=True
+        )
         self._thread.start()
         return self
 
