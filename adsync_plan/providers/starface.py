@@ -451,6 +451,7 @@ class StarfaceProvider(Provider):
             params=params,
             headers=headers,
             timeout=self.timeout,
+            verify=session.verify,  # per request: REQUESTS_CA_BUNDLE would override the session's
         )
         log.debug("%s /rest%s -> %d (%.3f s)", method, path, resp.status_code, time.perf_counter() - started)
         return resp
