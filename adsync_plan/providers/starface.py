@@ -34,6 +34,7 @@ from pathlib import Path
 
 import orjson
 import requests
+import urllib3
 
 from adsync_plan.config import secret_from_env
 from adsync_plan.errors import PbxError
@@ -477,6 +478,9 @@ class StarfaceProvider(Provider):
             log.warning(
                 "TLS certificate verification for the PBX at %s is off (pbx.verify_tls: false).", self.url
             )
+            urllib3.disable_warnings(
+                urllib3.exceptions.InsecureRequestWarning
+            )  # said once above, not per request
             return False
         return True
 
