@@ -338,11 +338,6 @@ class StarfaceProvider(Provider):
     ) -> requests.Response:
         if 200 <= resp.status_code < 300:
             return resp
-        if resp.status_code >= 500:
-            raise PbxError(
-                f"{self.pbx} failed to {doing} {who}: HTTP {resp.status_code} ({_message(resp)}) on "
-                f"{method} /rest{path}; the next refresh shows whether it did, so run plan and apply again."
-            )
         raise self._refused(resp, doing, who, method, path)
 
     def _refused(self, resp: requests.Response, doing: str, who: str, method: str, path: str) -> PbxError:
