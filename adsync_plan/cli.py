@@ -8,8 +8,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+
+try:  # typer 0.16+ vendors click; older typer uses the click package
+    from typer._click import exceptions as click
+except ImportError:  # pragma: no cover
+    from click import exceptions as click
 
 from adsync_plan import __version__, output, pipeline
 from adsync_plan.config import load_config
@@ -197,12 +201,14 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code: usage errors 64, user errors 1 with one sentence."""
     try:
         code = app(args=argv, standalone_mode=False, prog_name="adsync-plan")
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         return done.exit_code
+    except click.NoArgsIsHelpError:
+        return EXIT_USAGE  # the help was printed
     except click.UsageError as err:
         output.error(f"{err.format_message()} (see `adsync-plan {_cmd(err)}--help`)")
         return EXIT_USAGE
-    except click.exceptions.Abort:
+    except typer.Abort:
         output.error("aborted.")
         return EXIT_ERROR
     except AdsyncError as err:
