@@ -77,15 +77,11 @@ def _enabled(entry: Mapping[str, list], names: Sequence[str]) -> bool:
         return True
 
 
-def to_directory_user(
-    dn: str, entry: Mapping[str, list], attrs: Mapping[str, Sequence[str]], groups
-) -> DirectoryUser:
+def to_directory_user(dn: str, entry: Mapping[str, list], attrs: Mapping[str, Sequence[str]], groups) -> DirectoryUser:
     """Map one entry. `entry` keys must be lower case; `groups` are the user's group DNs (lower case)."""
     raw_id = entry.get(attrs["source_id"][0].lower())
     if not raw_id:
-        raise SourceError(
-            f"{dn}: the entry has no {attrs['source_id'][0]}; it cannot be bound to a PBX user."
-        )
+        raise SourceError(f"{dn}: the entry has no {attrs['source_id'][0]}; it cannot be bound to a PBX user.")
     try:
         source_id = guid_string(raw_id[0])
     except ValueError:
