@@ -138,8 +138,8 @@ def test_read_builds_the_snapshot_shapes(server, provider):
     assert state.numbers["32"] == PbxNumber("internal", None, None)
     group = [k for k, v in server.data.groups.items()][0]
     assert state.numbers["50"].owner == f"group:{group}"
-    assert state.numbers["60"].owner == "module:ivr-1"
-    assert state.numbers["70"].owner == "service:2"
+    assert state.numbers["60"] == PbxNumber("internal", "module:ivr-1", "standard")
+    assert state.numbers["70"] == PbxNumber("internal", "service:2", "standard")
     assert "9999" not in state.numbers  # a RESERVED number is not assignable to users
 
 
@@ -172,9 +172,7 @@ def test_update_user_sends_the_full_user_and_keeps_other_fields(server, provider
     seed_office(server)
     server.data.passwords[17] = "jane-secret-1"
     provider.read()
-    provider.update_user(
-        "17", {"last_name": "Doe-Smith", "email": "jane.smith@example.com", "login_id": "31"}
-    )
+    provider.update_user("17", {"last_name": "Doe-Smith", "email": "jane.smith@example.com", "login_id": "31"})
     user = server.data.users[17]
     assert (user["familyName"], user["email"], user["login"]) == ("Doe-Smith", "jane.smith@example.com", "31")
     assert (user["language"], user["faxHeader"], user["firstName"]) == ("de", "Sales", "Jane")

@@ -43,6 +43,7 @@ from adsync_plan.model import (
     INTERNAL,
     NO_PROGRESS,
     SERVICE_FAX,
+    SERVICE_STANDARD,
     PbxAccount,
     PbxNumber,
     PbxState,
@@ -129,15 +130,11 @@ class StarfaceProvider(Provider):
             if a.get("type") == "USER"
         }
         result = [self._account(u, admins, primary) for u in users]
-        self._names = {
-            acc.id: f"login ID {acc.login_id} ({acc.first_name} {acc.last_name})" for acc in result
-        }
+        self._names = {acc.id: f"login ID {acc.login_id} ({acc.first_name} {acc.last_name})" for acc in result}
         log.debug("read %d users and %d numbers from %s", len(result), len(numbers), self.url)
         return PbxState.from_parts(result, numbers)
 
-    def _get_list(
-        self, path: str, progress: Progress = NO_PROGRESS, params: dict | None = None
-    ) -> list[dict]:
+    def _get_list(self, path: str, progress: Progress = NO_PROGRESS, params: dict | None = None) -> list[dict]:
         resp = self._call("GET", path, params=params, read=True)
         if resp.status_code != 200:
             raise PbxError(
@@ -194,9 +191,7 @@ class StarfaceProvider(Provider):
         ids = {s.get("serviceId") for s in self._services or () if "fax" in _service_text(s)}
         configured = self.settings.get("call_services", {}).get("fax")
         if configured:
-            ids |= {
-                s.get("serviceId") for s in self._services or () if configured.lower() in _service_names(s)
-            }
+            ids |= {s.get("serviceId") for s in self._services or () if configured.lower() in _service_names(s)}
         return ids
 
     def _admin_permission(self, permissions: list[dict]) -> int:
@@ -252,9 +247,7 @@ class StarfaceProvider(Provider):
                 f"to user {found.get('id')} with another e-mail address; check that user on the PBX."
             )
         else:
-            log.warning(
-                "The PBX did not confirm the creation of %s (%s), but it exists now; carrying on.", who, cause
-            )
+            log.warning("The PBX did not confirm the creation of %s (%s), but it exists now; carrying on.", who, cause)
         uid = str(found["id"])
         self._names[uid] = f"login ID {user.login_id} ({user.first_name} {user.last_name})"
         return uid
@@ -286,16 +279,10 @@ class StarfaceProvider(Provider):
             )
 
     def set_admin(self, user_id: str, admin: bool) -> None:
-        pid = (
-            self._admin_id
-            if self._admin_id is not None
-            else self._admin_permission(self._get_list("/permissions"))
-        )
+        pid = self._admin_id if self._admin_id is not None else self._admin_permission(self._get_list("/permissions"))
         path = f"/permissions/{pid}/users"
         doing = "grant the administrator permission to" if admin else "revoke the administrator permission of"
-        self._write(
-            "PUT", path, [int(user_id)], doing, self._who(user_id), params={"granted": str(admin).lower()}
-        )
+        self._write("PUT", path, [int(user_id)], doing, self._who(user_id), params={"granted": str(admin).lower()})
 
     def assign_number(self, user_id: str, number: str, service: str) -> None:
         who = self._who(user_id)
@@ -316,11 +303,7 @@ class StarfaceProvider(Provider):
     def set_primary_internal_number(self, user_id: str, number: str | None) -> None:
         # A partial PhoneNumberConfig, as STARFACE's own PHP client sends it (tested on 6.7.0.22).
         body = {"primaryInternalNumberId": self._number_id(number) if number else None}
-        doing = (
-            f"make {number} the primary internal number of"
-            if number
-            else "clear the primary internal number of"
-        )
+        doing = f"make {number} the primary internal number of" if number else "clear the primary internal number of"
         self._write("PUT", f"/users/{int(user_id)}/phonenumberconfig", body, doing, self._who(user_id))
 
     def _write(self, method: str, path: str, body, doing: str, who: str, params: dict | None = None) -> None:
@@ -333,9 +316,7 @@ class StarfaceProvider(Provider):
             ) from None
         self._checked(resp, doing, who, method, path)
 
-    def _checked(
-        self, resp: requests.Response, doing: str, who: str, method: str, path: str
-    ) -> requests.Response:
+    def _checked(self, resp: requests.Response, doing: str, who: str, method: str, path: str) -> requests.Response:
         if 200 <= resp.status_code < 300:
             return resp
         raise self._refused(resp, doing, who, method, path)
@@ -455,9 +436,7 @@ class StarfaceProvider(Provider):
     def _open(self) -> requests.Session:
         if self._session is None:
             session = requests.Session()
-            session.headers.update(
-                {"X-Version": "2", "Content-Type": "application/json", "Accept": "application/json"}
-            )
+            session.headers.update({"X-Version": "2", "Content-Type": "application/json", "Accept": "application/json"})
             session.verify = self._verify()
             self._session = session
         return self._session
@@ -470,12 +449,8 @@ class StarfaceProvider(Provider):
                 raise PbxError(f"pbx.ca_file: the CA certificate file {path} does not exist; fix the path.")
             return str(path)
         if self.settings.get("verify_tls", True) is False:
-            log.warning(
-                "TLS certificate verification for the PBX at %s is off (pbx.verify_tls: false).", self.url
-            )
-            urllib3.disable_warnings(
-                urllib3.exceptions.InsecureRequestWarning
-            )  # said once above, not per request
+            log.warning("TLS certificate verification for the PBX at %s is off (pbx.verify_tls: false).", self.url)
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # said once above, not per request
             return False
         return True
 
@@ -545,9 +520,7 @@ class StarfaceProvider(Provider):
             ) from None
 
     def _tls_error(self, err: Exception) -> PbxError:
-        reason = (
-            "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(err) else "TLS handshake failed"
-        )
+        reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(err) else "TLS handshake failed"
         return PbxError(
             f"The TLS certificate of the STARFACE PBX at {self.url} could not be verified ({reason}); set "
             "pbx.ca_file to the certificate of the CA that signed it."
@@ -586,26 +559,26 @@ def e164(pn: Mapping) -> str:
     country = "".join(ch for ch in str(pn.get("nationalPrefix") or "") if ch.isdigit()).removeprefix("00")
     area = "".join(ch for ch in str(pn.get("localPrefix") or "") if ch.isdigit()).lstrip("0")
     if not country:
-        log.warning(
-            "External number %s (id %s) has no country code; kept as the PBX writes it.", raw, pn.get("id")
-        )
+        log.warning("External number %s (id %s) has no country code; kept as the PBX writes it.", raw, pn.get("id"))
         return raw
     return f"+{country}{area}{number}"
 
 
 def _owner(pn: Mapping, fax_ids: set[int]) -> tuple[str | None, str | None]:
-    """(owner, service) of a PhoneNumber: a user id, or group:/module:/service: for non-user owners."""
+    """(owner, service) of a PhoneNumber: a user id, or group:/module:/service: for non-user owners. An
+    owned number's service is fax when assigned with a fax call service, else standard (as the file PBX)."""
     service_id = pn.get("assignedServiceId")
-    service = SERVICE_FAX if service_id in fax_ids else "standard"
     if pn.get("assignedUserAccountId") is not None:
-        return str(pn["assignedUserAccountId"]), service
-    if pn.get("assignedGroupAccountId") is not None:
-        return f"group:{pn['assignedGroupAccountId']}", service
-    if pn.get("assignedModuleInstanceId") is not None:
-        return f"module:{pn['assignedModuleInstanceId']}", None
-    if service_id is not None:
-        return f"service:{service_id}", None
-    return None, None
+        owner = str(pn["assignedUserAccountId"])
+    elif pn.get("assignedGroupAccountId") is not None:
+        owner = f"group:{pn['assignedGroupAccountId']}"
+    elif pn.get("assignedModuleInstanceId") is not None:
+        owner = f"module:{pn['assignedModuleInstanceId']}"
+    elif service_id is not None:
+        owner = f"service:{service_id}"  # e.g. a conference room: a service that owns the number itself
+    else:
+        return None, None
+    return owner, SERVICE_FAX if service_id in fax_ids else SERVICE_STANDARD
 
 
 def _service_names(service: Mapping) -> set[str]:
@@ -625,8 +598,6 @@ def _message(resp: requests.Response) -> str:
     if isinstance(data, dict):
         data = data.get("message") or data.get("error") or ""
     text = " ".join(str(data).split())[:200].rstrip(".")
-    if text[
-        :2
-    ].istitle():  # "The login ID ..." reads as part of our sentence: "refused ...: the login ID ..."
+    if text[:2].istitle():  # "The login ID ..." reads as part of our sentence: "refused ...: the login ID ..."
         text = text[0].lower() + text[1:]
     return text or resp.reason or "no reason given"

@@ -182,9 +182,7 @@ class StarfaceServer:
         """Move the server's clock on: tokens older than `token_ttl` then answer 401."""
         self.clock_offset += seconds
 
-    def fail(
-        self, k: int, kind: str = "500", method: str | None = None, path: str | None = None, **kw
-    ) -> Fault:
+    def fail(self, k: int, kind: str = "500", method: str | None = None, path: str | None = None, **kw) -> Fault:
         fault = Fault(k, kind, method, path, **kw)
         with self.lock:
             self.faults.append(fault)
@@ -306,16 +304,13 @@ class StarfaceServer:
             assert all(c == 1 for c in logins.values()), f"duplicate logins: {logins.most_common(3)}"
             for nid, n in self.data.numbers.items():
                 owners = [
-                    n.get(k)
-                    for k in ("assignedUserAccountId", "assignedGroupAccountId", "assignedModuleInstanceId")
+                    n.get(k) for k in ("assignedUserAccountId", "assignedGroupAccountId", "assignedModuleInstanceId")
                 ]
                 assert sum(o is not None for o in owners) <= 1, f"number {nid} has several owners"
                 uid = n["assignedUserAccountId"]
                 assert uid is None or uid in self.data.users, f"number {nid} owned by a missing user"
             for uid, nid in self.data.primary.items():
-                assert self.data.numbers[nid]["assignedUserAccountId"] == uid, (
-                    f"primary {nid} not owned by {uid}"
-                )
+                assert self.data.numbers[nid]["assignedUserAccountId"] == uid, f"primary {nid} not owned by {uid}"
             if self.data.licenses is not None:
                 assert len(self.data.users) <= self.data.licenses
 
@@ -516,9 +511,7 @@ class _Handler(BaseHTTPRequestHandler):
             if nonce not in pbx.nonces:
                 raise ApiError(400, "Invalid login: unknown or already used nonce.")
             pbx.nonces.discard(nonce)  # single use, whatever the outcome
-            if not secrets.compare_digest(
-                str(secret), _secret(pbx.login_type, pbx.login, pbx.password, nonce)
-            ):
+            if not secrets.compare_digest(str(secret), _secret(pbx.login_type, pbx.login, pbx.password, nonce)):
                 raise ApiError(400, "Invalid login.")
             token = secrets.token_urlsafe(24)
             pbx.tokens[token] = pbx.now() + pbx.token_ttl
@@ -605,10 +598,7 @@ class _Operations:
         login = b["login"]
         if not login.isdigit() or not login.isascii():
             raise ApiError(400, f"The login ID {login!r} may contain only the digits 0-9.")
-        if (
-            any(u["login"] == login and u["id"] != uid for u in self.d.users.values())
-            or login == self.server.login
-        ):
+        if any(u["login"] == login and u["id"] != uid for u in self.d.users.values()) or login == self.server.login:
             raise ApiError(400, f"The login ID {login} is already in use.")
         if b.get("password") and len(b["password"]) < 8:
             raise ApiError(400, "The password must be at least 8 characters long.")
@@ -720,30 +710,23 @@ class _Operations:
             else:
                 n = self.d.numbers.get(nid)
                 if n is None or n["type"] != "INTERNAL" or n["assignedUserAccountId"] != uid:
-                    raise ApiError(
-                        500, f"The phone number {nid} is not an internal number of this user.", plain=True
-                    )
+                    raise ApiError(500, f"The phone number {nid} is not an internal number of this user.", plain=True)
                 self.d.primary[uid] = nid
         return 200, self._pnc(uid)
 
     def list_assignments(self):
         uid = self._uid()
         mine = [n for n in self.d.numbers.values() if n["assignedUserAccountId"] == uid]
-        return 200, [
-            {"accountId": uid, "phoneNumberId": n["id"], "serviceId": n["assignedServiceId"]} for n in mine
-        ]
+        return 200, [{"accountId": uid, "phoneNumberId": n["id"], "serviceId": n["assignedServiceId"]} for n in mine]
 
     def _assignments(self) -> list[dict]:
         b = self.body
         ok = isinstance(b, list) and all(
-            isinstance(a, dict)
-            and all(isinstance(a.get(k), int) for k in ("accountId", "phoneNumberId", "serviceId"))
+            isinstance(a, dict) and all(isinstance(a.get(k), int) for k in ("accountId", "phoneNumberId", "serviceId"))
             for a in b
         )
         if not ok:
-            raise ApiError(
-                400, "Request error: a list of PhoneNumberAssignment objects is required.", plain=True
-            )
+            raise ApiError(400, "Request error: a list of PhoneNumberAssignment objects is required.", plain=True)
         return b
 
     def add_assignments(self):
@@ -751,22 +734,14 @@ class _Operations:
         items = self._assignments()
         for a in items:  # check all before changing any: a refused request changes nothing
             if a["accountId"] != uid:
-                raise ApiError(
-                    400, f"Request error: accountId {a['accountId']} is not the user {uid}.", plain=True
-                )
+                raise ApiError(400, f"Request error: accountId {a['accountId']} is not the user {uid}.", plain=True)
             n = self.d.numbers.get(a["phoneNumberId"])
             if n is None:
-                raise ApiError(
-                    400, f"Request error: the phone number {a['phoneNumberId']} does not exist.", plain=True
-                )
+                raise ApiError(400, f"Request error: the phone number {a['phoneNumberId']} does not exist.", plain=True)
             if a["serviceId"] not in self.d.services:
-                raise ApiError(
-                    400, f"Request error: the call service {a['serviceId']} does not exist.", plain=True
-                )
+                raise ApiError(400, f"Request error: the call service {a['serviceId']} does not exist.", plain=True)
             if n["assignedUserAccountId"] != uid and _is_assigned(n):
-                raise ApiError(
-                    400, f"Request error: the phone number {n['number']} is already assigned.", plain=True
-                )
+                raise ApiError(400, f"Request error: the phone number {n['number']} is already assigned.", plain=True)
         for a in items:
             self.server._assign(uid, a["phoneNumberId"], a["serviceId"])
         return 200, items
@@ -813,9 +788,7 @@ class _Operations:
 
     def perm_users(self):
         pid = self._pid()
-        return 200, [
-            {**self.d.users[u], "password": ""} for u in sorted(self.d.grants[pid]) if u in self.d.users
-        ]
+        return 200, [{**self.d.users[u], "password": ""} for u in sorted(self.d.grants[pid]) if u in self.d.users]
 
     def put_perm_users(self):
         pid = self._pid()
@@ -887,3 +860,68 @@ def provider_for(server: StarfaceServer, base_dir, **settings):
     provider = StarfaceProvider(config, base_dir, None)
     provider.backoff = 0.01  # keep retry tests fast
     return provider
+
+
+def seed_from_pbx_file(server: StarfaceServer, document: dict) -> None:
+    """Load an embedded-PBX document (SPEC 9.5) with the same user ids, owners, services and admins."""
+    with server.lock:
+        for user in document["users"]:
+            uid = server.add_user(user["login_id"], user["first_name"], user["last_name"], user["email"], user["id"])
+            if user.get("is_admin"):
+                server.grant(uid)
+        ids = {}
+        for entry in document["numbers"]:
+            number = entry["number"]
+            ids[number] = server.add_internal(number) if entry["type"] == "internal" else server.add_external(number)
+            owner = entry.get("owner")
+            if owner is None:
+                continue
+            owner = str(owner)
+            if owner.startswith("group:"):
+                gid = int(owner.split(":")[1])
+                server.data.groups.setdefault(gid, {"id": gid, "name": f"Group {gid}"})
+                server.data.numbers[ids[number]].update(assignedGroupAccountId=gid, assignedServiceId=1)
+            elif owner.startswith("module:"):
+                server.give_to_module(ids[number], owner.split(":", 1)[1])
+            elif owner.startswith("service:"):
+                server.give_to_service(ids[number], int(owner.split(":")[1]))
+            else:
+                server.assign(int(owner), ids[number], entry.get("service") or "standard")
+        for user in document["users"]:
+            if user.get("primary_internal_number"):
+                server.set_primary(user["id"], ids[user["primary_internal_number"]])
+        # new users get max(id) + 1, as in the file PBX
+        server.data.ids = itertools.count(max([u["id"] for u in document["users"]] + [0]) + 1)
+
+
+def export_pbx_file(server: StarfaceServer) -> dict:
+    """The server's content as an embedded-PBX document (SPEC 9.5), sorted as the file provider writes it."""
+    kinds = {v: k for k, v in SERVICE_BY_KIND.items()}
+    with server.lock:
+        d = server.data
+        admins = server.admins()
+        users = []
+        for uid in sorted(d.users):
+            u, nid = d.users[uid], d.primary.get(uid)
+            users.append(
+                {
+                    "id": uid,
+                    "login_id": u["login"],
+                    "first_name": u["firstName"],
+                    "last_name": u["familyName"],
+                    "email": u["email"],
+                    "is_admin": uid in admins,
+                    "primary_internal_number": d.numbers[nid]["number"] if nid is not None else None,
+                }
+            )
+        numbers = []
+        for n in d.numbers.values():
+            owner, service = None, None
+            if n["assignedUserAccountId"] is not None:
+                owner, service = n["assignedUserAccountId"], kinds.get(n["assignedServiceId"], "standard")
+            elif n["assignedGroupAccountId"] is not None:
+                owner, service = f"group:{n['assignedGroupAccountId']}", "standard"
+            kind = "internal" if n["type"] == "INTERNAL" else "external"
+            numbers.append({"number": _e164(n), "type": kind, "owner": owner, "service": service})
+        numbers.sort(key=lambda e: (e["type"], e["number"]))
+        return {"format_version": 1, "users": users, "numbers": numbers}
