@@ -47,7 +47,7 @@ def measure_apply(size: int, actions: int, base: Path) -> dict[str, tuple[float,
     """kind -> (requests per action, milliseconds per action)."""
     with StarfaceServer() as srv:
         seed_scale(srv, size)
-        spare = [(srv.add_internal(str(90000 + i)), str(90000 + i)) for i in range(actions * 2)]
+        spare = [(srv.add_internal(str(9_000_000 + i)), str(9_000_000 + i)) for i in range(actions * 2)]
         spare_ext = [srv.add_external(f"28{i:05d}") for i in range(actions)]
         os.environ[PASSWORD_ENV] = srv.password
         with provider_for(srv, base) as prov:
