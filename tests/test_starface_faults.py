@@ -47,9 +47,7 @@ DESIRED = {
         ("+4970222797830",),
         ("+4970222797899",),
     ),
-    "32": PhoneUser(
-        "32", "Max", "Muster", "max@example.com", "admin", "32", ("32",), ("+4970222797850",), ()
-    ),
+    "32": PhoneUser("32", "Max", "Muster", "max@example.com", "admin", "32", ("32",), ("+4970222797850",), ()),
 }
 ORPHAN = PhoneUser("35", "Otto", "-Old", "otto@example.com", "user", "35", ("35",), (), ())
 
@@ -92,9 +90,7 @@ def converge(prov) -> None:
 def orphaned(user: PhoneUser) -> PhoneUser:
     last = user.last_name if user.last_name.startswith("-") else "-" + user.last_name
     keep = (user.primary_internal_number,) if user.primary_internal_number else ()
-    return PhoneUser(
-        user.login_id, user.first_name, last, user.email, user.role, user.primary_internal_number, keep
-    )
+    return PhoneUser(user.login_id, user.first_name, last, user.email, user.role, user.primary_internal_number, keep)
 
 
 def final_state_is_right(srv: StarfaceServer, tmp_path) -> None:
@@ -128,9 +124,7 @@ def clean_run_requests(tmp_path) -> tuple[int, int]:
         seed(srv)
         with provider_for(srv, tmp_path) as prov:
             converge(prov)
-        writes = sum(
-            c for key, c in srv.counts.items() if not key.startswith("GET ") and not key.endswith("/login")
-        )
+        writes = sum(c for key, c in srv.counts.items() if not key.startswith("GET ") and not key.endswith("/login"))
         return srv.total_requests, writes
 
 
@@ -176,6 +170,18 @@ def test_reads_give_up_after_the_configured_retries(tmp_path, env):
             prov.read()
         assert "answered GET /rest/users with HTTP 500" in str(err.value) and "3 times" in str(err.value)
         assert srv.counts["GET /users"] == 3
+
+
+def test_reads_give_up_on_dropped_connections_with_a_sentence(tmp_path, env):
+    with StarfaceServer() as srv:
+        for k in (1, 2):
+            srv.fail(k, "drop", "GET", "/phonenumbers")
+        with provider_for(srv, tmp_path, retries=1) as prov, pytest.raises(PbxError) as err:
+            prov.read()
+        assert str(err.value) == (
+            f"The STARFACE PBX at {srv.url} did not answer GET /rest/phonenumbers (the connection was closed "
+            "without an answer) after 2 attempts; try again later or check the PBX."
+        )
 
 
 def test_a_body_that_is_not_json(tmp_path, env):

@@ -15,9 +15,7 @@ def refresh_counts(count: int, tmp_path, monkeypatch) -> tuple[int, dict]:
             state = prov.read()
             counts = dict(srv.counts)
         assert len(state.users) == count
-        assert (
-            sum(1 for u in state.users.values() if u.primary_internal_number and u.external_numbers) == count
-        )
+        assert sum(1 for u in state.users.values() if u.primary_internal_number and u.external_numbers) == count
         assert len(state.admins) == len(range(0, count, 500))
         return len(state.users), counts
 

@@ -387,6 +387,11 @@ class StarfaceProvider(Provider):
                 if read and attempt < self.retries:
                     attempt = self._pause(attempt, method, path, type(err).__name__)
                     continue
+                if read:
+                    raise PbxError(
+                        f"{self.pbx} did not answer {method} /rest{path} ({self._transport_cause(err)}) after "
+                        f"{attempt + 1} attempts; try again later or check the PBX."
+                    ) from None
                 raise _Unanswered(self._transport_cause(err)) from None
             if resp.status_code == 401 and not relogged:
                 # The token expired (4 h) or was revoked; the request was not carried out, so repeat it once.
