@@ -17,6 +17,10 @@ matters:
 - A new user gets a random initial password that nobody knows (the API requires one to be set at creation
   on a real PBX's UI, and an account must not be left without one); users sign in after an administrator or
   the user's own password reset, or through Active Directory login.
+- Requests per change: create = POST /users + GET /users?searchTerm=<login> (its id; the full list only if
+  the search misses); field update = GET + PUT /users/{id} (the full user goes back); one request per number
+  assigned or released, per primary number and per admin grant. The API would take several assignments in
+  one POST, but the provider contract is one change per call.
 - Reads (GET) are retried with backoff on 5xx and connection errors; writes never are. A create whose
   answer is lost is never repeated: the login ID is looked up instead, and the user found is taken as the
   one just created when its e-mail address matches.
