@@ -75,7 +75,8 @@ def apply_requests(name: str, cli, tmp_path: Path) -> int:
         return srv.total_requests
 
 
-@pytest.mark.parametrize("name", ["r9_orphan", "update_matched", "create_basic", "r6_login_collision"])
+# create with admin role and fax number; update; orphan with a fax number released
+@pytest.mark.parametrize("name", ["create_basic", "update_matched", "r9_orphan"])
 @pytest.mark.parametrize("kind, after", [("500", False), ("drop", True)])
 def test_a_fault_at_every_request_of_an_apply_then_a_new_plan_converges(name, kind, after, cli, tmp_path):
     steps = apply_requests(name, cli, tmp_path)
