@@ -139,9 +139,8 @@ def main() -> None:
         )
         floor_s, floor_mb = measure([sys.executable, "-c", FLOOR, str(folder)], folder)
         growth = f"{plan_s / previous:.1f}x" if previous else "-"
-        print(
-            f"{n:>8} {plan_s:>8.2f} {plan_mb:>9.0f} {floor_s:>8.2f} {floor_mb:>9.0f} {plan_s / floor_s:>6.2f} {growth:>7}"
-        )
+        ratio = plan_s / floor_s
+        print(f"{n:>8} {plan_s:>8.2f} {plan_mb:>9.0f} {floor_s:>8.2f} {floor_mb:>9.0f} {ratio:>6.2f} {growth:>7}")
         summary = json.loads((folder / "plan.json").read_text())["summary"]
         rows.append(
             {
