@@ -33,6 +33,7 @@ class MemoryPbx(FileProvider):
         super().__init__({"type": "file", "path": "unused"}, Path("."), licenses)
         self._loaded = True
         for pbx_id, user in state.users.items():
+            self.logins[user.login_id] = pbx_id
             self.users[pbx_id] = {
                 "id": pbx_id,
                 "login_id": user.login_id,
