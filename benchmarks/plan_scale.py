@@ -32,6 +32,7 @@ FIRST = 200000  # six-digit extensions 200000...: none starts with a reserved nu
 
 FLOOR = """
 import gc, sys, orjson
+gc.disable()  # as the CLI does
 from pathlib import Path
 from adsync_plan.sources.ldif import parse_ldif
 from adsync_plan.files import read_document, render_document

@@ -262,10 +262,11 @@ class Reconciler:
         """R11: a number may only move from an owner that releases it in this run; one number, one owner.
         Returns how many users it held."""
         released = self._released()
-        claims = {}
+        claims, numbers = {}, self.state.numbers
         for _, user, pbx_id in self._active():
             for number in user.user.numbers():
-                claims.setdefault(number, []).append((user, pbx_id))
+                if pbx_id is None or numbers[number].owner != pbx_id:  # keeping one's own number claims nothing
+                    claims.setdefault(number, []).append((user, pbx_id))
         conflicts = self._conflicts(claims, released)
         for user, diagnostic in conflicts:
             self._hold(user, diagnostic)
@@ -284,10 +285,7 @@ class Reconciler:
         found = []
         for number, claimants in claims.items():
             owner = self.state.numbers[number].owner
-            keeper = next((c for c in claimants if c[1] is not None and c[1] == owner), None)
             for user, pbx_id in claimants:
-                if keeper is not None and (user, pbx_id) == keeper:
-                    continue
                 if owner is not None and owner != pbx_id and number not in released:
                     message = f"number {number} belongs to {self._owner_name(owner)}, which this run does not release."
                 elif len(claimants) > 1:
