@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from enum import StrEnum
@@ -194,6 +195,9 @@ def _print_plan(plan_obj, json_out: bool, markdown: bool, redact: bool = False) 
 
 
 def main(argv: list[str] | None = None) -> None:
+    # One short run over up to 100,000 users makes millions of small objects and no cycles worth
+    # collecting: the cyclic GC would only rescan them again and again (a third of the time at 100,000).
+    gc.disable()
     sys.exit(run(argv))
 
 
