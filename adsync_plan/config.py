@@ -182,6 +182,12 @@ def _check_meaning(config: Config) -> None:
             f"{config.path}: source.url: plain ldap:// would send the password unencrypted; use ldaps://, "
             "set start_tls: true, or (not recommended) allow_insecure: true."
         )
+    for key, section in (("source", src), ("pbx", config.pbx)):
+        for name in ("path", "ca_file", "certificate_file"):
+            if section.get(name) and not config.resolve(section[name]).is_file():
+                raise ConfigError(
+                    f"{config.path}: {key}.{name}: the file {config.resolve(section[name])} does not exist."
+                )
     for prefix in config.numbering.reserved_extra:
         if not re.fullmatch(r"[0-9xX]+", prefix):
             raise ConfigError(f"{config.path}: numbering.reserved_extra: {prefix!r} is not a digit pattern.")

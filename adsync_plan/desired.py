@@ -57,6 +57,7 @@ def write_desired(path: Path, state: DesiredState, config_sha256: str) -> str:
 
 
 def desired_sha256(state: DesiredState, config_sha256: str) -> str:
+    """The digest of the desired state `render` would write (the same bytes), without formatting them."""
     return hashlib.sha256(render_document(to_document(state, config_sha256))).hexdigest()
 
 

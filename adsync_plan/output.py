@@ -15,7 +15,7 @@ from adsync_plan.planfile import to_document
 SIGNS = {"create": "+", "update": "~", "orphan": "!"}
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
-_color = True
+_color = False
 
 
 # -- messages -----------------------------------------------------------------------------------------------

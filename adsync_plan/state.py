@@ -40,7 +40,11 @@ def canonical(state: PbxState) -> dict:
 
 
 def fingerprint(state: PbxState) -> str:
-    return "sha256:" + hashlib.sha256(orjson.dumps(canonical(state), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return _digest(canonical(state))
+
+
+def _digest(content: dict) -> str:
+    return "sha256:" + hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass
@@ -67,19 +71,21 @@ def state_from_canonical(data: dict) -> PbxState:
 def load_snapshot(path: Path) -> Snapshot:
     data, tree = read_document(path, "the state snapshot")
     schemas.validate(data, "state", str(path), yaml_line_finder(tree))
-    snap = Snapshot(
+    # the file holds the canonical content itself: its digest is the fingerprint of the state it describes
+    digest = _digest({"users": data["users"], "numbers": data["numbers"]})
+    if digest != data["fingerprint"]:
+        raise InputError(
+            f"{path}: the fingerprint does not match the content; the file was edited by hand. "
+            "Run `adsync-plan refresh` to read the PBX again."
+        )
+    return Snapshot(
         state=state_from_canonical(data),
         bindings=dict(data.get("bindings", {})),
         lineage=data["lineage"],
         serial=data["serial"],
         pbx=data.get("pbx", {}),
+        fingerprint=digest,
     )
-    if snap.fingerprint != data["fingerprint"]:
-        raise InputError(
-            f"{path}: the fingerprint does not match the content; the file was edited by hand. "
-            "Run `adsync-plan refresh` to read the PBX again."
-        )
-    return snap
 
 
 def save_snapshot(path: Path, state: PbxState, bindings: dict, pbx: dict, previous: Snapshot | None) -> Snapshot:

@@ -25,13 +25,22 @@ class Step:
 def plan_steps(actions: tuple[Action, ...]) -> list[Step]:
     releases, changes, assigns = [], [], []
     for index, action in enumerate(actions):
-        before_numbers = action.before.numbers() if action.before else set()
-        for number in sorted(before_numbers - action.after.numbers()):
-            releases.append(Step(index, "release", (number,), f"{action.address}: remove number {number}"))
-        changes.extend(_change_steps(index, action))
-        assigns.extend(_assign_steps(index, action, before_numbers))
+        released = _released(action)
+        releases += [Step(index, "release", (n,), f"{action.address}: remove number {n}") for n in sorted(released)]
+        changes += _change_steps(index, action)
+        assigns += _assign_steps(index, action, released)
     # orphans come first in the plan, so their releases already precede the updates' releases
     return releases + changes + assigns
+
+
+def _released(action: Action) -> set[str]:
+    """Numbers to unassign: those the user loses, and those whose call service changes (phone <-> fax),
+    which are assigned again with the new one."""
+    if action.before is None:
+        return set()
+    before, after = action.before, action.after
+    service_changed = (set(before.fax_numbers) ^ set(after.fax_numbers)) & before.numbers() & after.numbers()
+    return (before.numbers() - after.numbers()) | service_changed
 
 
 def _change_steps(index: int, action: Action) -> list[Step]:
@@ -48,14 +57,15 @@ def _change_steps(index: int, action: Action) -> list[Step]:
     return steps
 
 
-def _assign_steps(index: int, action: Action, before_numbers: set[str]) -> list[Step]:
+def _assign_steps(index: int, action: Action, released: set[str]) -> list[Step]:
     after = action.after
+    kept = action.before.numbers() - released if action.before else set()
     steps = []
-    for number in sorted(after.numbers() - before_numbers):
+    for number in sorted(after.numbers() - kept):
         service = SERVICE_FAX if number in after.fax_numbers else SERVICE_STANDARD
         steps.append(Step(index, "assign", (number, service), f"{action.address}: assign {number} ({service})"))
     before_primary = action.before.primary_internal_number if action.before else None
-    if after.primary_internal_number != before_primary:
+    if after.primary_internal_number != before_primary or before_primary in released:
         number = after.primary_internal_number
         steps.append(Step(index, "primary", (number,), f"{action.address}: primary internal number {number}"))
     return steps

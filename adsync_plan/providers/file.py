@@ -24,6 +24,7 @@ class FileProvider(Provider):
         self.path = (base_dir / settings["path"]).resolve()
         self.users: dict[str, dict] = {}
         self.numbers: dict[str, dict] = {}
+        self.logins: dict[str, str] = {}  # login ID -> user id
         self._loaded = False
         self._dirty = False
 
@@ -39,6 +40,7 @@ class FileProvider(Provider):
         schemas.validate(data, "pbx-file", str(self.path), yaml_line_finder(tree))
         for n, user in enumerate(data["users"]):
             self._check_new_user(str(user["id"]), user["login_id"], where=f"users.{n}")
+            self.logins[user["login_id"]] = str(user["id"])
             self.users[str(user["id"])] = {
                 "is_admin": False,
                 "primary_internal_number": None,
@@ -52,7 +54,7 @@ class FileProvider(Provider):
     def _check_new_user(self, user_id: str, login_id: str, where: str) -> None:
         if user_id in self.users:
             raise InputError(f"{self.path}: {where}.id: user id {user_id} appears twice; ids must be unique.")
-        if any(u["login_id"] == login_id for u in self.users.values()):
+        if login_id in self.logins:
             raise InputError(f"{self.path}: {where}.login_id: login ID {login_id} appears twice; it must be unique.")
 
     def _load_number(self, entry: dict, where: str) -> None:
@@ -97,8 +99,8 @@ class FileProvider(Provider):
     def _login_taken(self, login_id: str, by: str | None) -> None:
         if not login_id.isdigit():
             raise PbxError(f"the PBX refused login ID {login_id!r}: login IDs are digits only.")
-        holder = next((i for i, u in self.users.items() if u["login_id"] == login_id and i != by), None)
-        if holder is not None:
+        holder = self.logins.get(login_id)
+        if holder is not None and holder != by:
             raise PbxError(f"the PBX refused login ID {login_id}: it belongs to PBX user {holder}.")
 
     def create_user(self, user: PhoneUser) -> str:
@@ -116,6 +118,7 @@ class FileProvider(Provider):
             "is_admin": False,
             "primary_internal_number": None,
         }
+        self.logins[user.login_id] = new_id
         self._dirty = True
         return new_id
 
@@ -123,6 +126,8 @@ class FileProvider(Provider):
         record = self._user(user_id)
         if "login_id" in changes:
             self._login_taken(changes["login_id"], user_id)
+            del self.logins[record["login_id"]]
+            self.logins[changes["login_id"]] = user_id
         record.update({k: v for k, v in changes.items() if k in _EDITABLE})
         self._dirty = True
 

@@ -137,8 +137,12 @@ def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, 
         check.error(
             "NO_INTERNAL_NUMBER",
             "phones",
-            "no phone value gives an internal number (none is short enough, and no external number "
-            "falls into numbering.blocks); add the extension to the directory.",
+            (
+                f"no phone value ({', '.join(user.phones)}) gives an internal number: none is short enough, and no "
+                "external number falls into numbering.blocks; add the extension to the directory."
+            )
+            if user.phones
+            else "the user has no phone number; add the extension to the directory.",
         )
     for number in sorted({*numbers.internal, *([login_id] if login_id else [])}):
         reason = rules.reserved_reason(number)

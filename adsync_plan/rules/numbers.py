@@ -56,6 +56,8 @@ class NumberRules:
         compact = _SEPARATORS.sub("", value)
         if compact.isdigit() and len(compact) <= self.max_len:
             return Parsed("internal", compact)
+        if self._in_block(compact):
+            return Parsed("external", compact)  # already E.164, in one of the PBX's own number blocks
         try:
             number = phonenumbers.parse(value, self.country)
         except phonenumbers.NumberParseException:
@@ -63,6 +65,18 @@ class NumberRules:
         if not phonenumbers.is_possible_number(number):
             return Parsed("invalid", value)
         return Parsed("external", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+    def _in_block(self, compact: str) -> bool:
+        """A '+digits' value of at most 15 digits inside a configured block: phonenumbers would say the same,
+        at a hundredth of the cost (it is the most frequent spelling in a directory)."""
+        return (
+            compact.startswith("+")
+            and compact[1:].isdigit()
+            and len(compact) <= 16
+            and any(
+                compact.startswith(b.external_prefix) and len(compact) > len(b.external_prefix) for b in self._blocks
+            )
+        )
 
     def derive_internal(self, e164: str) -> str | None:
         """The internal number behind an external one, through numbering.blocks (longest prefix first)."""

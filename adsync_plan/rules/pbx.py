@@ -93,9 +93,11 @@ class Reconciler:
     def run(self) -> Decisions:
         self._match_all()
         self._check_numbers_exist()
-        self._check_login_ids()
         self._orphans()
-        self._check_number_owners()
+        # Holding a user keeps its login ID and numbers where they are, which can conflict with another
+        # user's claim: repeat until nothing changes (each round holds at least one more user, so this ends).
+        while self._check_login_ids() + self._check_number_owners():
+            pass
         self._check_licences()
         self.d.desired = self.desired
         return self.d
@@ -214,39 +216,39 @@ class Reconciler:
         for account, (user, pbx_id, _) in self.d.matches.items():
             yield account, user, pbx_id
 
-    def _check_login_ids(self) -> None:
-        """R6: a login ID taken by another PBX user, or claimed twice in this run, holds the newcomer."""
+    def _check_login_ids(self) -> int:
+        """R6: a login ID kept by another PBX user, or claimed twice in this run, holds the newcomer.
+        Returns how many users it held."""
+        moving = {
+            self.state.users[pbx_id].login_id
+            for _, (user, pbx_id, _) in self.d.matches.items()
+            if user.user.login_id != self.state.users[pbx_id].login_id
+        }
         owner_of_login = {u.login_id: i for i, u in self.state.users.items()}
         claims = defaultdict(list)
-        for account, user, pbx_id in list(self._active()):
-            claims[user.user.login_id].append((account, user, pbx_id))
+        for _, user, pbx_id in self._active():
+            claims[user.user.login_id].append((user, pbx_id))
+        held = []
         for login, claimants in claims.items():
             holder = owner_of_login.get(login)
-            for _account, user, pbx_id in claimants:
-                if holder is not None and holder != pbx_id:
-                    self._hold(
-                        user,
-                        _error(
-                            user.address,
-                            "LOGIN_ID_COLLISION",
-                            f"login ID {login} is already used by PBX user {holder} "
-                            f"({self.state.users[holder].first_name} {self.state.users[holder].last_name}).",
-                            user,
-                            self.attributes.get("phones"),
-                        ),
+            keeper = holder if holder is not None and login not in moving else None
+            for user, pbx_id in claimants:
+                if keeper is not None and keeper != pbx_id:
+                    other = self.state.users[keeper]
+                    message = (
+                        f"login ID {login} is already used by PBX user {keeper} ({other.first_name} {other.last_name})."
                     )
-                elif holder is None and len(claimants) > 1:
-                    others = ", ".join(sorted(u.address for _, u, _ in claimants if u is not user))
-                    self._hold(
-                        user,
-                        _error(
-                            user.address,
-                            "LOGIN_ID_COLLISION",
-                            f"login ID {login} is also claimed by {others} in this run.",
-                            user,
-                            self.attributes.get("phones"),
-                        ),
-                    )
+                elif keeper is None and len(claimants) > 1:
+                    others = ", ".join(sorted(u.address for u, _ in claimants if u is not user))
+                    message = f"login ID {login} is also claimed by {others} in this run."
+                else:
+                    continue
+                held.append(
+                    (user, _error(user.address, "LOGIN_ID_COLLISION", message, user, self.attributes.get("phones")))
+                )
+        for user, diagnostic in held:
+            self._hold(user, diagnostic)
+        return len(held)
 
     def _orphans(self) -> None:
         """R9: managed, unprotected PBX users with no counterpart in scope (held users keep theirs)."""
@@ -256,22 +258,19 @@ class Reconciler:
         self.d.managed = len(managed)
         self.d.orphans = sorted((i for i in managed if i not in kept), key=_id_order)
 
-    def _check_number_owners(self) -> None:
+    def _check_number_owners(self) -> int:
         """R11: a number may only move from an owner that releases it in this run; one number, one owner.
-
-        Holding a user keeps its numbers where they are, which can conflict with another claim: repeat
-        until nothing changes (each round holds at least one more user, so this ends)."""
-        while True:
-            released = self._released()
-            owners = {}
-            for _, user, pbx_id in self._active():
-                for number in user.user.numbers():
-                    owners.setdefault(number, []).append((user, pbx_id))
-            conflicts = self._conflicts(owners, released)
-            if not conflicts:
-                return
-            for user, diagnostic in conflicts:
-                self._hold(user, diagnostic)
+        Returns how many users it held."""
+        released = self._released()
+        claims, numbers = {}, self.state.numbers
+        for _, user, pbx_id in self._active():
+            for number in user.user.numbers():
+                if pbx_id is None or numbers[number].owner != pbx_id:  # keeping one's own number claims nothing
+                    claims.setdefault(number, []).append((user, pbx_id))
+        conflicts = self._conflicts(claims, released)
+        for user, diagnostic in conflicts:
+            self._hold(user, diagnostic)
+        return len(conflicts)
 
     def _released(self) -> set[str]:
         released = set()
@@ -286,10 +285,7 @@ class Reconciler:
         found = []
         for number, claimants in claims.items():
             owner = self.state.numbers[number].owner
-            keeper = next((c for c in claimants if c[1] is not None and c[1] == owner), None)
             for user, pbx_id in claimants:
-                if keeper is not None and (user, pbx_id) == keeper:
-                    continue
                 if owner is not None and owner != pbx_id and number not in released:
                     message = f"number {number} belongs to {self._owner_name(owner)}, which this run does not release."
                 elif len(claimants) > 1:

@@ -55,7 +55,7 @@ def _text(value: str | bytes) -> str:
 def _values(entry: Mapping[str, list], names: Sequence[str]) -> list[str]:
     out = []
     for name in names:
-        for value in entry.get(name.lower(), ()):
+        for value in entry.get(name.lower()) or ():
             text = _text(value).strip()
             if text:
                 out.append(text)
@@ -63,8 +63,12 @@ def _values(entry: Mapping[str, list], names: Sequence[str]) -> list[str]:
 
 
 def _first(entry: Mapping[str, list], names: Sequence[str]) -> str | None:
-    values = _values(entry, names)
-    return values[0] if values else None
+    for name in names:
+        for value in entry.get(name.lower()) or ():
+            text = _text(value).strip()
+            if text:
+                return text
+    return None
 
 
 def _enabled(entry: Mapping[str, list], names: Sequence[str]) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,21 +45,24 @@ def read_directory(
     )
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise_dn(dn: str) -> str:
     """Lower case, no blanks around separators: the form group DNs are compared in."""
-    return ",".join(part.strip() for part in dn.lower().split(","))
+    dn = dn.lower()
+    return ",".join(part.strip() for part in dn.split(",")) if ", " in dn or " ," in dn else dn
 
 
 def _users(entries, attrs, nested: bool):
-    groups = {normalise_dn(dn): entry for dn, entry in entries if _is_group(entry)}
+    classes = [_object_classes(entry) for _, entry in entries]
+    groups = {normalise_dn(dn): entry for (dn, entry), cls in zip(entries, classes, strict=True) if _is_group(cls)}
     parents = _group_parents(groups)
     direct_of = _direct_memberships(entries, groups)
     closure_cache: dict[str, frozenset[str]] = {}
     users = []
-    for dn, entry in entries:
-        if not _is_person(entry):
+    for (dn, entry), cls in zip(entries, classes, strict=True):
+        if not _is_person(cls):
             continue
-        direct = direct_of.get(normalise_dn(dn), set())
+        direct = direct_of.get(normalise_dn(dn), ())
         all_groups = set(direct)
         if nested:
             for group in direct:
@@ -71,13 +75,12 @@ def _object_classes(entry) -> set[str]:
     return {(v.decode() if isinstance(v, bytes) else v).lower() for v in entry.get("objectclass", ())}
 
 
-def _is_person(entry) -> bool:
-    classes = _object_classes(entry)
+def _is_person(classes: set[str]) -> bool:
     return "person" in classes and "computer" not in classes
 
 
-def _is_group(entry) -> bool:
-    return "group" in _object_classes(entry) or "groupofnames" in _object_classes(entry)
+def _is_group(classes: set[str]) -> bool:
+    return "group" in classes or "groupofnames" in classes
 
 
 def _values(entry, name) -> list[str]:
