@@ -20,6 +20,7 @@ class DesiredState:
     attributes: dict
     source: dict
     sha256: str = ""
+    config_sha256: str = ""  # of the configuration it was rendered with
 
 
 def to_document(state: DesiredState, config_sha256: str) -> dict:
@@ -80,4 +81,10 @@ def read_desired(path: Path) -> DesiredState:
         for h in data["held"]
     ]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return DesiredState(Rendered(desired, held), data.get("attributes", {}), data.get("source", {}), digest)
+    return DesiredState(
+        Rendered(desired, held),
+        data.get("attributes", {}),
+        data.get("source", {}),
+        digest,
+        data.get("config_sha256", ""),
+    )

@@ -125,6 +125,16 @@ def make_plan(
     actions, unchanged = diff.actions(decisions, snapshot.state)
     diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
+    if desired_path is not None and desired.config_sha256 not in ("", config.sha256):
+        diagnostics.append(
+            Diagnostic(
+                "warning",
+                "STALE_DESIRED_STATE",
+                "plan",
+                f"{desired_path} was rendered with another version of {config.path.name}; this plan does not show the "
+                "configuration's changes. Run `adsync-plan render` and commit the desired state.",
+            )
+        )
     orphan_count = sum(1 for a in actions if a.action == "orphan")
     problems = diff.safety_problems(
         orphan_count,

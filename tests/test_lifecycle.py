@@ -182,3 +182,17 @@ def test_json_and_markdown_outputs(cli, demo):
     assert out.startswith("### adsync-plan") and "<details>" in out
     code, _, err = cli("plan", "-c", cfg, "--markdown", "--json")
     assert code == 64
+
+
+def test_a_desired_state_rendered_with_another_configuration_is_flagged(cli, demo):
+    cfg = demo / "adsync.yaml"
+    assert cli("render", "-c", cfg)[0] == 0
+    assert cli("refresh", "-c", cfg)[0] == 0
+    desired = demo / "states" / "desired.yaml"
+    code, out, _ = cli("plan", "-c", cfg, "--desired", desired, "--no-refresh", "--json")
+    assert "STALE_DESIRED_STATE" not in out
+    cfg.write_text(cfg.read_text().replace("licenses: 40", "licenses: 41"))
+    code, out, _ = cli("plan", "-c", cfg, "--desired", desired, "--no-refresh", "--json")
+    assert code == 0
+    stale = [d for d in json.loads(out)["diagnostics"] if d["code"] == "STALE_DESIRED_STATE"]
+    assert stale and stale[0]["severity"] == "warning" and "adsync-plan render" in stale[0]["message"]
