@@ -315,7 +315,8 @@ class GraphClient:
         if error == "invalid_tenant":
             return self._unknown_tenant()
         description = str(result.get("error_description", "")).split(" Trace ID:")[0].strip()
-        return self._scrub(f"Entra ID refused a token for {where} ({error}, {code}: {description}).")
+        detail = description if description.startswith(code) else f"{code}: {description}"
+        return self._scrub(f"Entra ID refused a token for {where} ({error}, {detail}).")
 
     def _authority_error(self, err: ValueError) -> SourceError:
         if "Unable to get authority configuration" in str(err):
