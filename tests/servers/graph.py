@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -157,6 +157,7 @@ class GraphServer:
         self._tokens: dict[str, float] = {}
         self._cursors: dict[str, tuple[str, int]] = {}  # skiptoken -> (issued path, offset)
         self._lock = threading.Lock()
+        self._closures: dict[str, list[tuple[str, str]]] = {}
         self._httpd: ThreadingHTTPServer | None = None
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -215,6 +216,7 @@ class GraphServer:
 
     def add_group(self, gid: str, members: list[str]) -> str:
         self.groups[gid.lower()] = [m.lower() for m in members]
+        self._closures.clear()
         return gid
 
     def fail(self, endpoint: str, status: int, **kwargs) -> Fault:
@@ -261,10 +263,17 @@ class GraphServer:
             return self._tokens.get(token, 0) > time.time()
 
     def _transitive(self, gid: str) -> list[tuple[str, str]]:
-        """(type, id) of every member of `gid`, nested groups flattened (cycles tolerated)."""
-        seen, out, todo = {gid}, [], list(self.groups[gid])
+        """(type, id) of every member of `gid`, nested groups flattened (cycles tolerated); cached per group,
+        since every page of a large group asks for it."""
+        with self._lock:
+            if gid not in self._closures:
+                self._closures[gid] = self._flatten(gid)
+            return self._closures[gid]
+
+    def _flatten(self, gid: str) -> list[tuple[str, str]]:
+        seen, out, todo = {gid}, [], deque(self.groups[gid])
         while todo:
-            member = todo.pop(0)
+            member = todo.popleft()
             if member in seen:
                 continue
             seen.add(member)
