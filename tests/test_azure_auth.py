@@ -53,7 +53,8 @@ def test_client_secret(graph):
 
 
 @pytest.mark.parametrize("kind", ["pem", "encrypted-pem", "pfx"])
-def test_certificate_credentials(graph, tmp_path, kind):
+def test_certificate_credentials(graph, tmp_path, kind, caplog):
+    caplog.set_level(logging.DEBUG)
     password = None if kind == "pem" else CERT_PASSWORD.encode()
     files = rsa_client_certificate(graph.ca, tmp_path, password)
     graph.register_certificate(files["cert"])
@@ -68,6 +69,8 @@ def test_certificate_credentials(graph, tmp_path, kind):
     assert len(directory.users) == 1500
     assert graph.counts["token:200"] == 1
     assert graph.counts["token:401"] == 0
+    key_line = files["key_pem"].splitlines()[3]  # a line from the middle of the private key
+    assert key_line not in caplog.text and CERT_PASSWORD not in caplog.text
 
 
 def test_a_certificate_the_application_does_not_know_is_refused(graph, tmp_path):
@@ -143,9 +146,12 @@ def test_the_secret_never_appears_in_logs_of_a_successful_read(graph, caplog):
 
     assert graph.counts["token:200"] == 1
     assert caplog.records, "expected DEBUG records from msal/urllib3 to check"
+    tokens = list(graph._tokens)
+    assert len(tokens) == 1
     for record in caplog.records:
         assert CLIENT_SECRET not in record.getMessage()
     assert CLIENT_SECRET not in caplog.text
+    assert tokens[0] not in caplog.text  # nor the access token, which is as good as the secret for an hour
 
 
 def test_an_unknown_tenant(graph):

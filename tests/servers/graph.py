@@ -583,8 +583,9 @@ def _b64url(data: bytes) -> str:
 def rsa_client_certificate(ca: trustme.CA, directory: Path, password: bytes | None = None) -> dict:
     """An RSA client certificate (Entra needs RSA for PS256/RS256) as PEM and PFX files in `directory`.
 
-    Returns {"cert": x509.Certificate, "pem": path, "pfx": path}; the PEM holds the key (encrypted with
-    `password` when given) and the certificate; the PFX is protected with the same password.
+    Returns {"cert": x509.Certificate, "pem": path, "pfx": path, "key_pem": the unencrypted key text}.
+    The PEM file holds the key (encrypted with `password` when given) and the certificate; the PFX is
+    protected with the same password.
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
@@ -598,4 +599,7 @@ def rsa_client_certificate(ca: trustme.CA, directory: Path, password: bytes | No
     pem_path.write_bytes(key_pem + cert.public_bytes(serialization.Encoding.PEM))
     pfx_path = directory / "client.pfx"
     pfx_path.write_bytes(pkcs12.serialize_key_and_certificates(b"client", key, cert, None, encryption))
-    return {"cert": cert, "pem": pem_path, "pfx": pfx_path}
+    plain = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {"cert": cert, "pem": pem_path, "pfx": pfx_path, "key_pem": plain.decode()}
