@@ -216,3 +216,9 @@ def test_an_untrusted_server_certificate_names_the_fix(graph, monkeypatch):
 
     message = one_sentence(err.value)
     assert "could not be verified" in message and "source.ca_file" in message
+
+
+def test_a_missing_ca_file_is_a_configuration_error(graph, tmp_path):
+    with pytest.raises(ConfigError, match="source.ca_file: .*missing-ca.pem does not exist"):
+        read(graph, ca_file=str(tmp_path / "missing-ca.pem"))
+    assert sum(graph.counts.values()) == 0

@@ -232,12 +232,12 @@ class GraphClient:
         self._settings = settings
         self._base_dir = base_dir
         self._secret_env = settings.get("client_secret_env")
-        ca_file = settings.get("ca_file")
-        self._ca_file = str((base_dir / ca_file).resolve()) if ca_file else None
-        self.session = _Session(verify=self._ca_file, timeout=float(settings.get("timeout", 30)))
         self._credential = self._load_credential()
-        self._app: msal.ConfidentialClientApplication | None = None
         self._secret = self._credential if isinstance(self._credential, str) else None
+        self._app: msal.ConfidentialClientApplication | None = None
+        self.session = _Session(
+            verify=_ca_file(settings, base_dir), timeout=float(settings.get("timeout", 30))
+        )
 
     def __enter__(self) -> GraphClient:
         return self
@@ -521,6 +521,17 @@ class _Session(requests.Session):
         if self.pinned_verify:
             settings["verify"] = self.pinned_verify
         return settings
+
+
+def _ca_file(settings: Mapping, base_dir: Path) -> str | None:
+    """The configured CA file as an absolute path (relative to the configuration's folder), checked early:
+    requests would otherwise fail on it with an OSError at the first request."""
+    if not settings.get("ca_file"):
+        return None
+    path = (base_dir / settings["ca_file"]).resolve()
+    if not path.is_file():
+        raise ConfigError(f"source.ca_file: {path} does not exist; name the PEM file of the CA to trust.")
+    return str(path)
 
 
 def load_certificate(settings: Mapping, base_dir: Path) -> dict:
