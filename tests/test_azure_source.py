@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adsync_plan.config import Scope
 from adsync_plan.errors import ConfigError, SourceError
@@ -294,3 +296,26 @@ def test_relative_ca_file_is_resolved_against_the_configuration_folder(graph):
     directory = azure.read_directory(settings, Scope((), (staff,)), {}, graph.ca_file.parent)
 
     assert len(directory.users) == 1
+
+
+@pytest.fixture(scope="module")
+def shared_graph():
+    with GraphServer() as server:
+        yield server
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(total=st.integers(min_value=0, max_value=2100), page_size=st.integers(min_value=1, max_value=999))
+def test_paging_returns_every_user_once_in_order(shared_graph, monkeypatch, total, page_size):
+    monkeypatch.setenv("GRAPH_TEST_SECRET", CLIENT_SECRET)
+    graph = shared_graph
+    page_size = max(page_size, total // 15 + 1)  # at most ~15 pages per example keeps the test quick
+    graph.users = [graph_user(n) for n in range(total)]
+    graph.add_group(group_id("staff"), [u["id"] for u in graph.users[::3]])
+    graph.reset_counts()
+
+    directory = read(graph, scope=Scope((), (group_id("staff"),)), page_size=page_size)
+
+    assert [u.source_id for u in directory.users] == [u["id"] for u in graph.users]
+    assert graph.counts["users"] == max(1, -(-total // page_size))
+    assert sum(1 for u in directory.users if u.groups) == len(graph.users[::3])
