@@ -364,6 +364,7 @@ class GraphClient:
                     f"Graph answered page {number} of {what} without a list of values; the read was stopped "
                     "so that no partial directory is used."
                 )
+            log.debug("Graph: page %d of %s: %d items.", number, what, len(value))
             yield value
             url, query, number = self._next_link(body.get("@odata.nextLink"), what), None, number + 1
 
