@@ -15,6 +15,7 @@ from ruamel.yaml.error import YAMLError
 
 from adsync_plan import schemas
 from adsync_plan.errors import ConfigError
+from adsync_plan.files import plain, yaml_line_finder
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the configuration: {err.strerror}.") from None
     data = _parse_yaml(path, raw_bytes)
-    schemas.validate(data, "config", str(path), lines=_line_finder(data))
+    schemas.validate(data, "config", str(path), lines=yaml_line_finder(data))
     return _build(path, data, hashlib.sha256(raw_bytes).hexdigest())
 
 
@@ -116,26 +117,6 @@ def _parse_yaml(path: Path, raw: bytes):
     return data
 
 
-def _line_finder(data):
-    """Returns a function: schema path -> 1-based line in the YAML file (ruamel keeps positions)."""
-
-    def find(path_parts) -> int | None:
-        node, line = data, None
-        for part in path_parts:
-            lc = getattr(node, "lc", None)
-            try:
-                if lc is not None:
-                    line = lc.key(part)[0] + 1 if isinstance(node, Mapping) else lc.item(part)[0] + 1
-                node = node[part]
-            except (KeyError, IndexError, TypeError, AttributeError):
-                break
-        if line is None and getattr(data, "lc", None) is not None:
-            line = data.lc.line + 1
-        return line
-
-    return find
-
-
 def _build(path: Path, data, digest: str) -> Config:
     base_dir = path.resolve().parent
     num = data.get("numbering", {})
@@ -146,7 +127,7 @@ def _build(path: Path, data, digest: str) -> Config:
         path=path,
         base_dir=base_dir,
         sha256=digest,
-        source=_plain(data["source"]),
+        source=plain(data["source"]),
         scope=Scope(
             admin_groups=tuple(scope["admin_groups"]),
             user_groups=tuple(scope["user_groups"]),
@@ -157,15 +138,13 @@ def _build(path: Path, data, digest: str) -> Config:
             country=num.get("country", "DE"),
             trunk_prefix=num.get("trunk_prefix") or None,
             internal_length=tuple(num.get("internal_length", (2, 6))),
-            blocks=tuple(
-                Block(b["external_prefix"], b.get("internal_prefix", "")) for b in num.get("blocks", ())
-            ),
+            blocks=tuple(Block(b["external_prefix"], b.get("internal_prefix", "")) for b in num.get("blocks", ())),
             reserved_extra=tuple(num.get("reserved_extra", ())),
             login_id=num.get("login_id", "{internal}"),
         ),
-        pbx=_plain(data["pbx"]),
+        pbx=plain(data["pbx"]),
         on_invalid_number=data.get("rules", {}).get("on_invalid_number", "hold_user"),
-        attributes=_plain(data.get("attributes", {})),
+        attributes=plain(data.get("attributes", {})),
         licenses=data["pbx"].get("licenses"),
         protect_logins=frozenset(data.get("protect", {}).get("logins", ())),
         ownership=data.get("ownership", "all"),
@@ -184,15 +163,6 @@ def _max_orphans(value) -> int | float:
     return int(value)
 
 
-def _plain(node):
-    """ruamel's commented maps and sequences -> plain dicts, lists and scalars."""
-    if isinstance(node, Mapping):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
-
-
 def _check_meaning(config: Config) -> None:
     """What the schema cannot say: secrets must be set, groups must not be empty together."""
     if not config.scope.admin_groups and not config.scope.user_groups:
@@ -202,9 +172,7 @@ def _check_meaning(config: Config) -> None:
         )
     src = config.source
     if src["type"] == "azure" and not (src.get("client_secret_env") or src.get("certificate_file")):
-        raise ConfigError(
-            f"{config.path}: source: an azure source needs client_secret_env or certificate_file."
-        )
+        raise ConfigError(f"{config.path}: source: an azure source needs client_secret_env or certificate_file.")
     if (
         src["type"] == "ldap"
         and src["url"].startswith("ldap://")
@@ -214,6 +182,12 @@ def _check_meaning(config: Config) -> None:
             f"{config.path}: source.url: plain ldap:// would send the password unencrypted; use ldaps://, "
             "set start_tls: true, or (not recommended) allow_insecure: true."
         )
+    for key, section in (("source", src), ("pbx", config.pbx)):
+        for name in ("path", "ca_file", "certificate_file"):
+            if section.get(name) and not config.resolve(section[name]).is_file():
+                raise ConfigError(
+                    f"{config.path}: {key}.{name}: the file {config.resolve(section[name])} does not exist."
+                )
     for prefix in config.numbering.reserved_extra:
         if not re.fullmatch(r"[0-9xX]+", prefix):
             raise ConfigError(f"{config.path}: numbering.reserved_extra: {prefix!r} is not a digit pattern.")

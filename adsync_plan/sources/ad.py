@@ -55,7 +55,7 @@ def _text(value: str | bytes) -> str:
 def _values(entry: Mapping[str, list], names: Sequence[str]) -> list[str]:
     out = []
     for name in names:
-        for value in entry.get(name.lower(), ()):
+        for value in entry.get(name.lower()) or ():
             text = _text(value).strip()
             if text:
                 out.append(text)
@@ -63,8 +63,12 @@ def _values(entry: Mapping[str, list], names: Sequence[str]) -> list[str]:
 
 
 def _first(entry: Mapping[str, list], names: Sequence[str]) -> str | None:
-    values = _values(entry, names)
-    return values[0] if values else None
+    for name in names:
+        for value in entry.get(name.lower()) or ():
+            text = _text(value).strip()
+            if text:
+                return text
+    return None
 
 
 def _enabled(entry: Mapping[str, list], names: Sequence[str]) -> bool:
@@ -77,15 +81,11 @@ def _enabled(entry: Mapping[str, list], names: Sequence[str]) -> bool:
         return True
 
 
-def to_directory_user(
-    dn: str, entry: Mapping[str, list], attrs: Mapping[str, Sequence[str]], groups
-) -> DirectoryUser:
+def to_directory_user(dn: str, entry: Mapping[str, list], attrs: Mapping[str, Sequence[str]], groups) -> DirectoryUser:
     """Map one entry. `entry` keys must be lower case; `groups` are the user's group DNs (lower case)."""
     raw_id = entry.get(attrs["source_id"][0].lower())
     if not raw_id:
-        raise SourceError(
-            f"{dn}: the entry has no {attrs['source_id'][0]}; it cannot be bound to a PBX user."
-        )
+        raise SourceError(f"{dn}: the entry has no {attrs['source_id'][0]}; it cannot be bound to a PBX user.")
     try:
         source_id = guid_string(raw_id[0])
     except ValueError:

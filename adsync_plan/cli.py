@@ -1,0 +1,347 @@
+"""The command line: each command parses options, calls the pipeline and hands results to `output`."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+try:  # typer 0.16+ vendors click; older typer uses the click package
+    from typer._click import exceptions as click
+except ImportError:  # pragma: no cover
+    from click import exceptions as click
+
+from adsync_plan import __version__, output, pipeline
+from adsync_plan.config import load_config
+from adsync_plan.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_USAGE, AdsyncError
+
+log = logging.getLogger("adsync_plan")
+
+app = typer.Typer(
+    name="adsync-plan",
+    help="Keep STARFACE PBX users in step with Active Directory and Entra ID, Terraform-style.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+class LogLevel(StrEnum):
+    trace = "trace"
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+ConfigOpt = Annotated[Path, typer.Option("-c", "--config", help="The configuration file.")]
+DEFAULT_CONFIG = Path("adsync.yaml")
+_state = {"level": "warning"}
+
+
+def _version(value: bool) -> None:
+    if value:
+        output.out(f"adsync-plan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    log_level: Annotated[LogLevel, typer.Option(help="How much to log (to standard error).")] = LogLevel.warning,
+    log_format: Annotated[LogFormat, typer.Option(help="text for people, json for pipelines.")] = LogFormat.text,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colours in messages.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _state["level"] = log_level.value
+    output.setup(log_level.value, log_format.value, color=not no_color)
+
+
+@app.command()
+def validate(config: ConfigOpt = DEFAULT_CONFIG) -> int:
+    """Check the configuration (schema and meaning)."""
+    cfg = load_config(config)
+    output.out(f"{config}: the configuration is valid ({cfg.source['type']} source, {cfg.pbx['type']} PBX).")
+    return EXIT_OK
+
+
+@app.command()
+def render(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Where to write (default states/desired.yaml).")
+    ] = None,
+) -> int:
+    """Read the directory, apply the rules, write the desired state."""
+    cfg = load_config(config)
+    state, path = pipeline.render_to_file(cfg, out, output.progress())
+    output.out(f"Wrote {path}: {len(state.rendered.desired)} users, {len(state.rendered.held)} held.")
+    return EXIT_OK
+
+
+@app.command()
+def refresh(config: ConfigOpt = DEFAULT_CONFIG) -> int:
+    """Read the PBX and write the state snapshot (states/pbx.yaml)."""
+    cfg = load_config(config)
+    snap = pipeline.refresh(cfg, output.progress())
+    output.out(f"Wrote {cfg.snapshot_path}: {len(snap.state.users)} PBX users, serial {snap.serial}.")
+    return EXIT_OK
+
+
+@app.command()
+def plan(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Save the plan to this file.")] = None,
+    desired: Annotated[Path | None, typer.Option(help="Plan from this desired state instead of the source.")] = None,
+    no_refresh: Annotated[
+        bool, typer.Option("--no-refresh", help="Use the committed snapshot; no PBX access.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the plan as Markdown.")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
+    ] = False,
+    allow_mass_orphan: Annotated[
+        bool, typer.Option("--allow-mass-orphan", help="Override the safety valve (R13).")
+    ] = False,
+) -> int:
+    """Diff the desired state against the PBX, check every rule, print the plan and save it."""
+    _exclusive(json_out, markdown)
+    cfg = load_config(config)
+    result = pipeline.make_plan(cfg, desired, not no_refresh, allow_mass_orphan, output.progress())
+    _log_decisions(result)
+    _print_plan(result.plan, json_out, markdown)
+    if result.refused:
+        output.error(
+            "the safety valve refused the plan: "
+            + "; ".join(result.refused)
+            + ". Check the source and scope; if this is intended, plan again with --allow-mass-orphan."
+        )
+        return EXIT_ERROR
+    if out:
+        from adsync_plan.planfile import save_plan
+
+        save_plan(out, result.plan)
+        output.info(f"Saved the plan to {out}; apply it with `adsync-plan apply {out}`.")
+    return EXIT_CHANGES if detailed_exitcode and result.plan.has_changes else EXIT_OK
+
+
+@app.command()
+def show(
+    planfile: Annotated[Path, typer.Argument(help="A saved plan.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print as Markdown for a pull request.")] = False,
+    redact: Annotated[
+        bool, typer.Option("--redact", help="Replace e-mail addresses and numbers by placeholders.")
+    ] = False,
+) -> int:
+    """Print a saved plan."""
+    _exclusive(json_out, markdown)
+    from adsync_plan.planfile import load_plan
+
+    _print_plan(load_plan(planfile), json_out, markdown, redact)
+    return EXIT_OK
+
+
+@app.command()
+def apply(planfile: Annotated[Path, typer.Argument(help="A saved plan.")], config: ConfigOpt = DEFAULT_CONFIG) -> int:
+    """Carry out a saved plan; nothing else ever writes to the PBX."""
+    cfg = load_config(config)
+    result = pipeline.apply(cfg, planfile, output.progress())
+    output.out(
+        f"Apply complete: {len(result.done)} steps. {output.summary_line(result.plan).replace('Plan: ', 'Applied: ')}"
+    )
+    return EXIT_OK
+
+
+class SourceType(StrEnum):
+    ldap = "ldap"
+    azure = "azure"
+    ldif = "ldif"
+
+
+class PbxType(StrEnum):
+    starface = "starface"
+    file = "file"
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to create the project (default: here).")] = Path("."),
+    source: Annotated[SourceType, typer.Option(help="Where users come from.")] = SourceType.ldap,
+    pbx: Annotated[PbxType, typer.Option(help="The PBX to keep in step.")] = PbxType.starface,
+) -> int:
+    """Write a commented adsync.yaml, states/, plans/, .gitignore and example CI pipelines."""
+    from adsync_plan import scaffold
+
+    files = scaffold.project_files(source.value, pbx.value)
+    scaffold.write_project(folder, files)
+    output.out(f"Wrote {len(files)} files in {folder}: {', '.join(sorted(files))}.")
+    output.out(_init_next_steps(folder, source.value, pbx.value))
+    return EXIT_OK
+
+
+def _init_next_steps(folder: Path, source: str, pbx: str) -> str:
+    from adsync_plan.scaffold import SECRET_OF_PBX, SECRET_OF_SOURCE
+
+    secrets = [s for s in (SECRET_OF_SOURCE[source], SECRET_OF_PBX[pbx]) if s]
+    steps = ["Next:"]
+    if folder != Path("."):
+        steps.append(f"  cd {folder}")
+    steps.append("  edit adsync.yaml (your groups, number blocks, protected logins), then: adsync-plan validate")
+    if secrets:
+        steps.append(f"  export {' '.join(s + '=...' for s in secrets)}")
+    steps += [
+        "  adsync-plan render && adsync-plan refresh      # states/desired.yaml and states/pbx.yaml",
+        "  adsync-plan plan -o plans/first.plan.json      # review it, then:",
+        "  adsync-plan apply plans/first.plan.json",
+    ]
+    return "\n".join(steps)
+
+
+@app.command()
+def explain(
+    account: Annotated[str, typer.Argument(help="sAMAccountName, user.<account>, source id, or pbx_user.<login>.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    desired: Annotated[
+        Path | None, typer.Option(help="Explain from this desired state instead of reading the source.")
+    ] = None,
+    no_refresh: Annotated[
+        bool, typer.Option("--no-refresh", help="Use the committed snapshot; no PBX access.")
+    ] = False,
+) -> int:
+    """Every rule decision for one user: values and their attributes, scope, rules, match and plan."""
+    from adsync_plan.explain import explain as explain_user
+
+    cfg = load_config(config)
+    if desired is not None:
+        directory, result = None, pipeline.make_plan(cfg, desired, not no_refresh, False, output.progress())
+    else:
+        directory, result = pipeline.plan_with_directory(cfg, not no_refresh, output.progress())
+    output.out("\n".join(explain_user(account, cfg, result, directory)).rstrip())
+    return EXIT_OK
+
+
+@app.command()
+def sync(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    yes: Annotated[bool, typer.Option("--yes", help="Apply the plan at once (without: only plan).")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are (or were) changes.")
+    ] = False,
+    allow_mass_orphan: Annotated[
+        bool, typer.Option("--allow-mass-orphan", help="Override the safety valve (R13).")
+    ] = False,
+) -> int:
+    """Plan and, with --yes, apply at once within every safety limit (for scheduled runs)."""
+    cfg = load_config(config)
+    result = pipeline.sync(cfg, yes, allow_mass_orphan, output.progress())
+    planned = result.planned
+    _log_decisions(planned)
+    output.out(output.plan_text(planned.plan))
+    if planned.refused:
+        output.error(
+            "the safety valve refused the plan, nothing was applied: "
+            + "; ".join(planned.refused)
+            + ". Check the source and scope; if this is intended, run sync again with --allow-mass-orphan."
+        )
+        return EXIT_ERROR
+    if result.applied is not None:
+        output.out(
+            f"Apply complete: {len(result.applied.done)} steps, plan saved as {result.plan_path}. "
+            + output.summary_line(planned.plan).replace("Plan: ", "Applied: ")
+        )
+    elif planned.plan.has_changes:
+        output.info("Only planned; run `adsync-plan sync --yes` to apply these changes.")
+    return EXIT_CHANGES if detailed_exitcode and planned.plan.has_changes else EXIT_OK
+
+
+def _log_decisions(result) -> None:
+    from adsync_plan.explain import log_decisions
+
+    log_decisions(result)
+
+
+@app.command("force-unlock")
+def force_unlock(
+    lock_id: Annotated[str, typer.Argument(help="The id shown in the lock message.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> int:
+    """Remove a lock left by a crashed run."""
+    from adsync_plan.state import force_unlock as unlock
+
+    cfg = load_config(config)
+    info = unlock(cfg.state_dir, lock_id)
+    output.out(f"Removed the lock {lock_id} held by {info.get('who')} on {info.get('host')} since {info.get('since')}.")
+    return EXIT_OK
+
+
+def _exclusive(json_out: bool, markdown: bool) -> None:
+    if json_out and markdown:
+        raise click.UsageError("--json and --markdown cannot be used together.")
+
+
+def _print_plan(plan_obj, json_out: bool, markdown: bool, redact: bool = False) -> None:
+    redactor = output.Redactor(redact)
+    if json_out:
+        output.out(output.plan_json(plan_obj, redactor))
+    elif markdown:
+        output.out(output.plan_markdown(plan_obj, redactor))
+    else:
+        output.out(output.plan_text(plan_obj, redactor))
+
+
+def main(argv: list[str] | None = None) -> None:
+    # One short run over up to 100,000 users makes millions of small objects and no cycles worth
+    # collecting: the cyclic GC would only rescan them again and again (a third of the time at 100,000).
+    gc.disable()
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code: usage errors 64, user errors 1 with one sentence."""
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="adsync-plan")
+    except typer.Exit as done:
+        return done.exit_code
+    except click.NoArgsIsHelpError:
+        return EXIT_USAGE  # the help was printed
+    except click.UsageError as err:
+        output.error(f"{err.format_message()} (see `adsync-plan {_cmd(err)}--help`)")
+        return EXIT_USAGE
+    except typer.Abort:
+        output.error("aborted.")
+        return EXIT_ERROR
+    except AdsyncError as err:
+        if _state["level"] == "trace":
+            log.log(output.TRACE, "traceback", exc_info=True)
+        output.error(str(err))
+        return err.exit_code
+    except KeyboardInterrupt:
+        output.error("interrupted.")
+        return 130
+    except Exception as err:  # noqa: BLE001 - a bug or an unwrapped library error: one sentence, no traceback
+        log.log(output.TRACE, "traceback", exc_info=True)
+        output.error(
+            f"unexpected {type(err).__name__}: {err}. This is a bug in adsync-plan; run again with "
+            "--log-level trace for the details and report it."
+        )
+        return EXIT_ERROR
+    return code if isinstance(code, int) else EXIT_OK
+
+
+def _cmd(err: click.UsageError) -> str:
+    ctx = getattr(err, "ctx", None)
+    return f"{ctx.info_name} " if ctx is not None and ctx.parent is not None else ""

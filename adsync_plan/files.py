@@ -1,0 +1,139 @@
+"""Reading and writing the machine-made files: JSON-compatible YAML, one record per line, written atomically.
+
+JSON is valid YAML 1.2 and parses 30-40x faster than YAML at 100,000 users (reference/deepdiff-scale-notes):
+so desired state, snapshot, plan and the embedded PBX file are written as sorted, indented JSON with one
+user per line, which keeps a git diff to the lines of the users that changed. Hand-written YAML (a PBX
+file someone typed) is still read, with line numbers in errors.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from adsync_plan.errors import InputError
+
+
+@contextmanager
+def _gc_paused():
+    """Loading large trees of small objects triggers many useless GC passes; pause it while parsing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_document(path: Path, what: str) -> tuple[object, YAML | None]:
+    """Parse a JSON or YAML file. Returns the data and, for YAML, the parsed tree with line positions."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found.") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read {what}: {err.strerror}.") from None
+    if raw.lstrip()[:1] in (b"{", b"["):
+        try:
+            with _gc_paused():
+                return orjson.loads(raw), None
+        except orjson.JSONDecodeError:
+            pass  # flow-style YAML also starts with { or [: let the YAML parser say what is wrong
+    try:
+        data = YAML(typ="rt").load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: {what} is not UTF-8 text.") from None
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or "syntax error"
+        raise InputError(f"{where}: {what} is not valid YAML ({problem}).") from None
+    if data is None:
+        raise InputError(f"{path}: {what} is empty.")
+    return plain(data), data
+
+
+def plain(node):
+    """ruamel's commented maps and sequences -> plain dicts, lists and scalars."""
+    if isinstance(node, dict):
+        return {str(k): plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [plain(v) for v in node]
+    return node
+
+
+def yaml_line_finder(tree):
+    """schema path -> 1-based line of that key in a ruamel round-trip tree (None for JSON files)."""
+    if tree is None:
+        return None
+
+    def find(parts):
+        node, line = tree, None
+        for part in parts:
+            lc = getattr(node, "lc", None)
+            try:
+                if lc is not None:
+                    line = (lc.key(part) if isinstance(node, dict) else lc.item(part))[0] + 1
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                break
+        return line
+
+    return find
+
+
+def _dump(value) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def render_document(doc: dict) -> bytes:
+    """Sorted JSON; the entries of each top-level dict, and the records of a top-level list, one a line."""
+    lines = [b"{"]
+    keys = sorted(doc)
+    for i, key in enumerate(keys):
+        comma = b"," if i < len(keys) - 1 else b""
+        value = doc[key]
+        head = _dump(key) + b": "
+        if isinstance(value, dict) and value:
+            lines.append(b" " + head + b"{")
+            items = sorted(value.items())
+            lines.extend(
+                b"  " + _dump(k) + b": " + _dump(v) + (b"," if j < len(items) - 1 else b"")
+                for j, (k, v) in enumerate(items)
+            )
+            lines.append(b" }" + comma)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(b" " + head + b"[")
+            lines.extend(b"  " + _dump(v) + (b"," if j < len(value) - 1 else b"") for j, v in enumerate(value))
+            lines.append(b" ]" + comma)
+        else:
+            lines.append(b" " + head + _dump(value) + comma)
+    lines.append(b"}")
+    return b"\n".join(lines) + b"\n"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, fsync, rename: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_document(path: Path, doc: dict) -> None:
+    write_atomic(path, render_document(doc))

@@ -1,0 +1,185 @@
+"""The embedded PBX (`pbx.type: file`, SPEC 9.5): a whole PBX in one file, refusing what a STARFACE refuses.
+
+Changes are made in memory and written atomically by `flush()`; apply flushes after every phase and when
+it stops, so what was done before a failure is on disk, as it would be on a real PBX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from adsync_plan import schemas
+from adsync_plan.errors import InputError, PbxError
+from adsync_plan.files import read_document, write_document, yaml_line_finder
+from adsync_plan.model import NO_PROGRESS, PbxAccount, PbxNumber, PbxState, PhoneUser, Progress
+from adsync_plan.providers.base import Provider
+
+_EDITABLE = ("login_id", "first_name", "last_name", "email")
+
+
+class FileProvider(Provider):
+    def __init__(self, settings: Mapping, base_dir: Path, licenses: int | None = None):
+        super().__init__(settings, base_dir, licenses)
+        self.path = (base_dir / settings["path"]).resolve()
+        self.users: dict[str, dict] = {}
+        self.numbers: dict[str, dict] = {}
+        self.logins: dict[str, str] = {}  # login ID -> user id
+        self._loaded = False
+        self._dirty = False
+
+    def describe(self) -> dict:
+        return {"type": "file", "path": str(self.settings["path"])}
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        data, tree = read_document(self.path, "the PBX file")
+        schemas.validate(data, "pbx-file", str(self.path), yaml_line_finder(tree))
+        for n, user in enumerate(data["users"]):
+            self._check_new_user(str(user["id"]), user["login_id"], where=f"users.{n}")
+            self.logins[user["login_id"]] = str(user["id"])
+            self.users[str(user["id"])] = {
+                "is_admin": False,
+                "primary_internal_number": None,
+                **user,
+                "id": str(user["id"]),
+            }
+        for n, entry in enumerate(data["numbers"]):
+            self._load_number(entry, f"numbers.{n}")
+        self._loaded = True
+
+    def _check_new_user(self, user_id: str, login_id: str, where: str) -> None:
+        if user_id in self.users:
+            raise InputError(f"{self.path}: {where}.id: user id {user_id} appears twice; ids must be unique.")
+        if login_id in self.logins:
+            raise InputError(f"{self.path}: {where}.login_id: login ID {login_id} appears twice; it must be unique.")
+
+    def _load_number(self, entry: dict, where: str) -> None:
+        number = entry["number"]
+        if number in self.numbers:
+            raise InputError(f"{self.path}: {where}: number {number} appears twice in the inventory.")
+        owner = entry.get("owner")
+        owner = None if owner is None else str(owner)
+        if owner is not None and ":" not in owner and owner not in self.users:
+            raise InputError(f"{self.path}: {where}.owner: user {owner} does not exist.")
+        service = entry.get("service") or ("standard" if owner else None)
+        self.numbers[number] = {"type": entry["type"], "owner": owner, "service": service}
+
+    def read(self, progress: Progress = NO_PROGRESS) -> PbxState:
+        self._load()
+        progress.start("Reading the PBX file", len(self.users))
+        accounts = [
+            PbxAccount(
+                id=u["id"],
+                login_id=u["login_id"],
+                first_name=u["first_name"],
+                last_name=u["last_name"],
+                email=u["email"],
+                is_admin=bool(u.get("is_admin")),
+                primary_internal_number=u.get("primary_internal_number"),
+            )
+            for u in self.users.values()
+        ]
+        numbers = {n: PbxNumber(v["type"], v["owner"], v["service"]) for n, v in self.numbers.items()}
+        progress.advance(len(accounts))
+        progress.done()
+        return PbxState.from_parts(accounts, numbers)
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def _user(self, user_id: str) -> dict:
+        self._load()
+        if user_id not in self.users:
+            raise PbxError(f"PBX user {user_id} does not exist on the PBX.")
+        return self.users[user_id]
+
+    def _login_taken(self, login_id: str, by: str | None) -> None:
+        if not login_id.isdigit():
+            raise PbxError(f"the PBX refused login ID {login_id!r}: login IDs are digits only.")
+        holder = self.logins.get(login_id)
+        if holder is not None and holder != by:
+            raise PbxError(f"the PBX refused login ID {login_id}: it belongs to PBX user {holder}.")
+
+    def create_user(self, user: PhoneUser) -> str:
+        self._load()
+        if self.licenses is not None and len(self.users) >= self.licenses:
+            raise PbxError(f"the PBX refused to create {user.login_id}: all {self.licenses} user licences are used.")
+        self._login_taken(user.login_id, None)
+        new_id = str(max((int(i) for i in self.users), default=0) + 1)
+        self.users[new_id] = {
+            "id": new_id,
+            "login_id": user.login_id,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "email": user.email,
+            "is_admin": False,
+            "primary_internal_number": None,
+        }
+        self.logins[user.login_id] = new_id
+        self._dirty = True
+        return new_id
+
+    def update_user(self, user_id: str, changes: Mapping[str, str]) -> None:
+        record = self._user(user_id)
+        if "login_id" in changes:
+            self._login_taken(changes["login_id"], user_id)
+            del self.logins[record["login_id"]]
+            self.logins[changes["login_id"]] = user_id
+        record.update({k: v for k, v in changes.items() if k in _EDITABLE})
+        self._dirty = True
+
+    def set_admin(self, user_id: str, admin: bool) -> None:
+        self._user(user_id)["is_admin"] = admin
+        self._dirty = True
+
+    def assign_number(self, user_id: str, number: str, service: str) -> None:
+        self._user(user_id)
+        entry = self.numbers.get(number)
+        if entry is None:
+            raise PbxError(f"the PBX refused number {number} for user {user_id}: it is not in the PBX's inventory.")
+        if entry["owner"] not in (None, user_id):
+            raise PbxError(f"the PBX refused number {number} for user {user_id}: it belongs to {entry['owner']}.")
+        entry.update(owner=user_id, service=service)
+        self._dirty = True
+
+    def release_number(self, user_id: str, number: str) -> None:
+        record = self._user(user_id)
+        entry = self.numbers.get(number)
+        if entry is None or entry["owner"] != user_id:
+            raise PbxError(f"the PBX refused to release number {number}: user {user_id} does not own it.")
+        entry.update(owner=None, service=None)
+        if record.get("primary_internal_number") == number:
+            record["primary_internal_number"] = None
+        self._dirty = True
+
+    def set_primary_internal_number(self, user_id: str, number: str | None) -> None:
+        record = self._user(user_id)
+        if number is not None:
+            entry = self.numbers.get(number)
+            if entry is None or entry["owner"] != user_id or entry["type"] != "internal":
+                raise PbxError(
+                    f"the PBX refused primary number {number} for user {user_id}: the user does not own that "
+                    "internal number."
+                )
+        record["primary_internal_number"] = number
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._dirty:
+            write_document(self.path, self.document())
+            self._dirty = False
+
+    def document(self) -> dict:
+        users = [{**u, "id": int(u["id"])} for u in sorted(self.users.values(), key=lambda u: int(u["id"]))]
+        numbers = [
+            {"number": n, "type": v["type"], "owner": _owner_out(v["owner"]), "service": v["service"]}
+            for n, v in sorted(self.numbers.items(), key=lambda item: (item[1]["type"], item[0]))
+        ]
+        return {"format_version": 1, "users": users, "numbers": numbers}
+
+
+def _owner_out(owner: str | None):
+    return int(owner) if owner is not None and owner.isdigit() else owner

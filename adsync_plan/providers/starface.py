@@ -1,0 +1,612 @@
+"""The STARFACE provider: reads and changes a STARFACE PBX through its REST API (`/rest`, STARFACE 6.4.2.12+).
+
+The only module that makes HTTP requests to the PBX. Facts about the API, with sources and how sure each is,
+are in shared/reference/starface-rest-api-notes.md; what this module assumes beyond them is said where it
+matters:
+
+- Refresh costs a fixed number of requests whatever the user count: /users, /phonenumbers, /accounts,
+  /callservices, /permissions and /permissions/{id}/users, plus the two of the login. The call service of a
+  user's number is read from `PhoneNumber.assignedServiceId` (the id of the service it is assigned with);
+  were a PBX to leave that empty for user numbers, the per-user read
+  GET /users/{id}/phonenumberconfig/phonenumbers would cost one request per user.
+- External numbers are written as E.164 from the PhoneNumber fields: `nationalPrefix` is the country code
+  ("49"), `localPrefix` the area code (with or without its trunk prefix, "07022" or "7022"), `number` the
+  subscriber number after it ("2797830"); `exitCode` ("00") only matters for dialling and is ignored. This
+  matches the four fields of `AssignableNumber` (countryCode, localAreaCode, extension, exitCode); it is
+  unverified on a real PBX.
+- A new user gets a random initial password that nobody knows (the API requires one to be set at creation
+  on a real PBX's UI, and an account must not be left without one); users sign in after an administrator or
+  the user's own password reset, or through Active Directory login.
+- Requests per change: create = POST /users + GET /users?searchTerm=<login> (its id; the full list only if
+  the search misses); field update = GET + PUT /users/{id} (the full user goes back); one request per number
+  assigned or released, per primary number and per admin grant. The API would take several assignments in
+  one POST, but the provider contract is one change per call.
+- Reads (GET) are retried with backoff on 5xx and connection errors; writes never are. A create whose
+  answer is lost is never repeated: the login ID is looked up instead, and the user found is taken as the
+  one just created when its e-mail address matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from base64 import b64encode
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+import requests
+import urllib3
+
+from adsync_plan.config import secret_from_env
+from adsync_plan.errors import PbxError
+from adsync_plan.model import (
+    EXTERNAL,
+    INTERNAL,
+    NO_PROGRESS,
+    SERVICE_FAX,
+    SERVICE_STANDARD,
+    PbxAccount,
+    PbxNumber,
+    PbxState,
+    Progress,
+)
+from adsync_plan.providers.base import Provider
+
+log = logging.getLogger(__name__)
+
+ADMIN_PERMISSIONS = ("admin_perm", "administration", "administrator")
+SERVICE_NAMES = {
+    "standard": ("standard_call", "standard", "standard call"),
+    "fax": ("software_fax", "fax", "software fax"),
+}
+# PhoneUser field -> STARFACE User field
+USER_FIELDS = {"login_id": "login", "first_name": "firstName", "last_name": "familyName", "email": "email"}
+FIELD_WORDS = {
+    "login_id": "login ID",
+    "first_name": "first name",
+    "last_name": "last name",
+    "email": "e-mail address",
+}
+
+
+class _Unanswered(PbxError):
+    """A request whose outcome is unknown: the connection broke, it timed out, or the PBX answered 5xx."""
+
+
+class _Secret:
+    """Holds the password so that no repr, log line or traceback local can show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+
+class StarfaceProvider(Provider):
+    backoff = 0.5  # seconds before the first retry of a read; doubled for each further one
+
+    def __init__(self, settings: Mapping, base_dir: Path, licenses: int | None = None):
+        super().__init__(settings, base_dir, licenses)
+        self.url = settings["url"].rstrip("/")
+        self.timeout = float(settings.get("timeout", 30))
+        self.retries = int(settings.get("retries", 3))
+        self._session: requests.Session | None = None
+        self._password: _Secret | None = None
+        self._token: str | None = None
+        self._number_ids: dict[str, int] | None = None  # "30" / "+4970222797830" -> PhoneNumber id
+        self._services: list[dict] | None = None
+        self._admin_id: int | None = None
+        self._names: dict[str, str] = {}  # PBX user id -> "login ID 30 (Jane Doe)", for messages
+
+    @property
+    def pbx(self) -> str:
+        """How messages name the PBX."""
+        return f"The STARFACE PBX at {self.url}"
+
+    def describe(self) -> dict:
+        return {"type": "starface", "url": self.url}
+
+    # ---- reading ---------------------------------------------------------------------------------------
+    def read(self, progress: Progress = NO_PROGRESS) -> PbxState:
+        progress.start("Reading the STARFACE PBX", total=6)
+        users = self._get_list("/users", progress)
+        phone_numbers = self._get_list("/phonenumbers", progress)
+        accounts = self._get_list("/accounts", progress)
+        self._services = self._get_list("/callservices", progress)
+        admin_id = self._admin_permission(self._get_list("/permissions", progress))
+        admins = {str(u.get("id")) for u in self._get_list(f"/permissions/{admin_id}/users", progress)}
+        progress.done()
+        numbers = self._inventory(phone_numbers)
+        primary = {
+            str(a.get("accountId")): a.get("primaryInternalPhoneNumber") or None
+            for a in accounts
+            if a.get("type") == "USER"
+        }
+        result = [self._account(u, admins, primary) for u in users]
+        self._names = {acc.id: f"login ID {acc.login_id} ({acc.first_name} {acc.last_name})" for acc in result}
+        log.debug("read %d users and %d numbers from %s", len(result), len(numbers), self.url)
+        return PbxState.from_parts(result, numbers)
+
+    def _get_list(self, path: str, progress: Progress = NO_PROGRESS, params: dict | None = None) -> list[dict]:
+        resp = self._call("GET", path, params=params, read=True)
+        if resp.status_code != 200:
+            raise PbxError(
+                f"{self.pbx} answered GET /rest{path} with HTTP {resp.status_code} "
+                f"({_message(resp)}); check that login ID {self.settings['login_id']} has the administrator "
+                "permission on the PBX."
+            )
+        data = self._json(resp, "GET", path)
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise PbxError(
+                f"{self.pbx} answered GET /rest{path} with JSON that is not a list of "
+                "objects; check that pbx.url points to a STARFACE PBX (version 6.4.2.12 or later)."
+            )
+        progress.advance()
+        return data
+
+    def _account(self, user: dict, admins: set[str], primary: dict) -> PbxAccount:
+        uid = str(user.get("id"))
+        return PbxAccount(
+            id=uid,
+            login_id=str(user.get("login") or ""),
+            first_name=user.get("firstName") or "",
+            last_name=user.get("familyName") or "",
+            email=user.get("email") or "",
+            is_admin=uid in admins,
+            primary_internal_number=primary.get(uid),
+        )
+
+    def _inventory(self, phone_numbers: list[dict]) -> dict[str, PbxNumber]:
+        """Internal and external numbers (other types, e.g. RESERVED or NT, are not assignable to users)."""
+        fax_ids = self._fax_service_ids()
+        numbers: dict[str, PbxNumber] = {}
+        self._number_ids = {}
+        for pn in phone_numbers:
+            kind = {"INTERNAL": INTERNAL, "EXTERNAL": EXTERNAL}.get(pn.get("type"))
+            if kind is None or not pn.get("number"):
+                continue
+            text = pn["number"] if kind == INTERNAL else e164(pn)
+            if text in numbers:
+                log.warning(
+                    "The PBX lists the number %s twice (ids %s, %s); keeping the first.",
+                    text,
+                    self._number_ids[text],
+                    pn.get("id"),
+                )
+                continue
+            owner, service = _owner(pn, fax_ids)
+            numbers[text] = PbxNumber(type=kind, owner=owner, service=service)
+            self._number_ids[text] = pn["id"]
+        return numbers
+
+    def _fax_service_ids(self) -> set[int]:
+        """Every service whose name or label says fax (Software Fax, Fax2Mail, ...) and the configured one."""
+        ids = {s.get("serviceId") for s in self._services or () if "fax" in _service_text(s)}
+        configured = self.settings.get("call_services", {}).get("fax")
+        if configured:
+            ids |= {s.get("serviceId") for s in self._services or () if configured.lower() in _service_names(s)}
+        return ids
+
+    def _admin_permission(self, permissions: list[dict]) -> int:
+        configured = self.settings.get("admin_permission")
+        wanted = (configured.lower(),) if configured else ADMIN_PERMISSIONS
+        by_name = {str(p.get("permission", "")).lower(): p.get("id") for p in permissions}
+        for name in wanted:
+            if by_name.get(name) is not None:
+                self._admin_id = by_name[name]
+                return self._admin_id
+        have = ", ".join(sorted(str(p.get("permission")) for p in permissions)) or "none"
+        raise PbxError(
+            f"{self.pbx} has no permission named {' or '.join(wanted)} (it has: {have}); "
+            "set pbx.admin_permission in the configuration to the name of its administrator permission."
+        )
+
+    # ---- writing ---------------------------------------------------------------------------------------
+    def create_user(self, user) -> str:
+        who = f"the new user {user.first_name} {user.last_name} (login ID {user.login_id})"
+        body = {
+            "login": user.login_id,
+            "firstName": user.first_name,
+            "familyName": user.last_name,
+            "email": user.email,
+            "language": "default",
+            "password": secrets.token_urlsafe(18),
+            "missedCallReport": False,
+            "faxCoverPage": False,
+            "faxEmailJournal": False,
+        }
+        try:
+            resp = self._call("POST", "/users", body=body)
+            cause = f"HTTP {resp.status_code}"
+        except _Unanswered as err:
+            resp, cause = None, str(err)
+        if resp is not None and 400 <= resp.status_code < 500:
+            raise self._refused(resp, "create", who, "POST", "/users")
+        found = self._find_login(user.login_id)
+        if resp is not None and resp.status_code == 201:
+            if found is None:
+                raise PbxError(
+                    f"{self.pbx} confirmed the creation of {who} but lists no user with that "
+                    "login ID; check the PBX's user list before running apply again."
+                )
+        elif found is None:
+            raise PbxError(
+                f"{self.pbx} did not confirm the creation of {who} ({cause}) and has no user "
+                "with that login ID, so nothing was created; run plan and apply again."
+            )
+        elif (found.get("email") or "").lower() != user.email.lower():
+            raise PbxError(
+                f"{self.pbx} did not confirm the creation of {who} ({cause}), and the login ID now belongs "
+                f"to user {found.get('id')} with another e-mail address; check that user on the PBX."
+            )
+        else:
+            log.warning("The PBX did not confirm the creation of %s (%s), but it exists now; carrying on.", who, cause)
+        uid = str(found["id"])
+        self._names[uid] = f"login ID {user.login_id} ({user.first_name} {user.last_name})"
+        return uid
+
+    def _find_login(self, login: str) -> dict | None:
+        """The user with this login ID: a search first, the full list if the search does not find it."""
+        for params in ({"searchTerm": login}, None):
+            for item in self._get_list("/users", params=params):
+                if str(item.get("login")) == login:
+                    return item
+        return None
+
+    def update_user(self, user_id: str, changes: Mapping[str, str]) -> None:
+        who = self._who(user_id)
+        path = f"/users/{int(user_id)}"
+        resp = self._call("GET", path, read=True)
+        if resp.status_code == 404:
+            raise PbxError(f"{self.pbx} no longer has {who}; run refresh and plan again.")
+        current = self._json(self._checked(resp, "read", who, "GET", path), "GET", path)
+        body = dict(current)  # the full user: fields this tool does not manage are sent back unchanged
+        body.pop("password", None)  # empty when fetched; left out, the password stays as it is
+        for key, value in changes.items():
+            body[USER_FIELDS[key]] = value
+        what = " and ".join(FIELD_WORDS[key] for key in sorted(changes))
+        self._write("PUT", path, body, f"change the {what} of", who)
+        if "login_id" in changes and user_id in self._names:
+            self._names[user_id] = self._names[user_id].replace(
+                f"login ID {current.get('login')}", f"login ID {changes['login_id']}", 1
+            )
+
+    def set_admin(self, user_id: str, admin: bool) -> None:
+        pid = self._admin_id if self._admin_id is not None else self._admin_permission(self._get_list("/permissions"))
+        path = f"/permissions/{pid}/users"
+        doing = "grant the administrator permission to" if admin else "revoke the administrator permission of"
+        self._write("PUT", path, [int(user_id)], doing, self._who(user_id), params={"granted": str(admin).lower()})
+
+    def assign_number(self, user_id: str, number: str, service: str) -> None:
+        who = self._who(user_id)
+        body = [
+            {
+                "accountId": int(user_id),
+                "phoneNumberId": self._number_id(number),
+                "serviceId": self._service_id(service),
+            }
+        ]
+        path = f"/users/{int(user_id)}/phonenumberconfig/phonenumbers"
+        self._write("POST", path, body, f"assign the number {number} ({service}) to", who)
+
+    def release_number(self, user_id: str, number: str) -> None:
+        path = f"/users/{int(user_id)}/phonenumberconfig/phonenumbers/{self._number_id(number)}"
+        self._write("DELETE", path, None, f"remove the number {number} from", self._who(user_id))
+
+    def set_primary_internal_number(self, user_id: str, number: str | None) -> None:
+        # A partial PhoneNumberConfig, as STARFACE's own PHP client sends it (tested on 6.7.0.22).
+        body = {"primaryInternalNumberId": self._number_id(number) if number else None}
+        doing = f"make {number} the primary internal number of" if number else "clear the primary internal number of"
+        self._write("PUT", f"/users/{int(user_id)}/phonenumberconfig", body, doing, self._who(user_id))
+
+    def _write(self, method: str, path: str, body, doing: str, who: str, params: dict | None = None) -> None:
+        try:
+            resp = self._call(method, path, body=body, params=params)
+        except _Unanswered as err:
+            raise PbxError(
+                f"{self.pbx} did not confirm that it could {doing} {who} ({err}); "
+                "the next refresh shows whether it did, so run plan and apply again."
+            ) from None
+        self._checked(resp, doing, who, method, path)
+
+    def _checked(self, resp: requests.Response, doing: str, who: str, method: str, path: str) -> requests.Response:
+        if 200 <= resp.status_code < 300:
+            return resp
+        raise self._refused(resp, doing, who, method, path)
+
+    def _refused(self, resp: requests.Response, doing: str, who: str, method: str, path: str) -> PbxError:
+        return PbxError(
+            f"{self.pbx} refused to {doing} {who}: {_message(resp)} (HTTP {resp.status_code} "
+            f"on {method} /rest{path}); fix the cause on the PBX or in the directory, then run plan again."
+        )
+
+    def _who(self, user_id: str) -> str:
+        name = self._names.get(str(user_id))
+        return f"user {user_id}, {name}" if name else f"user {user_id}"
+
+    def _number_id(self, number: str) -> int:
+        if self._number_ids is None:
+            self._services = self._services or self._get_list("/callservices")
+            self._inventory(self._get_list("/phonenumbers"))
+        try:
+            return self._number_ids[number]
+        except KeyError:
+            raise PbxError(
+                f"The number {number} is not in the inventory of the STARFACE PBX at {self.url}; "
+                "run refresh and plan again."
+            ) from None
+
+    def _service_id(self, kind: str) -> int:
+        if self._services is None:
+            self._services = self._get_list("/callservices")
+        configured = self.settings.get("call_services", {}).get(kind)
+        wanted = (configured.lower(),) if configured else SERVICE_NAMES[kind]
+        for name in wanted:
+            for service in self._services:
+                if name in _service_names(service):
+                    return service["serviceId"]
+        have = ", ".join(sorted(str(s.get("serviceName")) for s in self._services)) or "none"
+        raise PbxError(
+            f"{self.pbx} has no call service named {' or '.join(wanted)} (it has: {have}); "
+            f"set pbx.call_services.{kind} in the configuration to the name of its {kind} call service."
+        )
+
+    # ---- the session -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._session is None:
+            return
+        if self._token:
+            try:
+                self._send("DELETE", "/login", None, None)
+            except requests.RequestException as err:
+                log.debug("logout from %s failed: %s", self.url, type(err).__name__)
+            self._token = None
+        self._session.close()
+        self._session = None
+
+    def _call(self, method: str, path: str, body=None, params=None, read: bool = False) -> requests.Response:
+        """One request with the token; a new login and one repeat on 401; reads retried on 5xx and
+        connection errors. Returns the response (any status below 500, or a 5xx when retries ran out);
+        raises `_Unanswered` when no answer came."""
+        attempt, relogged = 0, False
+        while True:
+            if self._token is None:
+                self._login()
+            try:
+                resp = self._send(method, path, body, params)
+            except requests.exceptions.SSLError as err:
+                raise self._tls_error(err) from None
+            except (requests.ConnectionError, requests.Timeout) as err:
+                if read and attempt < self.retries:
+                    attempt = self._pause(attempt, method, path, type(err).__name__)
+                    continue
+                if read:
+                    raise PbxError(
+                        f"{self.pbx} did not answer {method} /rest{path} ({self._transport_cause(err)}) after "
+                        f"{attempt + 1} attempts; try again later or check the PBX."
+                    ) from None
+                raise _Unanswered(self._transport_cause(err)) from None
+            if resp.status_code == 401 and not relogged:
+                # The token expired (4 h) or was revoked; the request was not carried out, so repeat it once.
+                log.debug("%s /rest%s answered 401; logging in again", method, path)
+                self._token, relogged = None, True
+                continue
+            if resp.status_code >= 500 and read and attempt < self.retries:
+                attempt = self._pause(attempt, method, path, f"HTTP {resp.status_code}")
+                continue
+            if resp.status_code == 401:
+                raise PbxError(
+                    f"{self.pbx} refused {method} /rest{path} for login ID {self.settings['login_id']} "
+                    f"even after a new login ({_message(resp)}); give that user the administrator permission "
+                    "on the PBX."
+                )
+            if resp.status_code >= 500 and read:
+                raise PbxError(
+                    f"{self.pbx} answered {method} /rest{path} with HTTP {resp.status_code} "
+                    f"({_message(resp)}) {self.retries + 1} times; try again later or check the PBX's logs."
+                )
+            if resp.status_code >= 500:
+                raise _Unanswered(f"HTTP {resp.status_code}: {_message(resp)}")
+            return resp
+
+    def _pause(self, attempt: int, method: str, path: str, why: str) -> int:
+        delay = self.backoff * (2**attempt)
+        log.info("%s /rest%s failed (%s); retrying in %.1f s", method, path, why, delay)
+        time.sleep(delay)
+        return attempt + 1
+
+    def _send(self, method: str, path: str, body, params, auth: bool = True) -> requests.Response:
+        session = self._open()
+        headers = {"authToken": self._token} if auth and self._token else {}
+        started = time.perf_counter()
+        resp = session.request(
+            method,
+            f"{self.url}/rest{path}",
+            data=orjson.dumps(body) if body is not None else None,
+            params=params,
+            headers=headers,
+            timeout=self.timeout,
+            verify=session.verify,  # per request: REQUESTS_CA_BUNDLE would override the session's
+        )
+        log.debug("%s /rest%s -> %d (%.3f s)", method, path, resp.status_code, time.perf_counter() - started)
+        return resp
+
+    def _open(self) -> requests.Session:
+        if self._session is None:
+            session = requests.Session()
+            session.headers.update({"X-Version": "2", "Content-Type": "application/json", "Accept": "application/json"})
+            session.verify = self._verify()
+            self._session = session
+        return self._session
+
+    def _verify(self) -> bool | str:
+        ca_file = self.settings.get("ca_file")
+        if ca_file:
+            path = (self.base_dir / ca_file).resolve()
+            if not path.is_file():
+                raise PbxError(f"pbx.ca_file: the CA certificate file {path} does not exist; fix the path.")
+            return str(path)
+        if self.settings.get("verify_tls", True) is False:
+            log.warning("TLS certificate verification for the PBX at %s is off (pbx.verify_tls: false).", self.url)
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # said once above, not per request
+            return False
+        return True
+
+    def _login(self) -> None:
+        """GET /rest/login for a nonce, POST the secret; retried (new nonce) on 5xx and connection errors."""
+        attempt = 0
+        while True:
+            try:
+                resp = self._send("GET", "/login", None, None, auth=False)
+                if resp.status_code == 200:
+                    template = self._json(resp, "GET", "/login")
+                    resp = self._send("POST", "/login", self._login_body(template), None, auth=False)
+            except requests.exceptions.SSLError as err:
+                raise self._tls_error(err) from None
+            except (requests.ConnectionError, requests.Timeout) as err:
+                if attempt < self.retries:
+                    attempt = self._pause(attempt, "POST", "/login", type(err).__name__)
+                    continue
+                raise PbxError(
+                    f"Cannot log in to the STARFACE PBX at {self.url}: {self._transport_cause(err)}."
+                ) from None
+            if resp.status_code >= 500 and attempt < self.retries:
+                attempt = self._pause(attempt, "POST", "/login", f"HTTP {resp.status_code}")
+                continue
+            if 400 <= resp.status_code < 500:
+                raise PbxError(
+                    f"{self.pbx} refused the login of login ID {self.settings['login_id']}: the login ID or "
+                    f"the password (from the environment variable {self.settings['password_env']}) is wrong, "
+                    "or the account is locked."
+                )
+            token = self._json(resp, "POST", "/login").get("token") if resp.status_code == 200 else None
+            if not token:
+                raise PbxError(
+                    f"{self.pbx} answered the login with HTTP {resp.status_code} and no token; "
+                    "check that pbx.url points to a STARFACE PBX (version 6.4.2.12 or later)."
+                )
+            self._token = token
+            log.debug("logged in to %s as login ID %s", self.url, self.settings["login_id"])
+            return
+
+    def _login_body(self, template) -> dict:
+        if not isinstance(template, dict) or not template.get("nonce"):
+            raise PbxError(
+                f"{self.pbx} answered GET /rest/login without a nonce; check that pbx.url "
+                "points to a STARFACE PBX (version 6.4.2.12 or later)."
+            )
+        login_type = template.get("loginType") or self.settings.get("login_type", "Internal")
+        login, nonce = self.settings["login_id"], template["nonce"]
+        if self._password is None:
+            self._password = _Secret(
+                secret_from_env("the configuration", "pbx.password_env", self.settings["password_env"])
+            )
+        return {
+            "loginType": login_type,
+            "nonce": nonce,
+            "secret": login_secret(login_type, login, nonce, self._password.reveal()),
+        }
+
+    def _json(self, resp: requests.Response, method: str, path: str):
+        try:
+            return orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            snippet = resp.text[:60].strip().replace("\n", " ") or "an empty body"
+            raise PbxError(
+                f"{self.pbx} answered {method} /rest{path} with something that is not JSON "
+                f"({snippet!r}); check that pbx.url points to the PBX itself, not to a proxy or a web page."
+            ) from None
+
+    def _tls_error(self, err: Exception) -> PbxError:
+        reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(err) else "TLS handshake failed"
+        return PbxError(
+            f"The TLS certificate of the STARFACE PBX at {self.url} could not be verified ({reason}); set "
+            "pbx.ca_file to the certificate of the CA that signed it."
+        )
+
+    def _transport_cause(self, err: Exception) -> str:
+        if isinstance(err, requests.Timeout):
+            return f"no answer within {self.timeout:g} s (pbx.timeout)"
+        text = str(err)
+        if "Connection refused" in text:
+            return "the connection was refused; check pbx.url and that the PBX is running"
+        if "Name or service not known" in text or "nodename nor servname" in text:
+            return "the host name does not resolve; check pbx.url"
+        if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text:
+            return "the connection was closed without an answer"
+        return "the network connection failed; check pbx.url and the network"
+
+
+def login_secret(login_type: str, login: str, nonce: str, password: str) -> str:
+    """The secret of the STARFACE REST login (Internal: SHA-512, lower-case hex; ActiveDirectory: base64)."""
+    if login_type == "ActiveDirectory":
+        return b64encode((login + nonce + password).encode("utf-8")).decode("ascii")
+    inner = hashlib.sha512(password.encode("utf-8")).hexdigest()
+    return login + ":" + hashlib.sha512((login + nonce + inner).encode("utf-8")).hexdigest()
+
+
+def e164(pn: Mapping) -> str:
+    """An EXTERNAL PhoneNumber as E.164: "+" country code (nationalPrefix) + area code without its trunk
+    prefix (localPrefix) + subscriber number (number). A number already written with "+" or "00" is kept."""
+    number = "".join(ch for ch in str(pn.get("number") or "") if ch.isdigit())
+    raw = str(pn.get("number") or "").strip()
+    if raw.startswith("+"):
+        return "+" + number
+    if raw.startswith("00"):
+        return "+" + number[2:]
+    country = "".join(ch for ch in str(pn.get("nationalPrefix") or "") if ch.isdigit()).removeprefix("00")
+    area = "".join(ch for ch in str(pn.get("localPrefix") or "") if ch.isdigit()).lstrip("0")
+    if not country:
+        log.warning("External number %s (id %s) has no country code; kept as the PBX writes it.", raw, pn.get("id"))
+        return raw
+    return f"+{country}{area}{number}"
+
+
+def _owner(pn: Mapping, fax_ids: set[int]) -> tuple[str | None, str | None]:
+    """(owner, service) of a PhoneNumber: a user id, or group:/module:/service: for non-user owners. An
+    owned number's service is fax when assigned with a fax call service, else standard (as the file PBX)."""
+    service_id = pn.get("assignedServiceId")
+    if pn.get("assignedUserAccountId") is not None:
+        owner = str(pn["assignedUserAccountId"])
+    elif pn.get("assignedGroupAccountId") is not None:
+        owner = f"group:{pn['assignedGroupAccountId']}"
+    elif pn.get("assignedModuleInstanceId") is not None:
+        owner = f"module:{pn['assignedModuleInstanceId']}"
+    elif service_id is not None:
+        owner = f"service:{service_id}"  # e.g. a conference room: a service that owns the number itself
+    else:
+        return None, None
+    return owner, SERVICE_FAX if service_id in fax_ids else SERVICE_STANDARD
+
+
+def _service_names(service: Mapping) -> set[str]:
+    return {str(service.get("serviceName") or "").lower(), str(service.get("label") or "").lower()}
+
+
+def _service_text(service: Mapping) -> str:
+    return " ".join(_service_names(service))
+
+
+def _message(resp: requests.Response) -> str:
+    """The PBX's own words: {"code", "message"} JSON, a JSON string, or plain text."""
+    try:
+        data = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        data = resp.text
+    if isinstance(data, dict):
+        data = data.get("message") or data.get("error") or ""
+    text = " ".join(str(data).split())[:200].rstrip(".")
+    if text[:2].istitle():  # "The login ID ..." reads as part of our sentence: "refused ...: the login ID ..."
+        text = text[0].lower() + text[1:]
+    return text or resp.reason or "no reason given"

@@ -1,0 +1,192 @@
+"""The rules that need only the directory and the configuration (R1, R2, R3, R5, R12, R14).
+
+`render_users` turns a Directory into desired users and held users. The rules that need the PBX (R4, R6,
+R7, R10, R11, R13 and whether numbers exist) run at plan time, in `rules.pbx`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from adsync_plan.config import Config
+from adsync_plan.model import ROLE_ADMIN, ROLE_USER, Diagnostic, Directory, DirectoryUser, PhoneUser
+from adsync_plan.rules.numbers import NumberRules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DesiredUser:
+    """A directory user who passed every directory rule: its identity and its comparable shape."""
+
+    account: str
+    source_id: str
+    dn: str
+    user: PhoneUser
+
+    @property
+    def address(self) -> str:
+        return f"user.{self.account}"
+
+
+@dataclass(frozen=True)
+class HeldUser:
+    """In scope but failing a rule: nothing is changed for this user, and it is never orphaned."""
+
+    address: str
+    account: str | None
+    source_id: str
+    dn: str
+    email: str | None
+    diagnostics: tuple[Diagnostic, ...]
+
+
+@dataclass
+class Rendered:
+    desired: dict[str, DesiredUser]  # account (lower case) -> user
+    held: list[HeldUser]
+    out_of_scope: int = 0
+
+
+def address_of(user: DirectoryUser) -> str:
+    return f"user.{user.account.lower()}" if user.account else f"user.{user.source_id}"
+
+
+class _Checker:
+    """Collects the diagnostics of one user."""
+
+    def __init__(self, user: DirectoryUser, attributes):
+        self.user, self.attributes, self.found = user, attributes, []
+
+    def error(self, code: str, field: str, message: str) -> None:
+        source = {"dn": self.user.dn, "attribute": self.attributes.get(field, field)}
+        self.found.append(Diagnostic("error", code, address_of(self.user), message, source))
+
+
+def in_scope(user: DirectoryUser, config: Config) -> str | None:
+    """The role a user gets (admin wins), or None when out of scope (R3)."""
+    if not user.enabled and not config.scope.include_disabled:
+        return None
+    if user.groups & _lowered(config.scope.admin_groups):
+        return ROLE_ADMIN
+    if user.groups & _lowered(config.scope.user_groups):
+        return ROLE_USER
+    return None
+
+
+_LOWERED: dict[tuple, frozenset] = {}
+
+
+def _lowered(groups: tuple[str, ...]) -> frozenset[str]:
+    if groups not in _LOWERED:
+        _LOWERED[groups] = frozenset(",".join(p.strip() for p in g.lower().split(",")) for g in groups)
+    return _LOWERED[groups]
+
+
+def render_users(directory: Directory, config: Config) -> Rendered:
+    rules = NumberRules(config.numbering)
+    candidates: list[tuple[DirectoryUser, PhoneUser | None, list[Diagnostic]]] = []
+    out_of_scope = 0
+    for user in directory.users:
+        role = in_scope(user, config)
+        if role is None:
+            out_of_scope += 1
+            log.debug("%s: out of scope (not enabled or in no configured group): %s", address_of(user), user.dn)
+            continue
+        shape, found = _check_user(user, role, rules, directory.attributes, config)
+        candidates.append((user, shape, found))
+    _check_unique(candidates, "account", "DUPLICATE_ACCOUNT", "sAMAccountName", directory.attributes)
+    _check_unique(candidates, "email", "DUPLICATE_EMAIL", "e-mail address", directory.attributes)
+    rendered = Rendered(desired={}, held=[], out_of_scope=out_of_scope)
+    for user, shape, found in candidates:
+        if found:
+            rendered.held.append(
+                HeldUser(address_of(user), user.account, user.source_id, user.dn, user.email, tuple(found))
+            )
+            log.debug("%s: held: %s", address_of(user), "; ".join(d.code for d in found))
+        else:
+            account = user.account.lower()
+            rendered.desired[account] = DesiredUser(account, user.source_id, user.dn, shape)
+            log.debug("%s: desired as %s", address_of(user), shape)
+    rendered.held.sort(key=lambda h: (h.address, h.source_id))
+    return rendered
+
+
+def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, config: Config):
+    check = _Checker(user, attributes)
+    for field_name, code, label in (
+        ("first_name", "MISSING_FIRST_NAME", "a first name"),
+        ("last_name", "MISSING_LAST_NAME", "a last name"),
+        ("account", "MISSING_ACCOUNT", "an account name"),
+        ("email", "MISSING_EMAIL", "an e-mail address"),
+    ):
+        if not getattr(user, field_name):
+            attr = attributes.get(field_name, field_name)
+            check.error(code, field_name, f"{user.dn} has no {attr}: a PBX user needs {label}; set {attr}.")
+    numbers = rules.user_numbers(user.phones, user.faxes)
+    for value in numbers.invalid:
+        check.error(
+            "INVALID_EXTERNAL_NUMBER",
+            "phones",
+            f"{value!r} is not a phone number (invalid external phone number); correct it in the directory.",
+        )
+    login_id = rules.login_id(numbers.primary) if numbers.primary else None
+    if numbers.primary is None:
+        check.error(
+            "NO_INTERNAL_NUMBER",
+            "phones",
+            (
+                f"no phone value ({', '.join(user.phones)}) gives an internal number: none is short enough, and no "
+                "external number falls into numbering.blocks; add the extension to the directory."
+            )
+            if user.phones
+            else "the user has no phone number; add the extension to the directory.",
+        )
+    for number in sorted({*numbers.internal, *([login_id] if login_id else [])}):
+        reason = rules.reserved_reason(number)
+        if reason:
+            check.error(
+                "RESERVED_NUMBER",
+                "phones",
+                f"{number} {reason} and cannot be an internal number or login ID.",
+            )
+    if check.found:
+        return None, check.found
+    shape = PhoneUser(
+        login_id=login_id,
+        first_name=user.first_name,
+        last_name=user.last_name,
+        email=user.email,
+        role=role,
+        primary_internal_number=numbers.primary,
+        internal_numbers=numbers.internal,
+        external_numbers=numbers.external,
+        fax_numbers=numbers.fax,
+    )
+    return shape, check.found
+
+
+def _check_unique(candidates, field_name: str, code: str, label: str, attributes) -> None:
+    """R2 and R14: every user sharing a value (case-insensitive) is held."""
+    by_value = defaultdict(list)
+    for user, _, found in candidates:
+        value = getattr(user, field_name)
+        if value:
+            by_value[value.lower()].append((user, found))
+    for value, users in by_value.items():
+        if len(users) < 2:
+            continue
+        for user, found in users:
+            others = ", ".join(sorted(u.dn for u, _ in users if u is not user))
+            found.append(
+                Diagnostic(
+                    "error",
+                    code,
+                    address_of(user),
+                    f"the {label} {value!r} is also used by {others}; every user sharing it is held "
+                    "until it is unique.",
+                    {"dn": user.dn, "attribute": attributes.get(field_name, field_name)},
+                )
+            )

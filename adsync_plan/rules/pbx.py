@@ -1,0 +1,335 @@
+"""The rules that need the PBX (R4, R6, R7, R9, R10, R11, R12, R13) and matching (SPEC 7).
+
+`reconcile` is a pure function of the desired users, the held users, the PBX snapshot and the
+configuration. It decides, for every user, one of: create, match (then update or unchanged), protected,
+held; and which PBX users become orphans. `diff` turns the decisions into actions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from adsync_plan.config import Config
+from adsync_plan.model import EXTERNAL, INTERNAL, ROLE_ADMIN, Diagnostic, PbxState, PhoneUser
+from adsync_plan.rules.directory import DesiredUser, HeldUser
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decisions:
+    creates: dict[str, DesiredUser] = field(default_factory=dict)  # account -> user
+    matches: dict[str, tuple[DesiredUser, str, str]] = field(default_factory=dict)  # account -> (user, id, how)
+    orphans: list[str] = field(default_factory=list)  # PBX user ids
+    protected: dict[str, str] = field(default_factory=dict)  # account -> PBX user id
+    held: dict[str, list[Diagnostic]] = field(default_factory=dict)  # address -> plan-time diagnostics
+    held_match: dict[str, str] = field(default_factory=dict)  # address -> PBX user id left as it is
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    managed: int = 0
+    desired: dict[str, DesiredUser] = field(default_factory=dict)  # after R7 drops
+
+
+def _error(address: str, code: str, message: str, user: DesiredUser | None, attribute: str | None = None):
+    source = {"dn": user.dn, "attribute": attribute} if user and attribute else ({"dn": user.dn} if user else None)
+    return Diagnostic("error", code, address, message, source)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        desired: Mapping[str, DesiredUser],
+        held: list[HeldUser],
+        state: PbxState,
+        bindings: Mapping[str, str],
+        config: Config,
+        attributes: Mapping[str, str],
+    ):
+        self.state, self.config, self.attributes = state, config, attributes
+        self.desired = dict(desired)
+        self.held_users = held
+        present = {u.source_id for u in desired.values()} | {h.source_id for h in held}
+        # bindings to users that still exist; a binding to a vanished source id frees the PBX user for
+        # e-mail matching (an account deleted and re-created in the directory keeps its PBX user)
+        self.bindings = {s: i for s, i in bindings.items() if i in state.users}
+        self.bound_present = {i for s, i in self.bindings.items() if s in present}
+        self.bound_ids = set(self.bindings.values())
+        self.by_email = self._email_index()
+        self.d = Decisions()
+
+    def _email_index(self) -> dict[str, str]:
+        index: dict[str, str] = {}
+        for pbx_id in sorted(self.state.users, key=_id_order):
+            if pbx_id in self.bound_present:
+                continue
+            email = (self.state.users[pbx_id].email or "").lower()
+            index.setdefault(email, pbx_id)
+        return index
+
+    def match(self, source_id: str, email: str | None) -> tuple[str | None, str]:
+        pbx_id = self.bindings.get(source_id)
+        if pbx_id is not None:
+            return pbx_id, "binding"
+        pbx_id = self.by_email.get((email or "").lower()) if email else None
+        return (pbx_id, "e-mail") if pbx_id is not None else (None, "")
+
+    def is_protected(self, pbx_id: str, desired: DesiredUser | None) -> bool:
+        """R10: listed in protect.logins, or an administrator the tool did not create or bind as one."""
+        user = self.state.users[pbx_id]
+        if user.login_id in self.config.protect_logins:
+            return True
+        if pbx_id not in self.state.admins:
+            return False
+        bound_as_admin = desired is not None and desired.user.role == ROLE_ADMIN
+        return not (bound_as_admin and self.bindings.get(desired.source_id) == pbx_id)
+
+    def is_managed(self, pbx_id: str) -> bool:
+        return self.config.ownership == "all" or pbx_id in self.bound_ids
+
+    # -- the steps, in order -------------------------------------------------------------------------
+
+    def run(self) -> Decisions:
+        self._match_all()
+        self._check_numbers_exist()
+        self._orphans()
+        # Holding a user keeps its login ID and numbers where they are, which can conflict with another
+        # user's claim: repeat until nothing changes (each round holds at least one more user, so this ends).
+        while self._check_login_ids() + self._check_number_owners():
+            pass
+        self._check_licences()
+        self.d.desired = self.desired
+        return self.d
+
+    def _hold(self, user: DesiredUser, diagnostic: Diagnostic) -> None:
+        self.d.held.setdefault(user.address, []).append(diagnostic)
+        self.d.creates.pop(user.account, None)
+        matched = self.d.matches.pop(user.account, None)
+        if matched:
+            self.d.held_match[user.address] = matched[1]
+        log.debug("%s: held at plan time: %s", user.address, diagnostic.message)
+
+    def _match_all(self) -> None:
+        claimed: dict[str, str] = {}
+        for account in sorted(self.desired):
+            user = self.desired[account]
+            pbx_id, how = self.match(user.source_id, user.user.email)
+            if pbx_id is not None and pbx_id in claimed:
+                pbx_id, how = None, ""  # the PBX user is already another directory user's counterpart
+            if pbx_id is None:
+                self.d.creates[account] = user
+                log.debug("%s: no PBX counterpart; to create", user.address)
+            elif self.is_protected(pbx_id, user):
+                self.d.protected[account] = pbx_id
+                self.d.diagnostics.append(
+                    Diagnostic(
+                        "info",
+                        "PROTECTED_USER",
+                        user.address,
+                        f"matches protected PBX user {pbx_id} (login {self.state.users[pbx_id].login_id}, by {how}); "
+                        "it is never changed.",
+                        {"dn": user.dn},
+                    )
+                )
+            else:
+                claimed[pbx_id] = account
+                self.d.matches[account] = (user, pbx_id, how)
+                log.debug("%s: matches PBX user %s by %s", user.address, pbx_id, how)
+        for held in self.held_users:
+            pbx_id, how = self.match(held.source_id, held.email)
+            if pbx_id is not None and pbx_id not in claimed:
+                self.d.held_match[held.address] = pbx_id
+                log.debug("%s: held; its PBX user %s (by %s) stays as it is", held.address, pbx_id, how)
+
+    def _check_numbers_exist(self) -> None:
+        """R7 (external and fax numbers must be on the PBX) and R12 (the primary internal number too)."""
+        drop = self.config.on_invalid_number == "drop_number"
+        for account in sorted(self.desired):
+            user = self.desired[account]
+            shape, numbers = user.user, self.state.numbers
+            if shape.primary_internal_number not in numbers or numbers[shape.primary_internal_number].type != INTERNAL:
+                self._hold(
+                    user,
+                    _error(
+                        user.address,
+                        "NO_INTERNAL_NUMBER",
+                        f"the internal number {shape.primary_internal_number} does not exist on the PBX; "
+                        "use an extension of the PBX's internal range.",
+                        user,
+                        self.attributes.get("phones"),
+                    ),
+                )
+                continue
+            missing = sorted(n for n in shape.numbers() if n not in numbers)
+            wrong_type = sorted(n for n in shape.external_numbers if n in numbers and numbers[n].type != EXTERNAL)
+            bad = missing + wrong_type
+            if not bad:
+                continue
+            if drop:
+                self._drop_numbers(user, bad)
+                continue
+            for number in bad:
+                self._hold(
+                    user,
+                    _error(
+                        user.address,
+                        "INVALID_EXTERNAL_NUMBER",
+                        f"invalid external phone number {number}: it is in no number block of the PBX's "
+                        "lines; correct it in the directory.",
+                        user,
+                        self._attr_of(shape, number),
+                    ),
+                )
+
+    def _attr_of(self, shape: PhoneUser, number: str) -> str | None:
+        return self.attributes.get("faxes" if number in shape.fax_numbers else "phones")
+
+    def _drop_numbers(self, user: DesiredUser, bad: list[str]) -> None:
+        shape = user.user
+        kept = {
+            f: tuple(n for n in getattr(shape, f) if n not in bad)
+            for f in ("internal_numbers", "external_numbers", "fax_numbers")
+        }
+        self.desired[user.account] = DesiredUser(user.account, user.source_id, user.dn, shape.changed(**kept))
+        for bucket in (self.d.creates, self.d.matches):
+            if user.account in bucket:
+                entry = bucket[user.account]
+                bucket[user.account] = (
+                    self.desired[user.account] if bucket is self.d.creates else (self.desired[user.account], *entry[1:])
+                )
+        for number in bad:
+            self.d.diagnostics.append(
+                Diagnostic(
+                    "warning",
+                    "INVALID_EXTERNAL_NUMBER",
+                    user.address,
+                    f"invalid external phone number {number} dropped (rules.on_invalid_number: drop_number).",
+                    {"dn": user.dn, "attribute": self._attr_of(shape, number)},
+                )
+            )
+
+    def _active(self):
+        """(account, user, matched PBX id or None) of everyone still to be created or matched."""
+        for account, user in self.d.creates.items():
+            yield account, user, None
+        for account, (user, pbx_id, _) in self.d.matches.items():
+            yield account, user, pbx_id
+
+    def _check_login_ids(self) -> int:
+        """R6: a login ID kept by another PBX user, or claimed twice in this run, holds the newcomer.
+        Returns how many users it held."""
+        moving = {
+            self.state.users[pbx_id].login_id
+            for _, (user, pbx_id, _) in self.d.matches.items()
+            if user.user.login_id != self.state.users[pbx_id].login_id
+        }
+        owner_of_login = {u.login_id: i for i, u in self.state.users.items()}
+        claims = defaultdict(list)
+        for _, user, pbx_id in self._active():
+            claims[user.user.login_id].append((user, pbx_id))
+        held = []
+        for login, claimants in claims.items():
+            holder = owner_of_login.get(login)
+            keeper = holder if holder is not None and login not in moving else None
+            for user, pbx_id in claimants:
+                if keeper is not None and keeper != pbx_id:
+                    other = self.state.users[keeper]
+                    message = (
+                        f"login ID {login} is already used by PBX user {keeper} ({other.first_name} {other.last_name})."
+                    )
+                elif keeper is None and len(claimants) > 1:
+                    others = ", ".join(sorted(u.address for u, _ in claimants if u is not user))
+                    message = f"login ID {login} is also claimed by {others} in this run."
+                else:
+                    continue
+                held.append(
+                    (user, _error(user.address, "LOGIN_ID_COLLISION", message, user, self.attributes.get("phones")))
+                )
+        for user, diagnostic in held:
+            self._hold(user, diagnostic)
+        return len(held)
+
+    def _orphans(self) -> None:
+        """R9: managed, unprotected PBX users with no counterpart in scope (held users keep theirs)."""
+        kept = {pbx_id for _, _, pbx_id in self._active() if pbx_id} | set(self.d.protected.values())
+        kept |= set(self.d.held_match.values())
+        managed = [i for i in self.state.users if self.is_managed(i) and not self.is_protected(i, None)]
+        self.d.managed = len(managed)
+        self.d.orphans = sorted((i for i in managed if i not in kept), key=_id_order)
+
+    def _check_number_owners(self) -> int:
+        """R11: a number may only move from an owner that releases it in this run; one number, one owner.
+        Returns how many users it held."""
+        released = self._released()
+        claims, numbers = {}, self.state.numbers
+        for _, user, pbx_id in self._active():
+            for number in user.user.numbers():
+                if pbx_id is None or numbers[number].owner != pbx_id:  # keeping one's own number claims nothing
+                    claims.setdefault(number, []).append((user, pbx_id))
+        conflicts = self._conflicts(claims, released)
+        for user, diagnostic in conflicts:
+            self._hold(user, diagnostic)
+        return len(conflicts)
+
+    def _released(self) -> set[str]:
+        released = set()
+        for pbx_id in self.d.orphans:
+            current = self.state.users[pbx_id]
+            released |= current.numbers() - {current.primary_internal_number}
+        for _, (user, pbx_id, _) in self.d.matches.items():
+            released |= self.state.users[pbx_id].numbers() - user.user.numbers()
+        return released
+
+    def _conflicts(self, claims, released):
+        found = []
+        for number, claimants in claims.items():
+            owner = self.state.numbers[number].owner
+            for user, pbx_id in claimants:
+                if owner is not None and owner != pbx_id and number not in released:
+                    message = f"number {number} belongs to {self._owner_name(owner)}, which this run does not release."
+                elif len(claimants) > 1:
+                    others = ", ".join(sorted(u.address for u, _ in claimants if u is not user))
+                    message = f"number {number} is also claimed by {others}; a number has one owner."
+                else:
+                    continue
+                found.append(
+                    (
+                        user,
+                        _error(user.address, "NUMBER_CONFLICT", message, user, self._attr_of(user.user, number)),
+                    )
+                )
+        return found
+
+    def _owner_name(self, owner: str) -> str:
+        if owner in self.state.users:
+            u = self.state.users[owner]
+            return f"PBX user {owner} ({u.first_name} {u.last_name}, login {u.login_id})"
+        return owner.replace(":", " ", 1)
+
+    def _check_licences(self) -> None:
+        """R4: creates only while licences remain; the ones left over are held, in account order."""
+        if self.config.licenses is None:
+            return
+        free = self.config.licenses - len(self.state.users)
+        for n, account in enumerate(sorted(self.d.creates)):
+            if n >= free:
+                user = self.d.creates[account]
+                self._hold(
+                    user,
+                    _error(
+                        user.address,
+                        "LICENSE_LIMIT",
+                        f"no user licence left ({self.config.licenses} licences, "
+                        f"{len(self.state.users)} PBX users); add licences or free one.",
+                        user,
+                    ),
+                )
+
+
+def _id_order(pbx_id: str):
+    return (0, int(pbx_id), "") if pbx_id.isdigit() else (1, 0, pbx_id)
+
+
+def reconcile(desired, held, state, bindings, config, attributes) -> Decisions:
+    return Reconciler(desired, held, state, bindings, config, attributes).run()

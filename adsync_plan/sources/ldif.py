@@ -1,0 +1,195 @@
+"""The ldif source: an RFC 2849 LDIF export (ldifde, ldapsearch -L) read as an Active Directory.
+
+Users are the entries with objectClass person; group membership comes from the users' memberOf values and
+the group entries' member values, and nested groups are resolved through the group entries in the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from adsync_plan.config import Scope
+from adsync_plan.errors import InputError
+from adsync_plan.model import NO_PROGRESS, Directory, Progress
+from adsync_plan.sources import ad
+
+log = logging.getLogger(__name__)
+
+
+def read_directory(
+    settings: Mapping, scope: Scope, attributes: Mapping, base_dir: Path, progress: Progress = NO_PROGRESS
+) -> Directory:
+    path = (base_dir / settings["path"]).resolve()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: the LDIF file named by source.path does not exist.") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: the LDIF file is not UTF-8 (byte {err.start}); export it as UTF-8.") from None
+    progress.start("Reading the LDIF directory")
+    entries = list(parse_ldif(text, str(path)))
+    attrs = ad.attribute_map(attributes)
+    users = _users(entries, attrs, scope.nested_groups)
+    progress.advance(len(users))
+    progress.done()
+    log.info("read %d users from %s", len(users), path)
+    return Directory(
+        users=tuple(users),
+        attributes=ad.diagnostic_names(attrs),
+        origin={"type": "ldif", "path": str(settings["path"])},
+    )
+
+
+@functools.lru_cache(maxsize=65536)
+def normalise_dn(dn: str) -> str:
+    """Lower case, no blanks around separators: the form group DNs are compared in."""
+    dn = dn.lower()
+    return ",".join(part.strip() for part in dn.split(",")) if ", " in dn or " ," in dn else dn
+
+
+def _users(entries, attrs, nested: bool):
+    classes = [_object_classes(entry) for _, entry in entries]
+    groups = {normalise_dn(dn): entry for (dn, entry), cls in zip(entries, classes, strict=True) if _is_group(cls)}
+    parents = _group_parents(groups)
+    direct_of = _direct_memberships(entries, groups)
+    closure_cache: dict[str, frozenset[str]] = {}
+    users = []
+    for (dn, entry), cls in zip(entries, classes, strict=True):
+        if not _is_person(cls):
+            continue
+        direct = direct_of.get(normalise_dn(dn), ())
+        all_groups = set(direct)
+        if nested:
+            for group in direct:
+                all_groups |= _ancestors(group, parents, closure_cache)
+        users.append(ad.to_directory_user(dn, entry, attrs, all_groups))
+    return users
+
+
+def _object_classes(entry) -> set[str]:
+    return {(v.decode() if isinstance(v, bytes) else v).lower() for v in entry.get("objectclass", ())}
+
+
+def _is_person(classes: set[str]) -> bool:
+    return "person" in classes and "computer" not in classes
+
+
+def _is_group(classes: set[str]) -> bool:
+    return "group" in classes or "groupofnames" in classes
+
+
+def _values(entry, name) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else v for v in entry.get(name, ())]
+
+
+def _direct_memberships(entries, groups) -> dict[str, set[str]]:
+    """member DN -> its direct groups, from memberOf on the members and member on the groups."""
+    direct: dict[str, set[str]] = {}
+    for dn, entry in entries:
+        for group in _values(entry, "memberof"):
+            direct.setdefault(normalise_dn(dn), set()).add(normalise_dn(group))
+    for group_dn, entry in groups.items():
+        for member in _values(entry, "member"):
+            direct.setdefault(normalise_dn(member), set()).add(group_dn)
+    return direct
+
+
+def _group_parents(groups) -> dict[str, set[str]]:
+    parents: dict[str, set[str]] = {}
+    for group_dn, entry in groups.items():
+        for parent in _values(entry, "memberof"):
+            parents.setdefault(group_dn, set()).add(normalise_dn(parent))
+        for member in _values(entry, "member"):
+            if normalise_dn(member) in groups:
+                parents.setdefault(normalise_dn(member), set()).add(group_dn)
+    return parents
+
+
+def _ancestors(group: str, parents, cache) -> frozenset[str]:
+    """Every group that contains `group`, transitively; cycles (which AD allows) end the walk."""
+    if group in cache:
+        return cache[group]
+    seen, todo = set(), [group]
+    while todo:
+        for parent in parents.get(todo.pop(), ()):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    cache[group] = frozenset(seen)
+    return cache[group]
+
+
+def parse_ldif(text: str, filename: str = "<ldif>") -> Iterator[tuple[str, dict[str, list]]]:
+    """Yield (dn, {attribute lower case: [values]}) per record. Base64 values stay bytes unless UTF-8."""
+    dn, entry, start = None, {}, 0
+    for lineno, line in _logical_lines(text):
+        if line is None:  # blank line: end of record
+            if dn is not None:
+                yield dn, entry
+            dn, entry = None, {}
+            continue
+        name, value = _attribute(line, filename, lineno)
+        if dn is None:
+            if name == "version" and not entry:
+                continue
+            if name != "dn":
+                raise InputError(f"{filename}:{lineno}: a record must start with 'dn:', found {name!r}.")
+            dn, start = _as_text(value, filename, lineno), lineno
+            continue
+        if name in ("changetype", "control"):
+            if name == "changetype" and str(value).lower() != "add":
+                raise InputError(f"{filename}:{lineno}: only plain records or 'changetype: add' are supported.")
+            continue
+        entry.setdefault(name.split(";", 1)[0].lower(), []).append(value)
+    if dn is not None:
+        yield dn, entry
+    del start
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str | None]]:
+    """Join continuation lines (a line starting with one space), drop comments; None marks a blank line."""
+    current, current_no = None, 0
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        if raw.startswith(" ") and current is not None:
+            current += raw[1:]
+            continue
+        if current is not None:
+            yield current_no, current
+            current = None
+        if raw.startswith("#"):
+            continue
+        if not raw.strip():
+            yield lineno, None
+            continue
+        current, current_no = raw, lineno
+    if current is not None:
+        yield current_no, current
+
+
+def _attribute(line: str, filename: str, lineno: int) -> tuple[str, str | bytes]:
+    name, sep, rest = line.partition(":")
+    if not sep or not name or " " in name:
+        raise InputError(f"{filename}:{lineno}: expected 'attribute: value', found {line[:60]!r}.")
+    if rest.startswith(":"):
+        try:
+            raw = base64.b64decode(rest[1:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise InputError(f"{filename}:{lineno}: the base64 value of {name} is not valid base64.") from None
+        try:
+            return name, raw.decode("utf-8") if name.lower() != "objectguid" else raw
+        except UnicodeDecodeError:
+            return name, raw
+    if rest.startswith("<"):
+        raise InputError(f"{filename}:{lineno}: URL values ({name}:<) are not supported; inline the value.")
+    return name, rest[1:] if rest.startswith(" ") else rest
+
+
+def _as_text(value, filename, lineno) -> str:
+    if isinstance(value, bytes):
+        raise InputError(f"{filename}:{lineno}: the DN is not UTF-8 text.")
+    return value.strip()

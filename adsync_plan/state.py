@@ -1,0 +1,238 @@
+"""The state snapshot (states/pbx.yaml), its fingerprint, the lock, and the audit log."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from adsync_plan import schemas
+from adsync_plan.errors import InputError, LockError
+from adsync_plan.files import read_document, write_document, yaml_line_finder
+from adsync_plan.model import PbxNumber, PbxState, PhoneUser
+
+FORMAT_VERSION = 1
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def canonical(state: PbxState) -> dict:
+    """The content a fingerprint covers: users (shape + admin flag) and the number inventory."""
+    return {
+        "users": {i: {**u.to_dict(), "is_admin": i in state.admins} for i, u in state.users.items()},
+        "numbers": {n: info.to_dict() for n, info in state.numbers.items()},
+    }
+
+
+def fingerprint(state: PbxState) -> str:
+    return _digest(canonical(state))
+
+
+def _digest(content: dict) -> str:
+    return "sha256:" + hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass
+class Snapshot:
+    state: PbxState
+    bindings: dict[str, str] = field(default_factory=dict)
+    lineage: str = field(default_factory=lambda: str(uuid.uuid4()))
+    serial: int = 0
+    pbx: dict = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def __post_init__(self):
+        if not self.fingerprint:
+            self.fingerprint = fingerprint(self.state)
+
+
+def state_from_canonical(data: dict) -> PbxState:
+    users = {i: PhoneUser.from_dict(u) for i, u in data["users"].items()}
+    admins = frozenset(i for i, u in data["users"].items() if u.get("is_admin"))
+    numbers = {n: PbxNumber(v["type"], v.get("owner"), v.get("service")) for n, v in data["numbers"].items()}
+    return PbxState(users=users, admins=admins, numbers=numbers)
+
+
+def load_snapshot(path: Path) -> Snapshot:
+    data, tree = read_document(path, "the state snapshot")
+    schemas.validate(data, "state", str(path), yaml_line_finder(tree))
+    # the file holds the canonical content itself: its digest is the fingerprint of the state it describes
+    digest = _digest({"users": data["users"], "numbers": data["numbers"]})
+    if digest != data["fingerprint"]:
+        raise InputError(
+            f"{path}: the fingerprint does not match the content; the file was edited by hand. "
+            "Run `adsync-plan refresh` to read the PBX again."
+        )
+    return Snapshot(
+        state=state_from_canonical(data),
+        bindings=dict(data.get("bindings", {})),
+        lineage=data["lineage"],
+        serial=data["serial"],
+        pbx=data.get("pbx", {}),
+        fingerprint=digest,
+    )
+
+
+def save_snapshot(path: Path, state: PbxState, bindings: dict, pbx: dict, previous: Snapshot | None) -> Snapshot:
+    """Write the snapshot; the serial grows only when the content or the bindings changed."""
+    bindings = {s: i for s, i in bindings.items() if i in state.users}
+    snap = Snapshot(state=state, bindings=bindings, pbx=pbx)
+    if previous is not None:
+        snap.lineage = previous.lineage
+        same = previous.fingerprint == snap.fingerprint and previous.bindings == bindings
+        snap.serial = previous.serial if same else previous.serial + 1
+    else:
+        snap.serial = 1
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "lineage": snap.lineage,
+        "serial": snap.serial,
+        "fingerprint": snap.fingerprint,
+        "pbx": pbx,
+        **canonical(state),
+        "bindings": bindings,
+    }
+    write_document(path, doc)
+    return snap
+
+
+def describe_changes(old: PbxState, new: PbxState, limit: int = 20) -> list[str]:
+    """What differs between two PBX states, as short lines: which users, which fields."""
+    lines = []
+    for pbx_id in sorted(set(old.users) | set(new.users), key=lambda i: (len(i), i)):
+        before, after = old.users.get(pbx_id), new.users.get(pbx_id)
+        if before is None:
+            lines.append(f"PBX user {pbx_id} ({after.login_id}) was added")
+        elif after is None:
+            lines.append(f"PBX user {pbx_id} ({before.login_id}) was removed")
+        elif before != after or ((pbx_id in old.admins) != (pbx_id in new.admins)):
+            fields = [f for f in before.to_dict() if getattr(before, f) != getattr(after, f)]
+            if (pbx_id in old.admins) != (pbx_id in new.admins) and "role" not in fields:
+                fields.append("administrator permission")
+            lines.append(f"PBX user {pbx_id} ({after.login_id}) changed: {', '.join(fields)}")
+    changed_numbers = [n for n in set(old.numbers) | set(new.numbers) if old.numbers.get(n) != new.numbers.get(n)]
+    if changed_numbers:
+        lines.append(
+            f"{len(changed_numbers)} number(s) changed owner or were added/removed: "
+            + ", ".join(sorted(changed_numbers)[:10])
+            + (" ..." if len(changed_numbers) > 10 else "")
+        )
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
+    return lines
+
+
+# -- the lock -------------------------------------------------------------------------------------------
+
+
+class Lock:
+    """states/.adsync.lock: created exclusively; holds who, host, pid, plan id and since when."""
+
+    def __init__(self, state_dir: Path, plan_id: str | None, operation: str, timeout: float):
+        self.path = state_dir / ".adsync.lock"
+        self.info = {
+            "id": str(uuid.uuid4()),
+            "who": _user(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "plan_id": plan_id,
+            "operation": operation,
+            "since": iso(now_utc()),
+        }
+        self.timeout = timeout
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if time.monotonic() >= deadline:
+                    raise LockError(_held_message(self.path)) from None
+                time.sleep(0.2)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.info, fh, indent=1)
+            return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def read_lock(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _held_message(path: Path) -> str:
+    info = read_lock(path)
+    return (
+        f"{path}: another run holds the lock (id {info.get('id', '?')}, {info.get('operation', '?')} "
+        f"of plan {info.get('plan_id') or '-'} by {info.get('who', '?')} on {info.get('host', '?')}, "
+        f"pid {info.get('pid', '?')}, since {info.get('since', '?')}). Wait for it to finish; if it crashed, "
+        f"run `adsync-plan force-unlock {info.get('id', 'LOCK_ID')}`."
+    )
+
+
+def force_unlock(state_dir: Path, lock_id: str) -> dict:
+    path = state_dir / ".adsync.lock"
+    if not path.exists():
+        raise LockError(f"{path}: there is no lock to remove.")
+    info = read_lock(path)
+    if info.get("id") != lock_id:
+        raise LockError(f"{path}: the lock's id is {info.get('id', '?')}, not {lock_id}; nothing was removed.")
+    path.unlink()
+    return info
+
+
+# -- the audit log --------------------------------------------------------------------------------------
+
+
+def append_audit(state_dir: Path, record: dict) -> None:
+    """One JSON line per apply, appended and fsynced: the file is append-only."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"at": iso(now_utc()), "who": _user(), "host": socket.gethostname(), **record}) + "\n"
+    with open(state_dir / "audit.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def applied_plan_ids(state_dir: Path) -> set[str]:
+    path = state_dir / "audit.jsonl"
+    if not path.exists():
+        return set()
+    ids = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("result") in ("applied", "partial"):
+            ids.add(record.get("plan_id"))
+    return ids

@@ -1,0 +1,88 @@
+"""A plan's actions as provider calls, in apply order (SPEC 8), each describing itself.
+
+Order: every removal of a number assignment (orphans, then updates), then creates and field updates, then
+new number assignments and primary numbers. So a number can move from an orphan to a new user in one apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adsync_plan.model import ROLE_ADMIN, SERVICE_FAX, SERVICE_STANDARD, Action
+from adsync_plan.providers.base import Provider
+
+_FIELDS = ("login_id", "first_name", "last_name", "email")
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int  # the action's position in the plan
+    kind: str  # release | create | update | admin | assign | primary
+    args: tuple
+    text: str  # a sentence for logs and reports
+
+
+def plan_steps(actions: tuple[Action, ...]) -> list[Step]:
+    releases, changes, assigns = [], [], []
+    for index, action in enumerate(actions):
+        released = _released(action)
+        releases += [Step(index, "release", (n,), f"{action.address}: remove number {n}") for n in sorted(released)]
+        changes += _change_steps(index, action)
+        assigns += _assign_steps(index, action, released)
+    # orphans come first in the plan, so their releases already precede the updates' releases
+    return releases + changes + assigns
+
+
+def _released(action: Action) -> set[str]:
+    """Numbers to unassign: those the user loses, and those whose call service changes (phone <-> fax),
+    which are assigned again with the new one."""
+    if action.before is None:
+        return set()
+    before, after = action.before, action.after
+    service_changed = (set(before.fax_numbers) ^ set(after.fax_numbers)) & before.numbers() & after.numbers()
+    return (before.numbers() - after.numbers()) | service_changed
+
+
+def _change_steps(index: int, action: Action) -> list[Step]:
+    before, after = action.before, action.after
+    if action.action == "create":
+        steps = [Step(index, "create", (), f"{action.address}: create user with login ID {after.login_id}")]
+    else:
+        changed = {f: getattr(after, f) for f in _FIELDS if getattr(before, f) != getattr(after, f)}
+        steps = [Step(index, "update", (changed,), f"{action.address}: set {', '.join(changed)}")] if changed else []
+    was_admin = before is not None and before.role == ROLE_ADMIN
+    if (after.role == ROLE_ADMIN) != was_admin:
+        verb = "grant" if after.role == ROLE_ADMIN else "revoke"
+        steps.append(Step(index, "admin", (after.role == ROLE_ADMIN,), f"{action.address}: {verb} administrator"))
+    return steps
+
+
+def _assign_steps(index: int, action: Action, released: set[str]) -> list[Step]:
+    after = action.after
+    kept = action.before.numbers() - released if action.before else set()
+    steps = []
+    for number in sorted(after.numbers() - kept):
+        service = SERVICE_FAX if number in after.fax_numbers else SERVICE_STANDARD
+        steps.append(Step(index, "assign", (number, service), f"{action.address}: assign {number} ({service})"))
+    before_primary = action.before.primary_internal_number if action.before else None
+    if after.primary_internal_number != before_primary or before_primary in released:
+        number = after.primary_internal_number
+        steps.append(Step(index, "primary", (number,), f"{action.address}: primary internal number {number}"))
+    return steps
+
+
+def run_step(step: Step, action: Action, provider: Provider, user_id: str | None) -> str | None:
+    """Carry out one step; returns the new PBX user id for a create."""
+    if step.kind == "create":
+        return provider.create_user(action.after)
+    if step.kind == "update":
+        provider.update_user(user_id, step.args[0])
+    elif step.kind == "admin":
+        provider.set_admin(user_id, step.args[0])
+    elif step.kind == "release":
+        provider.release_number(user_id, step.args[0])
+    elif step.kind == "assign":
+        provider.assign_number(user_id, *step.args)
+    elif step.kind == "primary":
+        provider.set_primary_internal_number(user_id, step.args[0])
+    return None

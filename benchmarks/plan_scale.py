@@ -1,0 +1,163 @@
+"""How `plan --no-refresh` scales: N users in an LDIF directory and a PBX snapshot, against the floor.
+
+    python benchmarks/plan_scale.py [--sizes 1000,10000,100000] [--workdir DIR]
+
+For each N it generates a directory and a matching PBX (about 2% of users changed, 1% new, 1% gone),
+then times, each in a fresh process:
+- plan: `adsync-plan plan --no-refresh -o plan.json` end to end (render from the LDIF, load the snapshot,
+  rules, diff, write the plan);
+- floor: only parsing the same LDIF, loading the same snapshot and desired-state-sized JSON, and writing
+  the same plan file, with the same libraries.
+It prints wall time, peak memory (max RSS of the process) and the ratio plan/floor, and the growth
+from one size to the next. Targets at 100,000 on 2 cores: under 60 s, under 2 GiB, ratio under 2, and
+100,000 at most 12 times 10,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PREFIX = "+4970222"
+FIRST = 200000  # six-digit extensions 200000...: none starts with a reserved number
+
+FLOOR = """
+import gc, sys, orjson
+gc.disable()  # as the CLI does
+from pathlib import Path
+from adsync_plan.sources.ldif import parse_ldif
+from adsync_plan.files import read_document, render_document
+folder = Path(sys.argv[1])
+entries = list(parse_ldif((folder / "directory.ldif").read_text(encoding="utf-8")))
+snapshot, _ = read_document(folder / "states" / "pbx.yaml", "snapshot")
+plan, _ = read_document(folder / "plan.json", "plan")
+(folder / "floor.out").write_bytes(render_document(plan))
+print(len(entries), len(snapshot["users"]))
+"""
+
+
+def ldif_user(n: int, ext: int, last: str) -> str:
+    from tests import ldifgen
+
+    return ldifgen.user(
+        n,
+        f"User {n}",
+        sAMAccountName=f"user{n}",
+        givenName="Jürgen",
+        sn=last,
+        mail=f"user{n}@example.com",
+        telephoneNumber=f"{PREFIX}{ext}",
+        otherTelephone=[str(ext + 400000)] if n % 10 == 0 else None,
+        memberOf=["CN=PBX-Users,OU=Groups,DC=example,DC=com"],
+    )[1]
+
+
+def generate(folder: Path, n: int) -> None:
+    """Directory of n users; the PBX holds the first 99% (1% new), 1% extra (gone) and 2% changed."""
+    from adsync_plan.model import PbxNumber, PbxState, PhoneUser
+    from adsync_plan.state import save_snapshot
+    from tests import ldifgen
+
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = [ldif_user(i, FIRST + i, "Müller") for i in range(n)]
+    (folder / "directory.ldif").write_text(ldifgen.document(parts), encoding="utf-8")
+    users, numbers, bindings = {}, {}, {}
+    present = int(n * 0.99)
+    gone = n // 100
+    for i in range(n + gone):
+        ext = str(FIRST + i)
+        numbers[ext] = PbxNumber("internal")
+        numbers[PREFIX + ext] = PbxNumber("external")
+        if i % 10 == 0:
+            numbers[str(FIRST + i + 400000)] = PbxNumber("internal")
+    for i in list(range(present)) + list(range(n, n + gone)):
+        ext = str(FIRST + i)
+        pbx_id = str(i + 1)
+        internal = [ext] + ([str(FIRST + i + 400000)] if i % 10 == 0 and i < n else [])
+        users[pbx_id] = PhoneUser(
+            login_id=ext,
+            first_name="Jürgen",
+            last_name="Mueller" if i % 50 == 1 else "Müller",  # 2% changed
+            email=f"user{i}@example.com",
+            role="user",
+            primary_internal_number=ext,
+            internal_numbers=tuple(sorted(internal)),
+            external_numbers=(PREFIX + ext,),
+        )
+        for number in internal + [PREFIX + ext]:
+            numbers[number] = PbxNumber(numbers[number].type, pbx_id, "standard")
+        if i < n:
+            bindings[str(ldifgen.guid(i))] = pbx_id
+    state = PbxState(users=users, admins=frozenset(), numbers=numbers)
+    save_snapshot(folder / "states" / "pbx.yaml", state, bindings, {"type": "file"}, None)
+    config = {
+        "version": 1,
+        "source": {"type": "ldif", "path": "directory.ldif"},
+        "scope": {"admin_groups": [], "user_groups": ["CN=PBX-Users,OU=Groups,DC=example,DC=com"]},
+        "numbering": {"country": "DE", "blocks": [{"external_prefix": PREFIX, "internal_prefix": ""}]},
+        "pbx": {"type": "file", "path": "pbx.yaml", "licenses": None},
+        "safety": {"max_orphans": "5%", "min_source_ratio": 0.5},
+    }
+    (folder / "adsync.yaml").write_text(json.dumps(config, indent=1))
+    (folder / "pbx.yaml").write_text('{"format_version": 1, "users": [], "numbers": []}')
+
+
+def measure(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one fresh process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="adsync-bench-"))
+    rows, previous = [], None
+    print(f"{'N':>8} {'plan s':>8} {'plan MiB':>9} {'floor s':>8} {'floor MiB':>9} {'ratio':>6} {'growth':>7}")
+    for n in (int(s) for s in args.sizes.split(",")):
+        folder = work / f"n{n}"
+        if not (folder / "adsync.yaml").exists():
+            generate(folder, n)
+        plan_s, plan_mb = measure(
+            [sys.executable, "-m", "adsync_plan", "plan", "--no-refresh", "-o", "plan.json"], folder
+        )
+        floor_s, floor_mb = measure([sys.executable, "-c", FLOOR, str(folder)], folder)
+        growth = f"{plan_s / previous:.1f}x" if previous else "-"
+        ratio = plan_s / floor_s
+        print(f"{n:>8} {plan_s:>8.2f} {plan_mb:>9.0f} {floor_s:>8.2f} {floor_mb:>9.0f} {ratio:>6.2f} {growth:>7}")
+        summary = json.loads((folder / "plan.json").read_text())["summary"]
+        rows.append(
+            {
+                "n": n,
+                "plan_s": plan_s,
+                "plan_mib": plan_mb,
+                "floor_s": floor_s,
+                "floor_mib": floor_mb,
+                "summary": summary,
+            }
+        )
+        previous = plan_s
+    for row in rows:
+        print(f"N={row['n']}: plan summary {row['summary']}")
+    print(f"(files in {work})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""Write the inputs of the golden cases: one folder per rule, each with adsync.yaml, directory.ldif, pbx.yaml.
+
+    python tests/cases/make_cases.py              # inputs only
+    UPDATE_GOLDEN=1 python -m pytest tests/test_golden.py   # then regenerate expected_* and review the diff
+
+Every case shares one small company: a PBX with internal numbers 10-39 and 90, the external block
++49702227978 10-39 (and fax 99), an administrator (0001) and a door phone (90).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+from adsync_plan.files import render_document  # noqa: E402
+from tests import ldifgen  # noqa: E402
+
+PREFIX = "+49702227978"
+ADMINS = f"CN=PBX-Admins,OU=Groups,{ldifgen.BASE}"
+USERS = f"CN=PBX-Users,OU=Groups,{ldifgen.BASE}"
+
+CONFIG = {
+    "version": 1,
+    "source": {"type": "ldif", "path": "directory.ldif"},
+    "scope": {"admin_groups": [ADMINS], "user_groups": [USERS], "nested_groups": True},
+    "numbering": {"country": "DE", "trunk_prefix": "0", "blocks": [{"external_prefix": PREFIX, "internal_prefix": ""}]},
+    "rules": {"on_invalid_number": "hold_user"},
+    "pbx": {"type": "file", "path": "pbx.yaml", "licenses": 50},
+    "protect": {"logins": ["0001", "90"]},
+    "ownership": "all",
+    "safety": {"max_orphans": 5, "min_source_ratio": 0.5},
+    "plan": {"ttl": "24h"},
+}
+
+ADMIN = {
+    "id": 1,
+    "login_id": "0001",
+    "first_name": "Admin",
+    "last_name": "STARFACE",
+    "email": "admin@example.com",
+    "is_admin": True,
+    "primary_internal_number": None,
+}
+DOOR = {
+    "id": 2,
+    "login_id": "90",
+    "first_name": "Tür",
+    "last_name": "Sprechstelle",
+    "email": "tuer@example.com",
+    "is_admin": False,
+    "primary_internal_number": "90",
+}
+
+
+def person(n, account, first="Vor", last=None, mail=None, phones=("",), uac=512, groups=(USERS,), **extra):
+    """A directory user; `phones` are telephoneNumber then otherTelephone values."""
+    last = last if last is not None else account.capitalize()
+    mail = mail if mail is not None else f"{account}@example.com"
+    attrs = {"sAMAccountName": account or None, "givenName": first or None, "sn": last or None, "mail": mail or None}
+    phones = [p for p in phones if p]
+    if phones:
+        attrs["telephoneNumber"] = phones[0]
+    if phones[1:]:
+        attrs["otherTelephone"] = phones[1:]
+    attrs.update(extra)
+    attrs["memberOf"] = list(groups)
+    return ldifgen.user(n, f"{first or 'X'} {last or account or n}", uac=uac, **attrs)[1]
+
+
+def directory(people: list[str], nested_user_groups: bool = False) -> str:
+    groups = [ldifgen.group("PBX-Admins", [], n=1)[1]]
+    if nested_user_groups:  # PBX-Users > Abteilung > Team: three deep
+        team = f"CN=Team,OU=Groups,{ldifgen.BASE}"
+        groups.append(ldifgen.group("PBX-Users", [f"CN=Abteilung,OU=Groups,{ldifgen.BASE}"], n=2)[1])
+        groups.append(ldifgen.group("Abteilung", [team], n=3)[1])
+        groups.append(ldifgen.group("Team", [], n=4)[1])
+    else:
+        groups.append(ldifgen.group("PBX-Users", [], n=2)[1])
+    return ldifgen.document(people + groups)
+
+
+def inventory(owners: dict | None = None) -> list[dict]:
+    owners = owners or {}
+    numbers = []
+    for n in [*range(10, 40), 90]:
+        for number, kind in ((str(n), "internal"), (f"{PREFIX}{n}", "external")):
+            owner, service = owners.get(number, (None, None))
+            numbers.append({"number": number, "type": kind, "owner": owner, "service": service})
+    owner, service = owners.get(PREFIX + "99", (None, None))
+    numbers.append({"number": PREFIX + "99", "type": "external", "owner": owner, "service": service})
+    return numbers
+
+
+def pbx(users=(), owners=None) -> dict:
+    owners = {"90": (2, "standard"), **(owners or {})}
+    return {"format_version": 1, "users": [ADMIN, DOOR, *users], "numbers": inventory(owners)}
+
+
+def pbx_user(uid, login, first, last, email, primary=None, admin=False):
+    return {
+        "id": uid,
+        "login_id": login,
+        "first_name": first,
+        "last_name": last,
+        "email": email,
+        "is_admin": admin,
+        "primary_internal_number": primary,
+    }
+
+
+def cases() -> dict[str, dict]:
+    c = {}
+    c["create_basic"] = dict(
+        people=[
+            person(
+                10,
+                "jmueller",
+                "Jürgen",
+                "Müller",
+                phones=["+49 (7022) 27978-10", "31"],
+                facsimileTelephoneNumber="+49 7022 27978-99",
+                ipPhone="555",
+                pager="777",
+                mobile="+49 171 1",
+            ),
+            person(11, "aschulz", "Anna", "Schulz", phones=["11"], groups=[ADMINS]),
+            person(
+                12, "zoe", "Zoë", "Ångström", phones=["07022 2797812"], groups=[f"CN=Team,OU=Groups,{ldifgen.BASE}"]
+            ),
+        ],
+        nested=True,
+    )
+    c["r1_missing_fields"] = dict(
+        people=[
+            person(10, "nofirst", first="", phones=["10"]),
+            person(11, "nolast", last="", phones=["11"]),
+            person(12, "", mail="noaccount@example.com", phones=["12"]),
+            person(13, "nomail", mail="", phones=["13"]),
+            person(14, "complete", phones=["14"]),
+        ]
+    )
+    c["r2_duplicate_email"] = dict(
+        people=[
+            person(10, "one", mail="same@example.com", phones=["10"]),
+            person(11, "two", mail="SAME@example.com", phones=["11"]),
+            person(12, "three", phones=["12"]),
+        ]
+    )
+    c["r3_scope"] = dict(
+        people=[
+            person(10, "leiterin", phones=["10"], groups=[ADMINS]),
+            person(11, "both", phones=["11"], groups=[ADMINS, USERS]),
+            person(12, "nested", phones=["12"], groups=[f"CN=Team,OU=Groups,{ldifgen.BASE}"]),
+            person(13, "outside", phones=["13"], groups=[f"CN=Other,OU=Groups,{ldifgen.BASE}"]),
+            person(14, "disabled", phones=["14"], uac=514),
+        ],
+        nested=True,
+    )
+    c["r3_direct_only"] = dict(
+        people=[
+            person(12, "nested", phones=["12"], groups=[f"CN=Team,OU=Groups,{ldifgen.BASE}"]),
+            person(13, "direct", phones=["13"]),
+        ],
+        nested=True,
+        config={"scope": {"nested_groups": False}},
+    )
+    c["r4_license_limit"] = dict(
+        people=[person(10 + i, f"user{i}", phones=[str(10 + i)]) for i in range(5)],
+        config={"pbx": {"licenses": 5}},
+    )
+    c["r5_reserved"] = dict(
+        people=[
+            person(10, "emergency", phones=["110"]),
+            person(11, "service", phones=["116117"]),
+            person(12, "trunk", phones=["05"]),
+            person(13, "extra", phones=["1995"]),
+            person(14, "fine", phones=["14"]),
+        ],
+        config={"numbering": {"reserved_extra": ["199x"]}},
+    )
+    c["r6_login_collision"] = dict(
+        people=[
+            person(10, "newcomer", phones=["21"]),
+            person(11, "twin1", phones=["22"]),
+            person(12, "twin2", phones=["+49 7022 27978-22"]),
+            person(13, "keeper", phones=["23"]),
+        ],
+        pbx=pbx([pbx_user(21, "21", "Alt", "Besitzer", "alt@example.com", "21")], {"21": (21, "standard")}),
+    )
+    c["r7_invalid_number"] = dict(
+        people=[
+            person(10, "wrongblock", phones=["10", "+49 711 1234567"]),
+            person(11, "garbage", phones=["11", "call me maybe"]),
+            person(12, "fine", phones=["12"]),
+        ]
+    )
+    c["r7_drop_number"] = dict(
+        people=[person(10, "wrongblock", phones=["10", "+49 711 1234567"]), person(12, "fine", phones=["12"])],
+        config={"rules": {"on_invalid_number": "drop_number"}},
+    )
+    c["r9_orphan"] = dict(
+        people=[person(10, "newuser", phones=["+49 7022 27978-30"])],
+        pbx=pbx(
+            [
+                pbx_user(20, "20", "Gone", "Away", "gone@example.com", "20"),
+                pbx_user(21, "21", "Already", "-Orphaned", "old@example.com", "21"),
+            ],
+            {
+                "20": (20, "standard"),
+                PREFIX + "30": (20, "standard"),
+                PREFIX + "99": (20, "fax"),
+                "21": (21, "standard"),
+            },
+        ),
+    )
+    c["r10_protected"] = dict(
+        people=[
+            person(10, "boss", mail="admin@example.com", phones=["10"]),
+            person(11, "door", mail="tuer@example.com", phones=["11"]),
+            person(12, "normal", phones=["12"]),
+        ],
+    )
+    c["r11_number_conflict"] = dict(
+        people=[
+            person(10, "groupnum", phones=["10"]),
+            person(11, "adminnum", phones=["11"]),
+            person(12, "first", phones=["12", "33"]),
+            person(13, "second", phones=["13", "33"]),
+            person(14, "fine", phones=["14"]),
+            person(15, "heldone", first="", mail="held@example.com", phones=["35"]),
+            person(16, "wants34", phones=["36", "34"]),
+        ],
+        pbx=pbx(
+            [
+                pbx_user(30, "0030", "Chef", "Admin", "chef@example.com", "11", admin=True),
+                pbx_user(31, "35", "Held", "User", "held@example.com", "35"),
+            ],
+            {"10": ("group:7", "standard"), "11": (30, "standard"), "35": (31, "standard"), "34": (31, "standard")},
+        ),
+    )
+    c["r12_no_internal_number"] = dict(
+        people=[
+            person(10, "nophone", phones=[]),
+            person(11, "foreign", phones=["+49 30 1234567"]),
+            person(12, "notonpbx", phones=["77"]),
+            person(13, "fine", phones=["13"]),
+        ]
+    )
+    c["r13_safety"] = dict(
+        people=[person(10, "stays", phones=["10"])],
+        pbx=pbx(
+            [pbx_user(20 + i, str(20 + i), "Gone", f"User{i}", f"gone{i}@example.com", str(20 + i)) for i in range(7)],
+            {str(20 + i): (20 + i, "standard") for i in range(7)},
+        ),
+    )
+    c["r14_duplicate_account"] = dict(
+        people=[
+            person(10, "Dup", mail="dup1@example.com", phones=["10"]),
+            person(11, "dup", mail="dup2@example.com", phones=["11"]),
+            person(12, "unique", phones=["12"]),
+        ]
+    )
+    c["update_matched"] = dict(
+        people=[
+            person(
+                10,
+                "mmuster",
+                "Max",
+                "Mustermann",
+                mail="MAX.muster@example.com",
+                phones=["+49 7022 27978-10", "31"],
+                groups=[ADMINS],
+            )
+        ],
+        pbx=pbx(
+            [pbx_user(20, "10", "Max", "Muster", "max.muster@example.com", "10")],
+            {"10": (20, "standard"), PREFIX + "11": (20, "standard")},
+        ),
+    )
+    c["ownership_bound"] = dict(
+        people=[person(10, "newuser", phones=["10"])],
+        pbx=pbx([pbx_user(20, "20", "Manual", "User", "manual@example.com", "20")], {"20": (20, "standard")}),
+        config={"ownership": "bound"},
+    )
+    return c
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def write_case(name: str, spec: dict) -> None:
+    folder = HERE / name
+    folder.mkdir(exist_ok=True)
+    (folder / "adsync.yaml").write_text(json.dumps(merge(CONFIG, spec.get("config", {})), indent=2) + "\n")
+    (folder / "directory.ldif").write_text(directory(spec["people"], spec.get("nested", False)), encoding="utf-8")
+    (folder / "pbx.yaml").write_bytes(render_document(spec.get("pbx") or pbx()))
+
+
+def main() -> None:
+    for name, spec in cases().items():
+        write_case(name, spec)
+    print(f"wrote {len(cases())} cases")
+
+
+if __name__ == "__main__":
+    main()

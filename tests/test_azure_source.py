@@ -1,0 +1,321 @@
+"""The azure source against a local Graph server: users, SPEC 4 mapping, paging, $select, scope groups.
+
+The real msal and requests talk HTTPS to tests/servers/graph.py; nothing in the source knows it is a test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adsync_plan.config import Scope
+from adsync_plan.errors import ConfigError, SourceError
+from adsync_plan.model import DirectoryUser
+from adsync_plan.sources import azure
+from adsync_plan.sources import read_directory as read_any
+from tests.servers.graph import CLIENT_SECRET, GraphServer, graph_user, group_id
+
+NEEDED_SELECT = {
+    "id",
+    "userPrincipalName",
+    "onPremisesSamAccountName",
+    "givenName",
+    "surname",
+    "mail",
+    "businessPhones",
+    "faxNumber",
+    "accountEnabled",
+}
+
+
+@pytest.fixture
+def graph(monkeypatch):
+    monkeypatch.setenv("GRAPH_TEST_SECRET", CLIENT_SECRET)
+    with GraphServer() as server:
+        yield server
+
+
+class RecordingProgress:
+    def __init__(self):
+        self.events = []
+
+    def start(self, label, total=None):
+        self.events.append(("start", label, total))
+
+    def advance(self, n=1):
+        self.events.append(("advance", n))
+
+    def done(self):
+        self.events.append(("done",))
+
+
+def read(graph, scope=None, attributes=None, progress=None, **settings):
+    scope = scope or Scope(admin_groups=(), user_groups=tuple(graph.groups) or (group_id("none"),))
+    kwargs = {"progress": progress} if progress else {}
+    return azure.read_directory(
+        graph.source_settings(**settings), scope, attributes or {}, Path("."), **kwargs
+    )
+
+
+def test_reads_2500_users_over_several_pages_with_one_token(graph):
+    graph.users = [graph_user(n) for n in range(2500)]
+    graph.add_group(group_id("staff"), [u["id"] for u in graph.users[::7]])
+
+    directory = read(graph, page_size=999)
+
+    assert len(directory.users) == 2500
+    assert [u.source_id for u in directory.users] == [u["id"] for u in graph.users]
+    assert graph.counts["users:200"] == 3  # 999 + 999 + 502
+    assert graph.counts["discovery"] == 1
+    assert graph.counts["token"] == 1  # msal's cache serves the token for the later pages
+    assert graph.foreign_links == 0  # every nextLink was followed verbatim
+    in_group = {u.source_id for u in directory.users if u.groups}
+    assert in_group == {u["id"] for u in graph.users[::7]}
+
+
+def test_page_size_is_sent_as_top(graph):
+    graph.users = [graph_user(n) for n in range(250)]
+    graph.add_group(group_id("staff"), [])
+
+    directory = read(graph, page_size=100)
+
+    assert len(directory.users) == 250
+    assert graph.counts["users"] == 3
+
+
+def test_select_names_exactly_the_needed_properties(graph):
+    graph.users = [graph_user(1)]
+    graph.add_group(group_id("staff"), [])
+
+    read(graph)
+
+    assert graph.selects, "the server saw no $select"
+    assert [set(s) for s in graph.selects] == [NEEDED_SELECT]
+    assert len(graph.selects[0]) == len(NEEDED_SELECT)  # no duplicates
+
+
+def test_attribute_overrides_change_select_and_mapping(graph):
+    graph.users = [graph_user(1, businessPhones=["+49 7022 2797830"], mobilePhone="31", employeeId="E-1")]
+    graph.add_group(group_id("staff"), [])
+
+    directory = read(graph, attributes={"phones": ["businessPhones", "mobilePhone"], "account": "employeeId"})
+
+    assert set(graph.selects[0]) == (NEEDED_SELECT - {"onPremisesSamAccountName"}) | {
+        "mobilePhone",
+        "employeeId",
+    }
+    user = directory.users[0]
+    assert user.phones == ("+49 7022 2797830", "31")
+    assert user.account == "E-1"
+    assert directory.attributes["phones"] == "businessPhones/mobilePhone"
+
+
+def test_an_unknown_property_in_the_overrides_is_a_clear_error(graph):
+    graph.users = [graph_user(1)]
+    graph.add_group(group_id("staff"), [])
+
+    with pytest.raises(SourceError) as err:
+        read(graph, attributes={"last_name": "sn"})
+
+    message = str(err.value)
+    assert "Could not find a property named 'sn'" in message
+    assert "HTTP 400" in message
+    assert "\n" not in message
+
+
+def test_graph_users_map_as_spec_4(graph):
+    staff = group_id("staff")
+    graph.users = [
+        graph_user(
+            1,
+            id="AAAAAAAA-1111-2222-3333-444444444444",
+            onPremisesSamAccountName="jdoe",
+            givenName="Jürgen",
+            surname="Müller",
+            mail="juergen.mueller@contoso.example",
+            businessPhones=["+49 (7022) 27978-30", "31"],
+            faxNumber="+49 7022 2797899",
+            accountEnabled=True,
+        ),
+        graph_user(2, onPremisesSamAccountName=None, userPrincipalName="cloud.only@contoso.example"),
+        graph_user(3, accountEnabled=False, mail=None, givenName=None, businessPhones=[], faxNumber=""),
+    ]
+    graph.add_group(staff, [graph.users[0]["id"], graph.users[2]["id"]])
+
+    directory = read(graph, scope=Scope(admin_groups=(), user_groups=(staff.upper(),)))
+
+    first, second, third = directory.users
+    assert first == DirectoryUser(
+        source_id="aaaaaaaa-1111-2222-3333-444444444444",
+        dn="user000001@contoso.example",
+        account="jdoe",
+        first_name="Jürgen",
+        last_name="Müller",
+        email="juergen.mueller@contoso.example",
+        phones=("+49 (7022) 27978-30", "31"),
+        faxes=("+49 7022 2797899",),
+        groups=frozenset({staff.lower()}),
+        enabled=True,
+    )
+    assert second.account == "cloud.only"  # no on-premises account: the UPN's local part
+    assert second.groups == frozenset()
+    assert (third.enabled, third.email, third.first_name, third.phones, third.faxes) == (
+        False,
+        None,
+        None,
+        (),
+        (),
+    )
+    assert third.groups == frozenset({staff.lower()})
+    assert directory.origin == {"type": "azure", "tenant_id": graph.tenant_id, "graph_url": graph.base_url}
+    assert directory.attributes["account"] == "onPremisesSamAccountName/userPrincipalName"
+    assert directory.attributes["last_name"] == "surname"
+
+
+def test_account_from_user_principal_name(graph):
+    graph.users = [
+        graph_user(1, onPremisesSamAccountName="legacy", userPrincipalName="j.doe@contoso.example")
+    ]
+    graph.add_group(group_id("staff"), [])
+
+    directory = read(graph, account_from="userPrincipalName")
+
+    assert directory.users[0].account == "j.doe"
+    assert "onPremisesSamAccountName" not in graph.selects[0]
+
+
+def nested_tenant(graph):
+    """admins -> [u0, staff]; staff -> [u1, team]; team -> [u2, staff] (a cycle); u3 in no group."""
+    graph.users = [graph_user(n) for n in range(4)]
+    ids = [u["id"] for u in graph.users]
+    admins, staff, team = group_id("admins"), group_id("staff"), group_id("team")
+    graph.add_group(admins, [ids[0], staff])
+    graph.add_group(staff, [ids[1], team])
+    graph.add_group(team, [ids[2], staff])
+    return ids, admins, staff
+
+
+def test_nested_groups_through_transitive_members(graph):
+    ids, admins, staff = nested_tenant(graph)
+
+    directory = read(graph, scope=Scope(admin_groups=(admins,), user_groups=(staff,), nested_groups=True))
+
+    groups = {u.source_id: u.groups for u in directory.users}
+    assert groups[ids[0]] == {admins}
+    assert groups[ids[1]] == {admins, staff}
+    assert groups[ids[2]] == {admins, staff}
+    assert groups[ids[3]] == frozenset()
+    assert graph.counts["transitive"] == 2 and graph.counts["members"] == 0
+
+
+def test_without_nested_groups_only_direct_members_count(graph):
+    ids, admins, staff = nested_tenant(graph)
+
+    directory = read(graph, scope=Scope(admin_groups=(admins,), user_groups=(staff,), nested_groups=False))
+
+    groups = {u.source_id: u.groups for u in directory.users}
+    assert groups[ids[0]] == {admins}
+    assert groups[ids[1]] == {staff}
+    assert groups[ids[2]] == frozenset()
+    assert graph.counts["members"] == 2 and graph.counts["transitive"] == 0
+
+
+def test_group_members_are_paged(graph):
+    graph.users = [graph_user(n) for n in range(2500)]
+    staff = graph.add_group(group_id("staff"), [u["id"] for u in graph.users])
+
+    directory = read(graph, scope=Scope(admin_groups=(), user_groups=(staff,)), page_size=999)
+
+    assert all(u.groups == {staff} for u in directory.users)
+    assert graph.counts["transitive:200"] == 3
+    assert graph.foreign_links == 0
+
+
+def test_a_group_listed_twice_is_read_once(graph):
+    graph.users = [graph_user(1)]
+    staff = graph.add_group(group_id("staff"), [graph.users[0]["id"]])
+
+    directory = read(graph, scope=Scope(admin_groups=(staff,), user_groups=(staff.upper(),)))
+
+    assert directory.users[0].groups == {staff}
+    assert graph.counts["transitive"] == 1
+
+
+def test_an_unknown_group_is_a_clear_error(graph):
+    graph.users = [graph_user(1)]
+    staff = graph.add_group(group_id("staff"), [])
+    missing = group_id("deleted")
+
+    with pytest.raises(SourceError) as err:
+        read(graph, scope=Scope(admin_groups=(missing,), user_groups=(staff,)))
+
+    message = str(err.value)
+    assert missing in message and "scope.admin_groups" in message and "does not exist" in message
+
+
+def test_a_group_that_is_not_an_object_id_is_refused_before_any_request(graph):
+    graph.users = [graph_user(1)]
+
+    with pytest.raises(ConfigError, match=r"scope.user_groups: 'CN=PBX-Users,DC=x' is not an Entra ID group"):
+        read(graph, scope=Scope(admin_groups=(), user_groups=("CN=PBX-Users,DC=x",)))
+    assert sum(graph.counts.values()) == 0
+
+
+def test_progress_counts_users_and_groups(graph):
+    graph.users = [graph_user(n) for n in range(1200)]
+    staff = graph.add_group(group_id("staff"), [])
+    progress = RecordingProgress()
+
+    read(graph, scope=Scope(admin_groups=(), user_groups=(staff,)), progress=progress, page_size=500)
+
+    starts = [e for e in progress.events if e[0] == "start"]
+    assert [s[2] for s in starts] == [None, 1]
+    assert progress.events.count(("done",)) == 2
+    user_steps = progress.events[1 : progress.events.index(("done",))]
+    assert [n for _, n in user_steps] == [500, 500, 200]
+
+
+def test_the_source_registry_selects_azure(graph):
+    graph.users = [graph_user(1)]
+    staff = graph.add_group(group_id("staff"), [])
+
+    directory = read_any(graph.source_settings(), Scope((), (staff,)), {}, Path("."))
+
+    assert directory.origin["type"] == "azure"
+    assert len(directory.users) == 1
+
+
+def test_relative_ca_file_is_resolved_against_the_configuration_folder(graph):
+    graph.users = [graph_user(1)]
+    staff = graph.add_group(group_id("staff"), [])
+    settings = graph.source_settings(ca_file=graph.ca_file.name)
+
+    directory = azure.read_directory(settings, Scope((), (staff,)), {}, graph.ca_file.parent)
+
+    assert len(directory.users) == 1
+
+
+@pytest.fixture(scope="module")
+def shared_graph():
+    with GraphServer() as server:
+        yield server
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(total=st.integers(min_value=0, max_value=2100), page_size=st.integers(min_value=1, max_value=999))
+def test_paging_returns_every_user_once_in_order(shared_graph, monkeypatch, total, page_size):
+    monkeypatch.setenv("GRAPH_TEST_SECRET", CLIENT_SECRET)
+    graph = shared_graph
+    page_size = max(page_size, total // 15 + 1)  # at most ~15 pages per example keeps the test quick
+    graph.users = [graph_user(n) for n in range(total)]
+    graph.add_group(group_id("staff"), [u["id"] for u in graph.users[::3]])
+    graph.reset_counts()
+
+    directory = read(graph, scope=Scope((), (group_id("staff"),)), page_size=page_size)
+
+    assert [u.source_id for u in directory.users] == [u["id"] for u in graph.users]
+    assert graph.counts["users"] == max(1, -(-total // page_size))
+    assert sum(1 for u in directory.users if u.groups) == len(graph.users[::3])

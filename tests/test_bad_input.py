@@ -1,0 +1,156 @@
+"""Bad input of every kind gives one clear sentence (file, key or line, what is wrong), no traceback, and
+changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+CONFIG_ERRORS = [
+    (
+        "source:\n  type: ldif",
+        "source:\n  type: ldiff",
+        "adsync.yaml:5: source.type: 'ldiff' is not one of: ldap, azure, ldif",
+    ),
+    ("ownership: all", "ownership: everyone", "adsync.yaml:25: ownership: 'everyone' is not one of: all, bound"),
+    ("  licenses: 40", "  licenses: many", "adsync.yaml:22: pbx.licenses: 'many' should be of type"),
+    ("  nested_groups: true", "  nested_groups: true\n  nestedgroups: true", "scope: unknown key 'nestedgroups'"),
+    ("  ttl: 24h", "  ttl: tomorrow", "plan.ttl: 'tomorrow' has the wrong form"),
+    ("version: 1", "version: 1\nsource: [", "this is not valid YAML"),
+    ("  path: directory.ldif", "  path: missing.ldif", "source.path: the file"),
+    ('  admin_groups: ["CN=PBX-Admins,OU=Groups,DC=example,DC=com"]', "  admin_groups: []", None),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), CONFIG_ERRORS)
+def test_configuration_errors_name_file_line_and_key(cli, demo, old, new, message):
+    replace_in(demo / "adsync.yaml", old, new)
+    if message is None:  # admin groups may be empty as long as user groups are not
+        assert cli("validate", "-c", demo / "adsync.yaml")[0] == 0
+        return
+    before = tree_digest(demo)
+    for command in ("validate", "plan"):
+        code, out, err = cli(command, "-c", demo / "adsync.yaml")
+        assert code == 1
+        assert message in err, err
+        assert "Traceback" not in err + out and err.count("\n") == 1
+    assert tree_digest(demo) == before
+
+
+def test_no_group_at_all_is_refused(cli, demo):
+    replace_in(demo / "adsync.yaml", '["CN=PBX-Admins,OU=Groups,DC=example,DC=com"]', "[]")
+    replace_in(demo / "adsync.yaml", '["CN=PBX-Users,OU=Groups,DC=example,DC=com"]', "[]")
+    code, _, err = cli("validate", "-c", demo / "adsync.yaml")
+    assert code == 1 and "name at least one group in admin_groups or user_groups" in err
+
+
+def test_missing_configuration_file(cli, tmp_path):
+    code, _, err = cli("plan", "-c", tmp_path / "nope.yaml")
+    assert code == 1 and "configuration file not found" in err and "adsync-plan init" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("dn: CN=a\nno colon here\n", "directory.ldif:2: expected 'attribute: value'"),
+        ("objectClass: user\n", "directory.ldif:1: a record must start with 'dn:'"),
+        ("dn: CN=a\ncn:: ###\n", "directory.ldif:2: the base64 value of cn is not valid base64"),
+    ],
+)
+def test_malformed_ldif(cli, demo, text, message):
+    (demo / "directory.ldif").write_text(text)
+    before = tree_digest(demo)
+    code, out, err = cli("plan", "-c", demo / "adsync.yaml")
+    assert code == 1 and message in err and "Traceback" not in err
+    assert tree_digest(demo) == before
+
+
+def test_ldif_not_utf8(cli, demo):
+    (demo / "directory.ldif").write_bytes("dn: CN=M\xfcller\n".encode("latin-1"))
+    code, _, err = cli("render", "-c", demo / "adsync.yaml")
+    assert code == 1 and "is not UTF-8" in err
+
+
+def test_garbage_phone_numbers_hold_the_user_with_a_sentence(cli, demo):
+    replace_in(demo / "directory.ldif", "telephoneNumber: +49 7022 27978-22", "telephoneNumber: ☎ ruf mich an")
+    code, out, _ = cli("plan", "-c", demo / "adsync.yaml", "--json")
+    assert code == 0
+    found = [d for d in json.loads(out)["diagnostics"] if d["address"] == "user.bkuehn"]
+    assert any("'☎ ruf mich an' is not a phone number" in d["message"] for d in found)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["users"][0].update(login_id="abc"), "pbx.yaml: users.0.login_id: 'abc' has the wrong form"),
+        (lambda d: d["users"].append(dict(d["users"][1], id=99)), "login ID 90 appears twice"),
+        (lambda d: d["numbers"][0].update(owner=999), "numbers.0.owner: user 999 does not exist"),
+        (lambda d: d["users"][0].pop("email"), "users.0: 'email' is required but missing"),
+    ],
+)
+def test_broken_pbx_file(cli, demo, mutate, message):
+    data = json.loads((demo / "pbx.yaml").read_text())
+    mutate(data)
+    (demo / "pbx.yaml").write_text(json.dumps(data))
+    before = tree_digest(demo)
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml")
+    assert code == 1 and message in err, err
+    assert tree_digest(demo) == before
+
+
+def test_hand_written_yaml_pbx_file_with_a_syntax_error_names_the_line(cli, demo):
+    (demo / "pbx.yaml").write_text("format_version: 1\nusers:\n  - id: 1\n    login_id: [\n")
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml")
+    assert code == 1 and "pbx.yaml:" in err and "not valid YAML" in err
+
+
+def test_hand_edited_snapshot_is_refused(cli, demo):
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
+    replace_in(demo / "states" / "pbx.yaml", '"Müller"', '"Mueller"')
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "--no-refresh")
+    assert code == 1 and "the fingerprint does not match" in err and "refresh" in err
+
+
+def test_plan_without_snapshot_and_no_refresh(cli, demo):
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "--no-refresh")
+    assert code == 1 and "no state snapshot" in err and "adsync-plan refresh" in err
+
+
+def test_broken_plan_file(cli, demo):
+    (demo / "p.plan.json").write_text('{"format_version": 1, "plan_id": 7}')
+    code, _, err = cli("apply", "-c", demo / "adsync.yaml", demo / "p.plan.json")
+    assert code == 1 and "p.plan.json" in err and "'created_at' is required but missing" in err
+    code, _, err = cli("show", demo / "missing.plan.json")
+    assert code == 1 and "missing.plan.json: the plan file not found" in err
+
+
+def test_desired_state_with_a_broken_field(cli, demo):
+    assert cli("render", "-c", demo / "adsync.yaml")[0] == 0
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
+    replace_in(demo / "states" / "desired.yaml", '"role":"user"', '"role":"boss"')
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "--desired", demo / "states" / "desired.yaml")
+    assert code == 1 and "desired.yaml: users." in err and "'boss' is not one of: user, admin" in err
+
+
+def test_usage_errors_exit_64(cli):
+    assert cli("plan", "--bogus")[0] == 64
+    assert cli("frobnicate")[0] == 64
+    assert cli("show")[0] == 64

@@ -1,0 +1,152 @@
+"""Every rule R1-R14 stated as facts about the plan of its case (independent of the golden files)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import copy_case
+
+
+def plan_of(cli, tmp_path, name, *extra):
+    case = copy_case(name, tmp_path)
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--json", *extra)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def findings(plan) -> set[tuple[str, str]]:
+    return {(d["code"], d["address"]) for d in plan["diagnostics"]}
+
+
+def changes(plan) -> dict[str, dict]:
+    return {c["address"]: c for c in plan["changes"]}
+
+
+def test_r1_missing_fields_hold_the_user(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r1_missing_fields")
+    found = findings(plan)
+    assert ("MISSING_FIRST_NAME", "user.nofirst") in found
+    assert ("MISSING_LAST_NAME", "user.nolast") in found
+    assert ("MISSING_EMAIL", "user.nomail") in found
+    assert any(code == "MISSING_ACCOUNT" for code, _ in found)
+    assert set(changes(plan)) == {"user.complete"}
+    first = next(d for d in plan["diagnostics"] if d["code"] == "MISSING_FIRST_NAME")
+    assert first["source"] == {"dn": "CN=X Nofirst,OU=Staff,DC=example,DC=com", "attribute": "givenName"}
+
+
+def test_r2_every_user_sharing_an_email_is_held(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r2_duplicate_email")
+    assert {("DUPLICATE_EMAIL", "user.one"), ("DUPLICATE_EMAIL", "user.two")} <= findings(plan)
+    assert set(changes(plan)) == {"user.three"}
+
+
+def test_r3_scope_groups_roles_nesting_and_disabled(cli, tmp_path):
+    plan = changes(plan_of(cli, tmp_path, "r3_scope"))
+    assert set(plan) == {"user.leiterin", "user.both", "user.nested"}  # not outside, not disabled
+    assert plan["user.leiterin"]["after"]["role"] == "admin"
+    assert plan["user.both"]["after"]["role"] == "admin"  # admin group wins
+    assert plan["user.nested"]["after"]["role"] == "user"  # member of Team < Abteilung < PBX-Users
+
+
+def test_r3_nested_groups_off_counts_direct_members_only(cli, tmp_path):
+    assert set(changes(plan_of(cli, tmp_path, "r3_direct_only"))) == {"user.direct"}
+
+
+def test_r4_licences_hold_the_leftover_users_in_account_order(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r4_license_limit")
+    assert set(changes(plan)) == {"user.user0", "user.user1", "user.user2"}  # 5 licences, 2 PBX users
+    assert {a for c, a in findings(plan) if c == "LICENSE_LIMIT"} == {"user.user3", "user.user4"}
+
+
+def test_r5_reserved_numbers_and_trunk_prefix(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r5_reserved")
+    held = {a for c, a in findings(plan) if c == "RESERVED_NUMBER"}
+    assert held == {"user.emergency", "user.service", "user.trunk", "user.extra"}
+    assert set(changes(plan)) == {"user.fine"}
+
+
+def test_r6_login_id_taken_or_claimed_twice(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r6_login_collision")
+    held = {a for c, a in findings(plan) if c == "LOGIN_ID_COLLISION"}
+    assert held == {"user.newcomer", "user.twin1", "user.twin2"}
+    assert "user.keeper" in changes(plan)
+
+
+@pytest.mark.parametrize(("name", "severity"), [("r7_invalid_number", "error"), ("r7_drop_number", "warning")])
+def test_r7_invalid_external_number(cli, tmp_path, name, severity):
+    plan = plan_of(cli, tmp_path, name)
+    invalid = [d for d in plan["diagnostics"] if d["code"] == "INVALID_EXTERNAL_NUMBER"]
+    assert invalid and all(d["severity"] == severity for d in invalid)
+    assert "invalid external phone number" in invalid[0]["message"]
+    if severity == "warning":  # only the number is dropped; the user is created without it
+        created = changes(plan)["user.wrongblock"]["after"]
+        assert created["external_numbers"] == [] and created["internal_numbers"] == ["10"]
+    else:
+        assert "user.wrongblock" not in changes(plan)
+
+
+def test_r9_orphan_marks_and_strips_but_keeps_the_primary_and_never_deletes(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r9_orphan")
+    orphan = changes(plan)["pbx_user.20"]
+    assert orphan["action"] == "orphan"
+    assert orphan["after"]["last_name"] == "-Away"
+    assert orphan["after"]["internal_numbers"] == ["20"] and orphan["after"]["external_numbers"] == []
+    assert orphan["after"]["fax_numbers"] == []
+    assert "pbx_user.21" not in changes(plan)  # already marked, nothing left to strip
+    # the orphan's external number moves to the new user in the same apply
+    assert changes(plan)["user.newuser"]["after"]["external_numbers"] == ["+4970222797830"]
+    assert {c["action"] for c in plan["changes"]} <= {"create", "update", "orphan"}
+
+
+def test_r10_protected_users_are_reported_and_never_changed(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r10_protected")
+    assert {("PROTECTED_USER", "user.boss"), ("PROTECTED_USER", "user.door")} <= findings(plan)
+    assert all(c["pbx_user_id"] not in ("1", "2") for c in plan["changes"])
+
+
+def test_r11_numbers_owned_by_others_are_not_taken(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r11_number_conflict")
+    conflicts = {a for c, a in findings(plan) if c == "NUMBER_CONFLICT"}
+    assert conflicts == {"user.groupnum", "user.adminnum", "user.first", "user.second", "user.wants34"}
+    assert set(changes(plan)) == {"user.fine"}  # the held user's PBX user is not orphaned either
+
+
+def test_r12_needs_an_internal_number_on_the_pbx(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r12_no_internal_number")
+    assert {a for c, a in findings(plan) if c == "NO_INTERNAL_NUMBER"} == {
+        "user.nophone",
+        "user.foreign",
+        "user.notonpbx",
+    }
+
+
+def test_r13_safety_valve_refuses_then_override_is_recorded(cli, tmp_path):
+    case = copy_case("r13_safety", tmp_path)
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
+    assert code == 1
+    assert "safety valve refused" in err and "--allow-mass-orphan" in err
+    assert not (case / "p.plan.json").exists()
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--json", "--allow-mass-orphan")
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["overrides"] == ["allow-mass-orphan"] and plan["summary"]["orphan"] == 7
+
+
+def test_r14_duplicate_accounts_are_held(cli, tmp_path):
+    plan = plan_of(cli, tmp_path, "r14_duplicate_account")
+    assert [c for c, _ in findings(plan)].count("DUPLICATE_ACCOUNT") == 1  # same address for both
+    assert len([d for d in plan["diagnostics"] if d["code"] == "DUPLICATE_ACCOUNT"]) == 2
+    assert set(changes(plan)) == {"user.unique"}
+
+
+def test_update_by_email_match_shows_only_changed_fields(cli, tmp_path):
+    update = changes(plan_of(cli, tmp_path, "update_matched"))["user.mmuster"]
+    assert update["action"] == "update" and update["pbx_user_id"] == "20"
+    assert update["fields"] == ["email", "external_numbers", "internal_numbers", "last_name", "role"]
+    assert update["before"]["last_name"] == "Muster" and update["after"]["last_name"] == "Mustermann"
+
+
+def test_ownership_bound_leaves_unbound_users_alone(cli, tmp_path):
+    assert set(changes(plan_of(cli, tmp_path, "ownership_bound"))) == {"user.newuser"}
