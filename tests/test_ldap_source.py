@@ -163,11 +163,7 @@ def check_user(user, seeded: ad_seed.SeedUser) -> None:
         # the single-valued attribute first; a multi-valued attribute's order is the server's
         assert got[: len(first)] == first, (user.account, field)
         assert sorted(got[len(first) :]) == sorted(rest), (user.account, field)
-    ignored = {
-        v
-        for name in ("ipPhone", "pager", "mobile", "homePhone", "otherIpPhone")
-        for v in as_list(a.get(name))
-    }
+    ignored = {v for name in ("ipPhone", "pager", "mobile", "homePhone", "otherIpPhone") for v in as_list(a.get(name))}
     assert not ignored & set(user.phones + user.faxes)
     assert user.enabled == (int(a["userAccountControl"]) & 2 == 0)
 
@@ -330,9 +326,7 @@ def test_samba_missing_base_dn(dc, reader_password):
     with pytest.raises(SourceError) as err:
         read(dc_settings(dc, base_dn=f"OU=Nowhere,{ad_seed.DOMAIN}"))
     one_sentence(str(err.value))
-    assert (
-        "base DN" in str(err.value) and "OU=Nowhere" in str(err.value) and "does not exist" in str(err.value)
-    )
+    assert "base DN" in str(err.value) and "OU=Nowhere" in str(err.value) and "does not exist" in str(err.value)
 
 
 def test_samba_missing_scope_group(dc, reader_password):
@@ -395,9 +389,7 @@ def test_password_variable_must_be_set(monkeypatch):
 # --- slapd: AD's 1,000-entry size limit -----------------------------------------------------------------
 
 
-def test_slapd_plain_search_hits_the_size_limit_but_the_paged_read_gets_everyone(
-    openldap, seed, reader_password
-):
+def test_slapd_plain_search_hits_the_size_limit_but_the_paged_read_gets_everyone(openldap, seed, reader_password):
     conn = ldap3.Connection(
         ldap3.Server("127.0.0.1", port=openldap.ldap_port),
         slapd.READER_DN,

@@ -110,9 +110,7 @@ def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
     except ValueError:
         port = -1
     if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or port == -1:
-        raise ConfigError(
-            f"The source.url {url!r} is not an ldap:// or ldaps:// URL with a host name and port."
-        )
+        raise ConfigError(f"The source.url {url!r} is not an ldap:// or ldaps:// URL with a host name and port.")
     use_ssl = parts.scheme == "ldaps"
     start_tls = bool(settings.get("start_tls")) and not use_ssl
     ca_file = settings.get("ca_file")
@@ -193,10 +191,7 @@ def _decode_entries_lean(conn: ldap3.Connection) -> None:
         if message["protocolOp"] != 4:  # not a searchResEntry
             return original(message)
         dn, attributes = message["payload"][0][3], message["payload"][1][3]
-        raw = {
-            bytes(a[3][0][3]).decode("utf-8", "replace"): [bytes(v[3]) for v in a[3][1][3]]
-            for a in attributes
-        }
+        raw = {bytes(a[3][0][3]).decode("utf-8", "replace"): [bytes(v[3]) for v in a[3][1][3]] for a in attributes}
         if any(";range=" in name for name in raw):  # AD's ranged values: ldap3's auto_range needs its form
             return original(message)
         return {
@@ -373,9 +368,7 @@ class _Reader:
     def _search_error(self, base: str) -> SourceError:
         result = self.conn.result or {}
         if result.get("result") == NO_SUCH_OBJECT:
-            return SourceError(
-                f"{base} does not exist on the LDAP server at {self.endpoint.url}; check the DN."
-            )
+            return SourceError(f"{base} does not exist on the LDAP server at {self.endpoint.url}; check the DN.")
         return SourceError(
             f"The LDAP search under {base} on {self.endpoint.url} failed ({_result_text(self.conn)}); "
             "nothing was used from the partial read."

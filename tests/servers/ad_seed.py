@@ -121,8 +121,7 @@ class Seed:
         return {
             u.account
             for u in self.users
-            if u.dn.endswith(base)
-            and group_dn in (self.chain_groups(u.dn) if nested else self.direct_groups(u.dn))
+            if u.dn.endswith(base) and group_dn in (self.chain_groups(u.dn) if nested else self.direct_groups(u.dn))
         }
 
 
@@ -208,9 +207,7 @@ def to_ldif(seed: Seed, suffix_entries: list[str] = ()) -> str:
     """The seed as LDIF for slapd (objectGUID stored from the seed, groups with member)."""
     chunks = list(suffix_entries)
     for ou in organizational_units():
-        chunks.append(
-            ldif_entry(ou, {"objectClass": ["top", "organizationalUnit"], "ou": ou[3:].split(",")[0]})
-        )
+        chunks.append(ldif_entry(ou, {"objectClass": ["top", "organizationalUnit"], "ou": ou[3:].split(",")[0]}))
     for user in seed.users:
         attrs = {"objectClass": USER_CLASSES, "cn": _cn(user.dn)}
         attrs.update(user.attributes)

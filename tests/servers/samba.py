@@ -370,9 +370,7 @@ def _ldb_tool(root: Path, tool: str, ldif: str) -> None:
     path = root / f"{tool}.ldif"
     path.write_text(ldif, encoding="utf-8")
     sam = root / "private" / "sam.ldb"
-    done = subprocess.run(
-        [tool, "-H", str(sam), "--controls=relax:0", str(path)], capture_output=True, text=True
-    )
+    done = subprocess.run([tool, "-H", str(sam), "--controls=relax:0", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{tool} failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
 
@@ -397,14 +395,10 @@ def samba_ldif(text: str, extra_groups, domain: str) -> tuple[str, str]:
         groups.setdefault(_norm(extra), [extra, {}, []])
     _check_ad_constraints(users)
     dns = [dn for dn, _ in users] + [g[0] for g in groups.values()]
-    chunks = [
-        ad_seed.ldif_entry(ou, {"objectClass": ["top", "organizationalUnit"]}) for ou in _ous(dns, domain)
-    ]
+    chunks = [ad_seed.ldif_entry(ou, {"objectClass": ["top", "organizationalUnit"]}) for ou in _ous(dns, domain)]
     for dn, entry in users:
         attrs = {k: v for k, v in entry.items() if k != "memberof"}
-        attrs.setdefault(
-            "useraccountcontrol", ["512"]
-        )  # an LDIF user without it is enabled; AD's default is not
+        attrs.setdefault("useraccountcontrol", ["512"])  # an LDIF user without it is enabled; AD's default is not
         chunks.append(ad_seed.ldif_entry(dn, attrs))
     modifies = []
     for dn, entry, members in groups.values():
@@ -432,9 +426,7 @@ def _check_ad_constraints(users) -> None:
         if not account:
             raise UnsupportedDirectory(f"{dn} has no sAMAccountName, which Active Directory requires")
         if account.lower() in seen:
-            raise UnsupportedDirectory(
-                f"sAMAccountName {account} occurs twice; Active Directory keeps it unique"
-            )
+            raise UnsupportedDirectory(f"sAMAccountName {account} occurs twice; Active Directory keeps it unique")
         seen.add(account.lower())
 
 
