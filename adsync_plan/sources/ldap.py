@@ -397,7 +397,7 @@ class _PageMapper:
     def __init__(self, attrs: Mapping, aliases: Mapping[str, frozenset[str]]):
         self.attrs, self.aliases = attrs, aliases
         self.source_id_attr = attrs["source_id"][0].lower()
-        self.interned: dict[str, str] = {}  # one string per group DN, shared by all its members
+        self.interned: dict[str, str] = {}  # group DN as read -> one lower-case string shared by all members
 
     def map(self, page: list[dict]) -> list[DirectoryUser]:
         users = []
@@ -424,7 +424,9 @@ def _groups(member_of, aliases: Mapping[str, frozenset[str]], interned: dict[str
     """A user's direct groups plus, through `aliases`, every configured scope group they lead to."""
     out = set()
     for dn in member_of:
-        key = interned.setdefault(dn.lower(), sys.intern(dn.lower()))
+        key = interned.get(dn)
+        if key is None:
+            key = interned[dn] = sys.intern(dn.lower())
         out.add(key)
         out.update(aliases.get(key, ()))
     return frozenset(out)
