@@ -99,13 +99,9 @@ def test_a_page_that_fails_for_good_fails_the_read(graph):
 
 
 def test_a_page_that_is_not_json_fails_the_read(graph):
-    graph.fail(
-        "users", 200, page=1, body=b"<html>Service temporarily overloaded</html>", content_type="text/html"
-    )
+    graph.fail("users", 200, page=1, body=b"<html>Service temporarily overloaded</html>", content_type="text/html")
 
-    with pytest.raises(
-        SourceError, match=r"page 2 of the users with something that is not JSON \(text/html\)"
-    ):
+    with pytest.raises(SourceError, match=r"page 2 of the users with something that is not JSON \(text/html\)"):
         read(graph)
 
 
@@ -124,9 +120,7 @@ def test_a_page_without_values_fails_the_read(graph):
 
 
 def test_a_403_names_the_permissions_to_grant(graph):
-    graph.fail(
-        "users", 403, page=0, body=b'{"error": {"code": "Authorization_RequestDenied", "message": "no"}}'
-    )
+    graph.fail("users", 403, page=0, body=b'{"error": {"code": "Authorization_RequestDenied", "message": "no"}}')
 
     with pytest.raises(SourceError, match="User.Read.All and GroupMember.Read.All"):
         read(graph)

@@ -22,9 +22,7 @@ from adsync_plan.sources import ad
 from tests.servers.graph import CLIENT_SECRET, GraphServer
 
 # the core's modules, present once main is merged into this branch
-pipeline = pytest.importorskip(
-    "adsync_plan.pipeline", reason="the core (pipeline, ldif source) is not merged yet"
-)
+pipeline = pytest.importorskip("adsync_plan.pipeline", reason="the core (pipeline, ldif source) is not merged yet")
 cli = pytest.importorskip("adsync_plan.cli")
 ldif = pytest.importorskip("adsync_plan.sources.ldif")
 normalise_dn, parse_ldif = ldif.normalise_dn, ldif.parse_ldif
@@ -64,9 +62,7 @@ class GraphTenant:
                 self.members.setdefault(me, set())
             elif _is(entry, "person") and not _is(entry, "computer"):
                 self.users.append(self._user(dn, entry, me))
-        for (_, entry), me in zip(
-            entries, own, strict=True
-        ):  # membership edges, both sides, as ldif reads them
+        for (_, entry), me in zip(entries, own, strict=True):  # membership edges, both sides, as ldif reads them
             for group in _text(entry.get("memberof")):
                 self.members.setdefault(self._id(group), set()).add(me)
             if _is(entry, "group"):
@@ -86,12 +82,8 @@ class GraphTenant:
         sam = _first(entry, "samaccountname")
         self.missing_account |= sam is None
         uac = _first(entry, "useraccountcontrol")
-        faxes = _text(entry.get("facsimiletelephonenumber")) + _text(
-            entry.get("otherfacsimiletelephonenumber")
-        )
-        assert len(faxes) <= 1, (
-            f"{dn}: Graph's faxNumber holds one value; this case needs a different converter"
-        )
+        faxes = _text(entry.get("facsimiletelephonenumber")) + _text(entry.get("otherfacsimiletelephonenumber"))
+        assert len(faxes) <= 1, f"{dn}: Graph's faxNumber holds one value; this case needs a different converter"
         return {
             "id": me,
             "userPrincipalName": f"{sam or me}@example.com",
@@ -153,10 +145,7 @@ def desired_view(config_path: Path) -> tuple[dict, list]:
     """What must agree between sources: each desired user (shape and source id) and each held user's codes."""
     state = pipeline.render(load_config(config_path))
     users = {a: (u.source_id, u.user.to_dict()) for a, u in state.rendered.desired.items()}
-    held = [
-        (h.address, h.account, h.source_id, h.email, [d.code for d in h.diagnostics])
-        for h in state.rendered.held
-    ]
+    held = [(h.address, h.account, h.source_id, h.email, [d.code for d in h.diagnostics]) for h in state.rendered.held]
     return users, held
 
 
@@ -193,6 +182,4 @@ def test_graph_gives_the_same_desired_state_and_plan_as_the_ldif(name, graph, tm
     assert azure_plan["changes"] == expected["changes"]
     assert azure_plan["summary"] == expected["summary"]
     assert azure_plan["overrides"] == expected["overrides"]
-    assert azure_plan["diagnostics"] == [
-        (d["severity"], d["code"], d["address"]) for d in expected["diagnostics"]
-    ]
+    assert azure_plan["diagnostics"] == [(d["severity"], d["code"], d["address"]) for d in expected["diagnostics"]]

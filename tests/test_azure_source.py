@@ -55,9 +55,7 @@ class RecordingProgress:
 def read(graph, scope=None, attributes=None, progress=None, **settings):
     scope = scope or Scope(admin_groups=(), user_groups=tuple(graph.groups) or (group_id("none"),))
     kwargs = {"progress": progress} if progress else {}
-    return azure.read_directory(
-        graph.source_settings(**settings), scope, attributes or {}, Path("."), **kwargs
-    )
+    return azure.read_directory(graph.source_settings(**settings), scope, attributes or {}, Path("."), **kwargs)
 
 
 def test_reads_2500_users_over_several_pages_with_one_token(graph):
@@ -176,9 +174,7 @@ def test_graph_users_map_as_spec_4(graph):
 
 
 def test_account_from_user_principal_name(graph):
-    graph.users = [
-        graph_user(1, onPremisesSamAccountName="legacy", userPrincipalName="j.doe@contoso.example")
-    ]
+    graph.users = [graph_user(1, onPremisesSamAccountName="legacy", userPrincipalName="j.doe@contoso.example")]
     graph.add_group(group_id("staff"), [])
 
     directory = read(graph, account_from="userPrincipalName")

@@ -71,15 +71,9 @@ def read_directory(
     groups = scope_groups(scope)
     with GraphClient(settings, base_dir) as graph:
         raw_users = read_users(graph, attrs, settings.get("page_size", 999), progress)
-        members = read_memberships(
-            graph, groups, scope.nested_groups, settings.get("page_size", 999), progress
-        )
-    users = tuple(
-        to_directory_user(raw, attrs, members.get(str(raw.get("id", "")).lower(), ())) for raw in raw_users
-    )
-    log.info(
-        "Read %d users and %d scope groups from Entra ID tenant %s.", len(users), len(groups), graph.tenant_id
-    )
+        members = read_memberships(graph, groups, scope.nested_groups, settings.get("page_size", 999), progress)
+    users = tuple(to_directory_user(raw, attrs, members.get(str(raw.get("id", "")).lower(), ())) for raw in raw_users)
+    log.info("Read %d users and %d scope groups from Entra ID tenant %s.", len(users), len(groups), graph.tenant_id)
     return Directory(
         users=users,
         attributes={field: "/".join(names) for field, names in attrs.items()},
@@ -110,9 +104,7 @@ def to_directory_user(raw: Mapping, attrs: Mapping[str, Sequence[str]], groups) 
     """One Graph user -> DirectoryUser. `groups` are the lower-cased scope group ids the user is in."""
     source_id = _first(raw, attrs["source_id"])
     if not source_id:
-        raise SourceError(
-            f"Graph returned a user without {attrs['source_id'][0]}; it cannot be bound to a PBX user."
-        )
+        raise SourceError(f"Graph returned a user without {attrs['source_id'][0]}; it cannot be bound to a PBX user.")
     enabled = _first_raw(raw, attrs["enabled"])
     return DirectoryUser(
         source_id=source_id.lower(),
@@ -235,9 +227,7 @@ class GraphClient:
         self._credential = self._load_credential()
         self._secret = self._credential if isinstance(self._credential, str) else None
         self._app: msal.ConfidentialClientApplication | None = None
-        self.session = _Session(
-            verify=_ca_file(settings, base_dir), timeout=float(settings.get("timeout", 30))
-        )
+        self.session = _Session(verify=_ca_file(settings, base_dir), timeout=float(settings.get("timeout", 30)))
 
     def __enter__(self) -> GraphClient:
         return self
@@ -321,9 +311,7 @@ class GraphClient:
     def _authority_error(self, err: ValueError) -> SourceError:
         if "Unable to get authority configuration" in str(err):
             return SourceError(self._unknown_tenant())
-        return SourceError(
-            f"source.authority_host: {self.authority_host} is not a usable Entra ID authority ({err})."
-        )
+        return SourceError(f"source.authority_host: {self.authority_host} is not a usable Entra ID authority ({err}).")
 
     def _unknown_tenant(self) -> str:
         return (
@@ -339,12 +327,10 @@ class GraphClient:
             )
         if isinstance(err, requests.Timeout):
             return SourceError(
-                f"{host} did not answer within {self.session.timeout} s; check the network or raise "
-                "source.timeout."
+                f"{host} did not answer within {self.session.timeout} s; check the network or raise source.timeout."
             )
         return SourceError(
-            f"Cannot connect to {host} ({type(err).__name__}); check the network and the URL in the "
-            "configuration."
+            f"Cannot connect to {host} ({type(err).__name__}); check the network and the URL in the configuration."
         )
 
     def _scrub(self, text: str) -> str:
@@ -400,9 +386,7 @@ class GraphClient:
                 continue
             if status in RETRY_STATUSES and attempt < MAX_ATTEMPTS:
                 delay = retry_after(response.headers.get("Retry-After"))
-                self._wait(
-                    backoff(attempt) if delay is None else delay, f"HTTP {status}", what, number, attempt
-                )
+                self._wait(backoff(attempt) if delay is None else delay, f"HTTP {status}", what, number, attempt)
                 continue
             if status != 200:
                 raise SourceError(self._graph_error(response, what, number, group, attempt))
@@ -451,8 +435,7 @@ class GraphClient:
             )
         if status == 401:
             return (
-                f"Graph did not accept the access token for {what} (401 {code}); check the application's "
-                "permissions."
+                f"Graph did not accept the access token for {what} (401 {code}); check the application's permissions."
             )
         tried = f" after {attempts} attempts" if status in RETRY_STATUSES else ""
         detail = f": {message}" if message else ""
@@ -548,9 +531,7 @@ def load_certificate(settings: Mapping, base_dir: Path) -> dict:
 
     path = (base_dir / settings["certificate_file"]).resolve()
     password_env = settings.get("certificate_password_env")
-    password = (
-        secret_from_env(CONFIG, "source.certificate_password_env", password_env) if password_env else None
-    )
+    password = secret_from_env(CONFIG, "source.certificate_password_env", password_env) if password_env else None
     secret = password.encode() if password else None
     try:
         data = path.read_bytes()
@@ -566,17 +547,14 @@ def load_certificate(settings: Mapping, base_dir: Path) -> dict:
         hint = (
             f"check the password in {password_env}"
             if password_env
-            else "if the key is encrypted, name the variable holding its password in "
-            "source.certificate_password_env"
+            else "if the key is encrypted, name the variable holding its password in source.certificate_password_env"
         )
         raise ConfigError(
             f"source.certificate_file: {path} could not be read as a PEM or PFX certificate with its private "
             f"key ({_first_line(err)}); {hint}."
         ) from None
     if key is None or cert is None:
-        raise ConfigError(
-            f"source.certificate_file: {path} must hold both the certificate and its private key."
-        )
+        raise ConfigError(f"source.certificate_file: {path} must hold both the certificate and its private key.")
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigError(
             f"source.certificate_file: {path} has a {type(key).__name__.removeprefix('_')} key; Entra ID "

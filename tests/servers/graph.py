@@ -431,9 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = _aad_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
             return self._answer("token", None, 400, body)
         if form.get("grant_type") != "client_credentials":
-            return self._answer(
-                "token", None, 400, _aad_error("unsupported_grant_type", 70003, "Unsupported grant.")
-            )
+            return self._answer("token", None, 400, _aad_error("unsupported_grant_type", 70003, "Unsupported grant."))
         if form.get("client_id") != graph.client_id:
             body = _aad_error(
                 "unauthorized_client",
@@ -511,8 +509,7 @@ class _Handler(BaseHTTPRequestHandler):
         if gid not in self.graph.groups:
             body = _error(
                 "Request_ResourceNotFound",
-                f"Resource '{gid}' does not exist or one of its queried reference-property objects are "
-                "not present.",
+                f"Resource '{gid}' does not exist or one of its queried reference-property objects are not present.",
             )
             return self._answer(endpoint, None, 404, body)
         members = self.graph._transitive(gid) if kind == "transitiveMembers" else self.graph._direct(gid)
