@@ -10,12 +10,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from adsync_plan import schemas
 from adsync_plan.errors import ConfigError
-from adsync_plan.files import plain, yaml_line_finder
+from adsync_plan.files import parse_yaml, plain, yaml_line_finder
 
 
 @dataclass(frozen=True)
@@ -103,15 +100,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def _parse_yaml(path: Path, raw: bytes):
-    try:
-        data = YAML(typ="rt").load(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: the file is not UTF-8 text; save it as UTF-8.") from None
-    except YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{where}: this is not valid YAML ({problem}); fix the syntax.") from None
+    data = parse_yaml(raw, path, "the configuration", ConfigError)
     if data is None:
         raise ConfigError(f"{path}: the configuration is empty; see `adsync-plan init` for an example.")
     return data

@@ -18,7 +18,7 @@ import orjson
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from adsync_plan.errors import InputError
+from adsync_plan.errors import AdsyncError, InputError
 
 
 @contextmanager
@@ -47,18 +47,23 @@ def read_document(path: Path, what: str) -> tuple[object, YAML | None]:
                 return orjson.loads(raw), None
         except orjson.JSONDecodeError:
             pass  # flow-style YAML also starts with { or [: let the YAML parser say what is wrong
+    data = parse_yaml(raw, path, what)
+    if data is None:
+        raise InputError(f"{path}: {what} is empty.")
+    return plain(data), data
+
+
+def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = InputError):
+    """A round-trip parse (it keeps line positions); a syntax error is one sentence with the line."""
     try:
-        data = YAML(typ="rt").load(raw.decode("utf-8"))
+        return YAML(typ="rt").load(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise InputError(f"{path}: {what} is not UTF-8 text.") from None
+        raise error(f"{path}: {what} is not UTF-8 text; save it as UTF-8.") from None
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or "syntax error"
-        raise InputError(f"{where}: {what} is not valid YAML ({problem}).") from None
-    if data is None:
-        raise InputError(f"{path}: {what} is empty.")
-    return plain(data), data
+        raise error(f"{where}: {what} is not valid YAML ({problem}); fix the syntax.") from None
 
 
 def plain(node):

@@ -34,7 +34,7 @@ CONFIG_ERRORS = [
     ("  licenses: 40", "  licenses: many", "adsync.yaml:22: pbx.licenses: 'many' should be of type"),
     ("  nested_groups: true", "  nested_groups: true\n  nestedgroups: true", "scope: unknown key 'nestedgroups'"),
     ("  ttl: 24h", "  ttl: tomorrow", "plan.ttl: 'tomorrow' has the wrong form"),
-    ("version: 1", "version: 1\nsource: [", "this is not valid YAML"),
+    ("version: 1", "version: 1\nsource: [", "the configuration is not valid YAML"),
     ("  path: directory.ldif", "  path: missing.ldif", "source.path: the file"),
     ('  admin_groups: ["CN=PBX-Admins,OU=Groups,DC=example,DC=com"]', "  admin_groups: []", None),
 ]
