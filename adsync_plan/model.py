@@ -29,7 +29,6 @@ SHAPE_FIELDS = (
     "external_numbers",
     "fax_numbers",
 )
-NUMBER_FIELDS = ("internal_numbers", "external_numbers", "fax_numbers")
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,18 +62,16 @@ NAMES = [
 ]
 
 
+# umlauts and other letters as German account names and e-mail addresses spell them
+ASCII = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "ë": "e", "å": "a", "ş": "s", "Å": "A", "Ö": "O"})
+
+
 def account(first: str, last: str) -> str:
-    table = str.maketrans(
-        {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "ë": "e", "å": "a", "ş": "s", "Å": "A", "Ö": "O"}
-    )
-    return f"{first[0]}{last}".translate(table).lower()
+    return f"{first[0]}{last}".translate(ASCII).lower()
 
 
 def email(first: str, last: str) -> str:
-    table = str.maketrans(
-        {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "ë": "e", "å": "a", "ş": "s", "Å": "A", "Ö": "O"}
-    )
-    return f"{first}.{last}@example.com".translate(table).lower()
+    return f"{first}.{last}@example.com".translate(ASCII).lower()
 
 
 def directory() -> str:
