@@ -7,7 +7,7 @@ R7, R10, R11, R13 and whether numbers exist) run at plan time, in `rules.pbx`.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from adsync_plan.config import Config
@@ -89,11 +89,13 @@ def render_users(directory: Directory, config: Config) -> Rendered:
     rules = NumberRules(config.numbering)
     candidates: list[tuple[DirectoryUser, PhoneUser | None, list[Diagnostic]]] = []
     out_of_scope = 0
+    debug = log.isEnabledFor(logging.DEBUG)  # skip building the arguments of 100,000 unused messages
     for user in directory.users:
         role = in_scope(user, config)
         if role is None:
             out_of_scope += 1
-            log.debug("%s: out of scope (not enabled or in no configured group): %s", address_of(user), user.dn)
+            if debug:
+                log.debug("%s: out of scope (not enabled or in no configured group): %s", address_of(user), user.dn)
             continue
         shape, found = _check_user(user, role, rules, directory.attributes, config)
         candidates.append((user, shape, found))
@@ -105,23 +107,28 @@ def render_users(directory: Directory, config: Config) -> Rendered:
             rendered.held.append(
                 HeldUser(address_of(user), user.account, user.source_id, user.dn, user.email, tuple(found))
             )
-            log.debug("%s: held: %s", address_of(user), "; ".join(d.code for d in found))
+            if debug:
+                log.debug("%s: held: %s", address_of(user), "; ".join(d.code for d in found))
         else:
             account = user.account.lower()
             rendered.desired[account] = DesiredUser(account, user.source_id, user.dn, shape)
-            log.debug("%s: desired as %s", address_of(user), shape)
+            if debug:
+                log.debug("%s: desired as %s", address_of(user), shape)
     rendered.held.sort(key=lambda h: (h.address, h.source_id))
     return rendered
 
 
+REQUIRED = (
+    ("first_name", "MISSING_FIRST_NAME", "a first name"),
+    ("last_name", "MISSING_LAST_NAME", "a last name"),
+    ("account", "MISSING_ACCOUNT", "an account name"),
+    ("email", "MISSING_EMAIL", "an e-mail address"),
+)
+
+
 def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, config: Config):
     check = _Checker(user, attributes)
-    for field_name, code, label in (
-        ("first_name", "MISSING_FIRST_NAME", "a first name"),
-        ("last_name", "MISSING_LAST_NAME", "a last name"),
-        ("account", "MISSING_ACCOUNT", "an account name"),
-        ("email", "MISSING_EMAIL", "an e-mail address"),
-    ):
+    for field_name, code, label in REQUIRED:
         if not getattr(user, field_name):
             attr = attributes.get(field_name, field_name)
             check.error(code, field_name, f"{user.dn} has no {attr}: a PBX user needs {label}; set {attr}.")
@@ -170,14 +177,13 @@ def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, 
 
 def _check_unique(candidates, field_name: str, code: str, label: str, attributes) -> None:
     """R2 and R14: every user sharing a value (case-insensitive) is held."""
-    by_value = defaultdict(list)
-    for user, _, found in candidates:
-        value = getattr(user, field_name)
-        if value:
-            by_value[value.lower()].append((user, found))
+    values = [(value.lower(), user, found) for user, _, found in candidates if (value := getattr(user, field_name))]
+    counts = Counter(value for value, _, _ in values)
+    by_value = defaultdict(list)  # only the shared values
+    for value, user, found in values:
+        if counts[value] > 1:
+            by_value[value].append((user, found))
     for value, users in by_value.items():
-        if len(users) < 2:
-            continue
         for user, found in users:
             others = ", ".join(sorted(u.dn for u, _ in users if u is not user))
             found.append(

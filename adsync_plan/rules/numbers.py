@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import phonenumbers
 
@@ -23,14 +23,12 @@ RESERVED_WITH_TRUNK = {"DE": ("199", "310", "311", "700", "900")}
 _SEPARATORS = re.compile(r"[\s\-/().]")
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):  # a tuple: made once per phone value, a dataclass costs three times as much
     kind: str  # internal | external | invalid
     number: str  # digits (internal), E.164 (external), the raw value (invalid)
 
 
-@dataclass(frozen=True)
-class UserNumbers:
+class UserNumbers(NamedTuple):
     primary: str | None
     internal: tuple[str, ...]
     external: tuple[str, ...]
@@ -73,9 +71,7 @@ class NumberRules:
             compact.startswith("+")
             and compact[1:].isdigit()
             and len(compact) <= 16
-            and any(
-                compact.startswith(b.external_prefix) and len(compact) > len(b.external_prefix) for b in self._blocks
-            )
+            and self.derive_internal(compact) is not None
         )
 
     def derive_internal(self, e164: str) -> str | None:

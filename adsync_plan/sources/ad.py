@@ -43,13 +43,15 @@ def requested_attributes(attrs: Mapping[str, Sequence[str]]) -> list[str]:
 def guid_string(value: str | bytes) -> str:
     """objectGUID as Windows shows it: the 16 bytes with the first three fields little-endian, lower case."""
     if isinstance(value, bytes) and len(value) == 16:
-        return str(uuid.UUID(bytes_le=value))
+        # what str(uuid.UUID(bytes_le=value)) gives, at a third of the cost (one call per user)
+        h = (value[3::-1] + value[5:3:-1] + value[7:5:-1] + value[8:]).hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
     return str(uuid.UUID(text.strip("{}")))
 
 
 def _text(value: str | bytes) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+    return value if type(value) is str else value.decode("utf-8")
 
 
 def _values(entry: Mapping[str, list], names: Sequence[str]) -> list[str]:
@@ -65,7 +67,7 @@ def _values(entry: Mapping[str, list], names: Sequence[str]) -> list[str]:
 def _first(entry: Mapping[str, list], names: Sequence[str]) -> str | None:
     for name in names:
         for value in entry.get(name.lower()) or ():
-            text = _text(value).strip()
+            text = (value if type(value) is str else value.decode("utf-8")).strip()  # _text, inlined: hot
             if text:
                 return text
     return None
