@@ -73,7 +73,7 @@ def safety_problems(orphan_count: int, decisions: Decisions, state_bindings, des
             f"safety.max_orphans allows ({limit})"
         )
     bound = len(state_bindings)
-    returned = sum(1 for source_id in state_bindings if source_id in desired_ids)
+    returned = len(desired_ids & state_bindings.keys())
     if bound and returned < safety.min_source_ratio * bound:
         problems.append(
             f"the source returned {returned} of the {bound} users bound to PBX users, fewer than "

@@ -8,7 +8,7 @@ held; and which PBX users become orphans. `diff` turns the decisions into action
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -57,15 +57,25 @@ class Reconciler:
         self.bound_present = {i for s, i in self.bindings.items() if s in present}
         self.bound_ids = set(self.bindings.values())
         self.by_email = self._email_index()
+        self.owner_of_login = {u.login_id: i for i, u in state.users.items()}
+        # R10 without the exception for bound admins (see is_protected)
+        protect = config.protect_logins
+        self.always_protected = set(state.admins) | {i for i, u in state.users.items() if u.login_id in protect}
+        self.of_type = {INTERNAL: set(), EXTERNAL: set()}
+        for number, info in state.numbers.items():
+            self.of_type.setdefault(info.type, set()).add(number)
         self.d = Decisions()
 
     def _email_index(self) -> dict[str, str]:
+        """e-mail (lower case) -> the unbound PBX user with it; the lowest id when several share it."""
         index: dict[str, str] = {}
-        for pbx_id in sorted(self.state.users, key=_id_order):
+        for pbx_id, user in self.state.users.items():
             if pbx_id in self.bound_present:
                 continue
-            email = (self.state.users[pbx_id].email or "").lower()
-            index.setdefault(email, pbx_id)
+            email = (user.email or "").lower()
+            other = index.get(email)
+            if other is None or _id_order(pbx_id) < _id_order(other):
+                index[email] = pbx_id
         return index
 
     def match(self, source_id: str, email: str | None) -> tuple[str | None, str]:
@@ -77,11 +87,10 @@ class Reconciler:
 
     def is_protected(self, pbx_id: str, desired: DesiredUser | None) -> bool:
         """R10: listed in protect.logins, or an administrator the tool did not create or bind as one."""
-        user = self.state.users[pbx_id]
-        if user.login_id in self.config.protect_logins:
-            return True
-        if pbx_id not in self.state.admins:
+        if pbx_id not in self.always_protected:
             return False
+        if self.state.users[pbx_id].login_id in self.config.protect_logins:
+            return True
         bound_as_admin = desired is not None and desired.user.role == ROLE_ADMIN
         return not (bound_as_admin and self.bindings.get(desired.source_id) == pbx_id)
 
@@ -112,6 +121,7 @@ class Reconciler:
 
     def _match_all(self) -> None:
         claimed: dict[str, str] = {}
+        debug = log.isEnabledFor(logging.DEBUG)  # skip building the arguments of 100,000 unused messages
         for account in sorted(self.desired):
             user = self.desired[account]
             pbx_id, how = self.match(user.source_id, user.user.email)
@@ -119,7 +129,8 @@ class Reconciler:
                 pbx_id, how = None, ""  # the PBX user is already another directory user's counterpart
             if pbx_id is None:
                 self.d.creates[account] = user
-                log.debug("%s: no PBX counterpart; to create", user.address)
+                if debug:
+                    log.debug("%s: no PBX counterpart; to create", user.address)
             elif self.is_protected(pbx_id, user):
                 self.d.protected[account] = pbx_id
                 self.d.diagnostics.append(
@@ -135,7 +146,8 @@ class Reconciler:
             else:
                 claimed[pbx_id] = account
                 self.d.matches[account] = (user, pbx_id, how)
-                log.debug("%s: matches PBX user %s by %s", user.address, pbx_id, how)
+                if debug:
+                    log.debug("%s: matches PBX user %s by %s", user.address, pbx_id, how)
         for held in self.held_users:
             pbx_id, how = self.match(held.source_id, held.email)
             if pbx_id is not None and pbx_id not in claimed:
@@ -148,7 +160,7 @@ class Reconciler:
         for account in sorted(self.desired):
             user = self.desired[account]
             shape, numbers = user.user, self.state.numbers
-            if shape.primary_internal_number not in numbers or numbers[shape.primary_internal_number].type != INTERNAL:
+            if shape.primary_internal_number not in self.of_type[INTERNAL]:
                 self._hold(
                     user,
                     _error(
@@ -161,11 +173,12 @@ class Reconciler:
                     ),
                 )
                 continue
-            missing = sorted(n for n in shape.numbers() if n not in numbers)
+            wanted = shape.numbers()
+            if wanted <= numbers.keys() and self.of_type[EXTERNAL].issuperset(shape.external_numbers):
+                continue  # the usual case, checked at C speed
+            missing = sorted(n for n in wanted if n not in numbers)
             wrong_type = sorted(n for n in shape.external_numbers if n in numbers and numbers[n].type != EXTERNAL)
             bad = missing + wrong_type
-            if not bad:
-                continue
             if drop:
                 self._drop_numbers(user, bad)
                 continue
@@ -219,33 +232,32 @@ class Reconciler:
     def _check_login_ids(self) -> int:
         """R6: a login ID kept by another PBX user, or claimed twice in this run, holds the newcomer.
         Returns how many users it held."""
-        moving = {
-            self.state.users[pbx_id].login_id
-            for _, (user, pbx_id, _) in self.d.matches.items()
-            if user.user.login_id != self.state.users[pbx_id].login_id
-        }
-        owner_of_login = {u.login_id: i for i, u in self.state.users.items()}
-        claims = defaultdict(list)
-        for _, user, pbx_id in self._active():
-            claims[user.user.login_id].append((user, pbx_id))
+        users = self.state.users
+        moving = {users[i].login_id for _, (u, i, _) in self.d.matches.items() if u.user.login_id != users[i].login_id}
+        active = list(self._active())
+        claims = Counter(user.user.login_id for _, user, _ in active)
+        twice = defaultdict(list)  # only the logins claimed more than once
+        for _, user, _ in active:
+            if claims[user.user.login_id] > 1:
+                twice[user.user.login_id].append(user)
         held = []
-        for login, claimants in claims.items():
-            holder = owner_of_login.get(login)
+        for _, user, pbx_id in active:
+            login = user.user.login_id
+            holder = self.owner_of_login.get(login)
             keeper = holder if holder is not None and login not in moving else None
-            for user, pbx_id in claimants:
-                if keeper is not None and keeper != pbx_id:
-                    other = self.state.users[keeper]
-                    message = (
-                        f"login ID {login} is already used by PBX user {keeper} ({other.first_name} {other.last_name})."
-                    )
-                elif keeper is None and len(claimants) > 1:
-                    others = ", ".join(sorted(u.address for u, _ in claimants if u is not user))
-                    message = f"login ID {login} is also claimed by {others} in this run."
-                else:
-                    continue
-                held.append(
-                    (user, _error(user.address, "LOGIN_ID_COLLISION", message, user, self.attributes.get("phones")))
+            if keeper is not None and keeper != pbx_id:
+                other = users[keeper]
+                message = (
+                    f"login ID {login} is already used by PBX user {keeper} ({other.first_name} {other.last_name})."
                 )
+            elif keeper is None and login in twice:
+                others = ", ".join(sorted(u.address for u in twice[login] if u is not user))
+                message = f"login ID {login} is also claimed by {others} in this run."
+            else:
+                continue
+            held.append(
+                (user, _error(user.address, "LOGIN_ID_COLLISION", message, user, self.attributes.get("phones")))
+            )
         for user, diagnostic in held:
             self._hold(user, diagnostic)
         return len(held)
@@ -254,7 +266,8 @@ class Reconciler:
         """R9: managed, unprotected PBX users with no counterpart in scope (held users keep theirs)."""
         kept = {pbx_id for _, _, pbx_id in self._active() if pbx_id} | set(self.d.protected.values())
         kept |= set(self.d.held_match.values())
-        managed = [i for i in self.state.users if self.is_managed(i) and not self.is_protected(i, None)]
+        everyone = self.config.ownership == "all"
+        managed = [i for i in self.state.users if (everyone or i in self.bound_ids) and i not in self.always_protected]
         self.d.managed = len(managed)
         self.d.orphans = sorted((i for i in managed if i not in kept), key=_id_order)
 
@@ -278,7 +291,13 @@ class Reconciler:
             current = self.state.users[pbx_id]
             released |= current.numbers() - {current.primary_internal_number}
         for _, (user, pbx_id, _) in self.d.matches.items():
-            released |= self.state.users[pbx_id].numbers() - user.user.numbers()
+            current, wanted = self.state.users[pbx_id], user.user
+            if (current.internal_numbers, current.external_numbers, current.fax_numbers) != (
+                wanted.internal_numbers,
+                wanted.external_numbers,
+                wanted.fax_numbers,
+            ):
+                released |= current.numbers() - wanted.numbers()
         return released
 
     def _conflicts(self, claims, released):
