@@ -51,12 +51,29 @@ class DirectoryUser:
     groups: frozenset[str] = frozenset()
     enabled: bool = True
 
+    def __reduce__(self):  # pickled as one tuple (from the process that reads the directory): 2x faster
+        return (
+            DirectoryUser,
+            (
+                self.source_id,
+                self.dn,
+                self.account,
+                self.first_name,
+                self.last_name,
+                self.email,
+                self.phones,
+                self.faxes,
+                self.groups,
+                self.enabled,
+            ),
+        )
+
 
 @dataclass(frozen=True)
 class Directory:
     """What a source returns: every user it read, plus how to name its attributes in diagnostics."""
 
-    users: tuple[DirectoryUser, ...]
+    users: Iterable[DirectoryUser]  # a tuple; an iterator, read once, when it streams from another process
     # normalised field (account, first_name, ..., phones, faxes) -> source attribute name(s), for messages
     attributes: Mapping[str, str]
     # what the desired state records as its source, e.g. {"type": "ldif", "path": "directory.ldif"}

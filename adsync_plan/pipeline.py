@@ -5,13 +5,14 @@ Stages never call each other; this module hands each one the output of the last.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from adsync_plan import __version__, diff, sources
+from adsync_plan import __version__, background, diff, sources
 from adsync_plan.config import Config
 from adsync_plan.desired import DesiredState, desired_sha256, read_desired, write_desired
 from adsync_plan.errors import AdsyncError, InputError, PbxError, PlanRefused
@@ -36,21 +37,36 @@ from adsync_plan.steps import plan_steps, run_step
 
 log = logging.getLogger(__name__)
 OVERRIDE_MASS_ORPHAN = "allow-mass-orphan"
+# From a snapshot this large (about 4,000 users), plan reads the directory in a child process meanwhile.
+CHILD_FROM_SNAPSHOT_BYTES = 2_000_000
+CHUNK = 5_000  # directory users per message from the child
 
 
 # -- render -----------------------------------------------------------------------------------------------
 
 
 def render(config: Config, progress: Progress = NO_PROGRESS) -> DesiredState:
-    directory = sources.read_directory(config.source, config.scope, config.attributes, config.base_dir, progress)
-    rendered = render_users(directory, config)
+    return render_directory(read_directory(config, progress), config)
+
+
+def read_directory(config: Config, progress: Progress = NO_PROGRESS) -> Directory:
+    return sources.read_directory(config.source, config.scope, config.attributes, config.base_dir, progress)
+
+
+def render_directory(directory: Directory, config: Config) -> DesiredState:
+    state = _desired_state(directory, config)
+    rendered = state.rendered
     log.info(
         "rendered %d desired users, %d held, %d out of scope",
         len(rendered.desired),
         len(rendered.held),
         rendered.out_of_scope,
     )
-    return DesiredState(rendered, dict(directory.attributes), dict(directory.origin))
+    return state
+
+
+def _desired_state(directory: Directory, config: Config) -> DesiredState:
+    return DesiredState(render_users(directory, config), dict(directory.attributes), dict(directory.origin))
 
 
 def render_to_file(config: Config, out: Path | None, progress: Progress = NO_PROGRESS) -> tuple[DesiredState, Path]:
@@ -105,15 +121,68 @@ def make_plan(
     rendered: DesiredState | None = None,
 ) -> PlanResult:
     """Plan from `rendered` (already rendered), else the desired state at `desired_path`, else the source."""
-    if rendered is not None:
-        desired = rendered
-        desired.sha256 = desired.sha256 or desired_sha256(desired, config.sha256)
-    elif desired_path is not None:
-        desired = read_desired(desired_path)
-    else:
+    if rendered is None and desired_path is None:
+        return _plan_from_source(config, refresh_pbx, allow_mass_orphan, progress)
+    desired = rendered if rendered is not None else read_desired(desired_path)
+    desired.sha256 = desired.sha256 or desired_sha256(desired, config.sha256)
+    snapshot = _snapshot_for_plan(config, refresh_pbx, progress)
+    return _plan(config, desired, snapshot, desired_path, allow_mass_orphan)
+
+
+def _plan_from_source(config: Config, refresh_pbx: bool, allow_mass_orphan: bool, progress: Progress) -> PlanResult:
+    """At scale, a child process reads the directory while this one reads the PBX (or its snapshot), then
+    computes the desired state's digest while this one plans: the reads overlap, on two cores or as two
+    network waits."""
+    if not (background.available and _snapshot_size(config) >= CHILD_FROM_SNAPSHOT_BYTES):
         desired = render(config, progress)
         desired.sha256 = desired_sha256(desired, config.sha256)
-    snapshot = _snapshot_for_plan(config, refresh_pbx, progress)
+        return _plan(config, desired, _snapshot_for_plan(config, refresh_pbx, progress), None, allow_mass_orphan)
+    with background.Forked(lambda: _read_then_digest(config, progress)) as child:
+        try:
+            snapshot = _snapshot_for_plan(config, refresh_pbx, NO_PROGRESS)  # one progress bar: the child's
+        except AdsyncError:
+            for _ in _streamed_directory(child).users:  # a directory error is reported first, as without the child
+                pass
+            raise
+        desired = render_directory(_streamed_directory(child), config)
+        return _plan(config, desired, snapshot, None, allow_mass_orphan, digest=child.next)
+
+
+def _read_then_digest(config: Config, progress: Progress):
+    """The child's answers: the directory without users, its users in chunks as they are read, an empty
+    chunk, then the digest of the desired state."""
+    directory = sources.stream_directory(config.source, config.scope, config.attributes, config.base_dir, progress)
+    yield replace(directory, users=())
+    users, reading = [], iter(directory.users)
+    while chunk := tuple(itertools.islice(reading, CHUNK)):
+        users += chunk
+        yield chunk
+    yield ()
+    yield desired_sha256(_desired_state(replace(directory, users=users), config), config.sha256)  # as the parent's
+
+
+def _streamed_directory(child: background.Forked) -> Directory:
+    """The directory whose users arrive in chunks: the rules check one chunk while the child reads the next."""
+    return replace(child.next(), users=(user for chunk in iter(child.next, ()) for user in chunk))
+
+
+def _snapshot_size(config: Config) -> int:
+    try:
+        return config.snapshot_path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _plan(
+    config: Config,
+    desired: DesiredState,
+    snapshot: Snapshot,
+    desired_path: Path | None,
+    allow_mass_orphan: bool,
+    digest: Callable[[], str] | None = None,
+) -> PlanResult:
+    """Rules that need the PBX, the diff, the safety valve: the plan. `digest` supplies the desired state's
+    sha256 when it is computed elsewhere meanwhile."""
     decisions = reconcile(
         desired.rendered.desired,
         desired.rendered.held,
@@ -159,6 +228,8 @@ def make_plan(
         "held": held_count,
         "protected": len(decisions.protected),
     }
+    if digest is not None:
+        desired.sha256 = digest()
     created = now_utc()
     plan = Plan(
         plan_id=str(uuid.uuid4()),

@@ -11,11 +11,12 @@ import binascii
 import functools
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from adsync_plan.config import Scope
 from adsync_plan.errors import InputError
-from adsync_plan.model import NO_PROGRESS, Directory, Progress
+from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress
 from adsync_plan.sources import ad
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,15 @@ log = logging.getLogger(__name__)
 def read_directory(
     settings: Mapping, scope: Scope, attributes: Mapping, base_dir: Path, progress: Progress = NO_PROGRESS
 ) -> Directory:
+    directory = stream_directory(settings, scope, attributes, base_dir, progress)
+    return replace(directory, users=tuple(directory.users))
+
+
+def stream_directory(
+    settings: Mapping, scope: Scope, attributes: Mapping, base_dir: Path, progress: Progress = NO_PROGRESS
+) -> Directory:
+    """The file is parsed at once; `users` is an iterator that maps each user entry as it is read, so that a
+    process reading the directory for another can send the first users while it maps the rest."""
     path = (base_dir / settings["path"]).resolve()
     try:
         text = path.read_bytes().decode("utf-8")
@@ -34,12 +44,8 @@ def read_directory(
     progress.start("Reading the LDIF directory")
     entries = list(parse_ldif(text, str(path)))
     attrs = ad.attribute_map(attributes)
-    users = _users(entries, attrs, scope.nested_groups)
-    progress.advance(len(users))
-    progress.done()
-    log.info("read %d users from %s", len(users), path)
     return Directory(
-        users=tuple(users),
+        users=_users(entries, attrs, scope.nested_groups, path, progress),
         attributes=ad.diagnostic_names(attrs),
         origin={"type": "ldif", "path": str(settings["path"])},
     )
@@ -52,13 +58,13 @@ def normalise_dn(dn: str) -> str:
     return ",".join(part.strip() for part in dn.split(",")) if ", " in dn or " ," in dn else dn
 
 
-def _users(entries, attrs, nested: bool):
+def _users(entries, attrs, nested: bool, path: Path, progress: Progress) -> Iterator[DirectoryUser]:
     classes = [_object_classes(entry) for _, entry in entries]
     groups = {normalise_dn(dn): entry for (dn, entry), cls in zip(entries, classes, strict=True) if _is_group(cls)}
     parents = _group_parents(groups)
     direct_of = _direct_memberships(entries, groups)
     closure_cache: dict[str, frozenset[str]] = {}
-    users = []
+    count = 0
     for (dn, entry), cls in zip(entries, classes, strict=True):
         if not _is_person(cls):
             continue
@@ -67,8 +73,11 @@ def _users(entries, attrs, nested: bool):
         if nested:
             for group in direct:
                 all_groups |= _ancestors(group, parents, closure_cache)
-        users.append(ad.to_directory_user(dn, entry, attrs, all_groups))
-    return users
+        yield ad.to_directory_user(dn, entry, attrs, all_groups)
+        count += 1
+    progress.advance(count)
+    progress.done()
+    log.info("read %d users from %s", count, path)
 
 
 def _object_classes(entry) -> set[str]:

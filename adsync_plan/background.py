@@ -1,0 +1,63 @@
+"""Run one piece of work in a forked child process while the caller does another.
+
+`plan` makes two independent reads, the directory and the PBX (or its snapshot), that each take seconds at
+100,000 users. Reading one in a child overlaps them: on the second core when they compute, or as two
+network waits when they don't. The child's answers come back pickled through a pipe, in order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from collections.abc import Callable, Iterator
+
+from adsync_plan.errors import AdsyncError
+
+available = hasattr(os, "fork")
+
+
+class Forked:
+    """`work()` yields answers in a forked child; each `next()` waits for the next one, or raises the
+    child's error."""
+
+    def __init__(self, work: Callable[[], Iterator]):
+        context = multiprocessing.get_context("fork")
+        self._answers, answer = context.Pipe(duplex=False)
+        self._child = context.Process(target=_run, args=(work, answer), daemon=True)
+        self._child.start()
+        answer.close()  # the child holds its own end; EOF then means the child died
+
+    def next(self):
+        try:
+            kind, value = self._answers.recv()
+        except EOFError:
+            self._child.join()
+            raise AdsyncError(
+                f"the process reading the directory stopped unexpectedly (exit code {self._child.exitcode})."
+            ) from None
+        if kind == "error":
+            raise value
+        if kind == "crash":
+            raise RuntimeError(f"the process reading the directory failed:\n{value}")
+        return value
+
+    def __enter__(self) -> Forked:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._answers.close()
+        if self._child.is_alive():
+            self._child.terminate()  # the caller failed first and no longer needs the answers
+        self._child.join()
+
+
+def _run(work: Callable[[], Iterator], answer) -> None:
+    try:
+        for value in work():
+            answer.send(("ok", value))
+    except AdsyncError as err:
+        answer.send(("error", err))  # a sentence for the user, raised again in the parent
+    except BaseException:  # noqa: BLE001 - a bug: the parent shows the child's traceback
+        answer.send(("crash", traceback.format_exc()))
+    answer.close()

@@ -1,0 +1,127 @@
+"""At scale, `plan` reads the directory in a child process (pipeline.CHILD_FROM_SNAPSHOT_BYTES): the plan is
+the same as in one process, and the child's errors reach the user as they would without it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from adsync_plan import background, pipeline, planfile
+from adsync_plan.config import load_config
+from adsync_plan.errors import AdsyncError
+from tests.conftest import copy_case
+from tests.test_golden import CASE_NAMES
+
+
+class CountingForked(background.Forked):
+    started = 0
+
+    def __init__(self, work):
+        CountingForked.started += 1
+        super().__init__(work)
+
+
+@pytest.fixture
+def forking(monkeypatch):
+    """Every plan from a source forks, and the users arrive in chunks of 3 even from a small directory."""
+    monkeypatch.setattr(pipeline, "CHILD_FROM_SNAPSHOT_BYTES", 0)
+    monkeypatch.setattr(pipeline, "CHUNK", 3)
+    monkeypatch.setattr(pipeline.background, "Forked", CountingForked)
+    CountingForked.started = 0
+    return CountingForked
+
+
+def plan_document(case, refresh=True) -> dict:
+    doc = planfile.to_document(pipeline.make_plan(load_config(case / "adsync.yaml"), refresh_pbx=refresh).plan)
+    doc["base_state"].pop("lineage")  # new at random when there is no snapshot yet
+    return {k: v for k, v in doc.items() if k not in ("plan_id", "created_at", "expires_at")}
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_a_plan_made_with_a_child_process_equals_the_plan_made_in_one(name, tmp_path, forking, monkeypatch):
+    case = copy_case(name, tmp_path)
+    with monkeypatch.context() as alone:
+        alone.setattr(pipeline, "CHILD_FROM_SNAPSHOT_BYTES", float("inf"))
+        in_one = plan_document(case)
+    assert forking.started == 0
+    assert plan_document(case) == in_one  # changes, diagnostics, summary, bindings and desired_sha256 included
+    assert forking.started == 1
+
+
+def test_small_runs_stay_in_one_process(cli, demo, monkeypatch):
+    monkeypatch.setattr(pipeline.background, "Forked", CountingForked)
+    CountingForked.started = 0
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
+    assert cli("plan", "-c", demo / "adsync.yaml", "--no-refresh")[0] == 0
+    assert CountingForked.started == 0
+
+
+def test_plan_against_the_snapshot_with_a_child(cli, demo, forking):
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
+    code, out, err = cli("plan", "-c", demo / "adsync.yaml", "--no-refresh", "--detailed-exitcode")
+    assert code == 2 and "Plan: " in out, err
+    assert forking.started == 1
+
+
+def test_a_malformed_ldif_read_by_the_child_is_one_sentence(cli, demo, forking):
+    (demo / "directory.ldif").write_text("dn: CN=a\nno colon here\n")
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml")
+    assert code == 1 and "directory.ldif:2: expected 'attribute: value'" in err and "Traceback" not in err
+    assert forking.started == 1
+
+
+def test_an_entry_that_fails_while_users_stream_is_one_sentence(cli, demo, forking):
+    records = (demo / "directory.ldif").read_text(encoding="utf-8").split("\n\n")
+    # the last user loses its objectGUID: the error comes after the first chunks were sent
+    last = max(i for i, r in enumerate(records) if "objectClass: person" in r)
+    records[last] = "\n".join(line for line in records[last].splitlines() if not line.startswith("objectGUID"))
+    (demo / "directory.ldif").write_text("\n\n".join(records), encoding="utf-8")
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml")
+    assert code == 1 and "has no objectGUID" in err and "Traceback" not in err
+
+
+def test_the_directory_error_comes_before_the_snapshot_error(cli, demo, forking):
+    (demo / "directory.ldif").write_text("objectClass: user\n")
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "--no-refresh")  # and there is no snapshot either
+    assert code == 1 and "a record must start with 'dn:'" in err and "no state snapshot" not in err
+
+
+def test_the_snapshot_error_when_the_directory_is_fine(cli, demo, forking):
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "--no-refresh")
+    assert code == 1 and "no state snapshot" in err
+
+
+def _crash():
+    yield "first"
+    raise ZeroDivisionError("boom")
+
+
+def test_a_bug_in_the_child_shows_its_traceback():
+    with background.Forked(_crash) as child:
+        assert child.next() == "first"
+        with pytest.raises(RuntimeError, match="ZeroDivisionError: boom"):
+            child.next()
+
+
+def _die():
+    os._exit(3)
+    yield  # pragma: no cover
+
+
+def test_a_child_that_dies_is_an_error_with_its_exit_code():
+    with background.Forked(_die) as child, pytest.raises(AdsyncError, match="exit code 3"):
+        child.next()
+
+
+def _forever():
+    yield "ready"
+    while True:
+        yield "more"
+
+
+def test_leaving_early_stops_the_child():
+    with background.Forked(_forever) as child:
+        assert child.next() == "ready"
+        process = child._child
+    assert not process.is_alive()
