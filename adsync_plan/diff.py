@@ -6,6 +6,8 @@ fields that changed (a whole-state DeepDiff costs ~80 s at 100,000 users; this c
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from deepdiff import DeepDiff
 
 from adsync_plan.model import Action, PbxState, PhoneUser
@@ -27,35 +29,36 @@ def orphaned(user: PhoneUser) -> PhoneUser:
     return user.changed(last_name=last, internal_numbers=keep, external_numbers=(), fax_numbers=())
 
 
-def actions(decisions: Decisions, state: PbxState) -> tuple[list[Action], int]:
-    """The actions in apply order (orphans, updates, creates, each sorted), and the unchanged count."""
-    orphans, updates, creates, unchanged = [], [], [], 0
+def actions(decisions: Decisions, state: PbxState, map_fields=map) -> tuple[list[Action], int]:
+    """The actions in apply order (orphans, updates, creates, each sorted), and the unchanged count.
+
+    Naming the changed fields with deepdiff is the costly part (about 0.2 ms a changed user, a minute when
+    all 100,000 change): `map_fields(changed_fields_of, changes)` may spread it over processes."""
+    changes, unchanged = [], 0
     for pbx_id in decisions.orphans:
         before = state.users[pbx_id]
         after = orphaned(before)
         if after != before:
-            orphans.append(
-                Action(
-                    f"pbx_user.{before.login_id}",
-                    "orphan",
-                    pbx_id,
-                    before,
-                    after,
-                    changed_fields(before, after),
-                )
-            )
+            changes.append(Action(f"pbx_user.{before.login_id}", "orphan", pbx_id, before, after))
     for account in sorted(decisions.matches):
         desired, pbx_id, _ = decisions.matches[account]
         before = state.users[pbx_id]
         if before == desired.user:
             unchanged += 1
             continue
-        fields = changed_fields(before, desired.user)
-        updates.append(Action(desired.address, "update", pbx_id, before, desired.user, fields, desired.source_id))
-    for account in sorted(decisions.creates):
-        desired = decisions.creates[account]
-        creates.append(Action(desired.address, "create", None, None, desired.user, (), desired.source_id))
-    return orphans + updates + creates, unchanged
+        changes.append(Action(desired.address, "update", pbx_id, before, desired.user, (), desired.source_id))
+    named = [
+        replace(a, fields=fields) for a, fields in zip(changes, map_fields(changed_fields_of, changes), strict=True)
+    ]
+    creates = [
+        Action(desired.address, "create", None, None, desired.user, (), desired.source_id)
+        for desired in (decisions.creates[account] for account in sorted(decisions.creates))
+    ]
+    return named + creates, unchanged
+
+
+def changed_fields_of(action: Action) -> tuple[str, ...]:
+    return changed_fields(action.before, action.after)
 
 
 def bindings(decisions: Decisions) -> dict[str, str]:

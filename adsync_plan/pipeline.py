@@ -191,7 +191,7 @@ def _plan(
         config,
         desired.attributes,
     )
-    actions, unchanged = diff.actions(decisions, snapshot.state)
+    actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
     diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
     if desired_path is not None and desired.config_sha256 not in ("", config.sha256):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from adsync_plan import background, pipeline, planfile
+from adsync_plan import background, diff, pipeline, planfile
 from adsync_plan.config import load_config
 from adsync_plan.errors import AdsyncError
 from tests.conftest import copy_case
@@ -125,3 +125,42 @@ def test_leaving_early_stops_the_child():
         assert child.next() == "ready"
         process = child._child
     assert not process.is_alive()
+
+
+def _pid_and_square(x: int) -> tuple[int, int]:
+    return os.getpid(), x * x
+
+
+def test_parallel_map_computes_the_second_half_in_a_child():
+    results = background.parallel_map(_pid_and_square, list(range(10)), at_least=2)
+    assert [square for _, square in results] == [x * x for x in range(10)]
+    assert {pid for pid, _ in results[:5]} == {os.getpid()}
+    assert os.getpid() not in {pid for pid, _ in results[5:]}
+
+
+def test_parallel_map_of_few_items_stays_in_one_process():
+    assert {pid for pid, _ in background.parallel_map(_pid_and_square, [1, 2, 3])} == {os.getpid()}
+
+
+def _fails_on_seven(x: int) -> int:
+    if x == 7:
+        raise PbxLikeError("seven is not allowed.")
+    return x
+
+
+class PbxLikeError(AdsyncError):
+    pass
+
+
+def test_parallel_map_raises_the_childs_error():
+    with pytest.raises(PbxLikeError, match="seven"):
+        background.parallel_map(_fails_on_seven, list(range(10)), at_least=2)
+
+
+def test_the_diff_names_fields_the_same_in_two_processes(demo):
+    result = pipeline.make_plan(load_config(demo / "adsync.yaml"))
+    alone, _ = diff.actions(result.decisions, result.snapshot.state)
+    both, _ = diff.actions(
+        result.decisions, result.snapshot.state, lambda fn, items: background.parallel_map(fn, items, at_least=2)
+    )
+    assert both == alone and sum(1 for a in alone if a.fields) >= 2

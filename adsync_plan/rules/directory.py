@@ -86,8 +86,11 @@ def _lowered(groups: tuple[str, ...]) -> frozenset[str]:
 
 
 def render_users(directory: Directory, config: Config) -> Rendered:
+    """The directory rules, user by user as the users arrive (they may stream from another process), then
+    the uniqueness rules over all of them."""
     rules = NumberRules(config.numbering)
-    candidates: list[tuple[DirectoryUser, PhoneUser | None, list[Diagnostic]]] = []
+    candidates: list[tuple[DirectoryUser, DesiredUser | None, list[Diagnostic]]] = []
+    counts = {"account": Counter(), "email": Counter()}  # lower-case value -> users with it
     out_of_scope = 0
     debug = log.isEnabledFor(logging.DEBUG)  # skip building the arguments of 100,000 unused messages
     for user in directory.users:
@@ -98,11 +101,15 @@ def render_users(directory: Directory, config: Config) -> Rendered:
                 log.debug("%s: out of scope (not enabled or in no configured group): %s", address_of(user), user.dn)
             continue
         shape, found = _check_user(user, role, rules, directory.attributes, config)
-        candidates.append((user, shape, found))
-    _check_unique(candidates, "account", "DUPLICATE_ACCOUNT", "sAMAccountName", directory.attributes)
-    _check_unique(candidates, "email", "DUPLICATE_EMAIL", "e-mail address", directory.attributes)
+        desired = DesiredUser(user.account.lower(), user.source_id, user.dn, shape) if shape else None
+        candidates.append((user, desired, found))
+        for field_name, values in counts.items():
+            if value := getattr(user, field_name):
+                values[value.lower()] += 1
+    _check_unique(candidates, counts["account"], "account", "DUPLICATE_ACCOUNT", "sAMAccountName", directory.attributes)
+    _check_unique(candidates, counts["email"], "email", "DUPLICATE_EMAIL", "e-mail address", directory.attributes)
     rendered = Rendered(desired={}, held=[], out_of_scope=out_of_scope)
-    for user, shape, found in candidates:
+    for user, desired, found in candidates:
         if found:
             rendered.held.append(
                 HeldUser(address_of(user), user.account, user.source_id, user.dn, user.email, tuple(found))
@@ -110,10 +117,9 @@ def render_users(directory: Directory, config: Config) -> Rendered:
             if debug:
                 log.debug("%s: held: %s", address_of(user), "; ".join(d.code for d in found))
         else:
-            account = user.account.lower()
-            rendered.desired[account] = DesiredUser(account, user.source_id, user.dn, shape)
+            rendered.desired[desired.account] = desired
             if debug:
-                log.debug("%s: desired as %s", address_of(user), shape)
+                log.debug("%s: desired as %s", address_of(user), desired.user)
     rendered.held.sort(key=lambda h: (h.address, h.source_id))
     return rendered
 
@@ -175,12 +181,13 @@ def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, 
     return shape, check.found
 
 
-def _check_unique(candidates, field_name: str, code: str, label: str, attributes) -> None:
-    """R2 and R14: every user sharing a value (case-insensitive) is held."""
-    values = [(value.lower(), user, found) for user, _, found in candidates if (value := getattr(user, field_name))]
-    counts = Counter(value for value, _, _ in values)
+def _check_unique(candidates, counts: Counter, field_name: str, code: str, label: str, attributes) -> None:
+    """R2 and R14: every user sharing a value (case-insensitive) is held. `counts` counts the values."""
+    if max(counts.values(), default=0) < 2:
+        return  # the usual case
     by_value = defaultdict(list)  # only the shared values
-    for value, user, found in values:
+    for user, _, found in candidates:
+        value = (getattr(user, field_name) or "").lower()
         if counts[value] > 1:
             by_value[value].append((user, found))
     for value, users in by_value.items():

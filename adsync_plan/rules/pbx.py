@@ -237,7 +237,7 @@ class Reconciler:
         active = list(self._active())
         claims = Counter(user.user.login_id for _, user, _ in active)
         twice = defaultdict(list)  # only the logins claimed more than once
-        for _, user, _ in active:
+        for _, user, _ in active if len(claims) < len(active) else ():
             if claims[user.user.login_id] > 1:
                 twice[user.user.login_id].append(user)
         held = []

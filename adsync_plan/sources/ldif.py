@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
@@ -51,7 +50,6 @@ def stream_directory(
     )
 
 
-@functools.lru_cache(maxsize=65536)
 def normalise_dn(dn: str) -> str:
     """Lower case, no blanks around separators: the form group DNs are compared in."""
     dn = dn.lower()
@@ -64,7 +62,8 @@ def _users(entries, attrs, nested: bool, path: Path, progress: Progress) -> Iter
     parents = _group_parents(groups)
     direct_of = _direct_memberships(entries, groups)
     closure_cache: dict[str, frozenset[str]] = {}
-    count = 0
+    shared: dict[frozenset[str], frozenset[str]] = {}  # one object per distinct set of groups: less memory,
+    count = 0  # and cheaper to send to another process
     for (dn, entry), cls in zip(entries, classes, strict=True):
         if not _is_person(cls):
             continue
@@ -73,7 +72,8 @@ def _users(entries, attrs, nested: bool, path: Path, progress: Progress) -> Iter
         if nested:
             for group in direct:
                 all_groups |= _ancestors(group, parents, closure_cache)
-        yield ad.to_directory_user(dn, entry, attrs, all_groups)
+        groups = frozenset(all_groups)
+        yield ad.to_directory_user(dn, entry, attrs, shared.setdefault(groups, groups))
         count += 1
     progress.advance(count)
     progress.done()
@@ -81,7 +81,7 @@ def _users(entries, attrs, nested: bool, path: Path, progress: Progress) -> Iter
 
 
 def _object_classes(entry) -> set[str]:
-    return {(v.decode() if isinstance(v, bytes) else v).lower() for v in entry.get("objectclass", ())}
+    return {v.lower() for v in _values(entry, "objectclass")}
 
 
 def _is_person(classes: set[str]) -> bool:
