@@ -82,27 +82,30 @@ class NumberRules:
         return None
 
     def user_numbers(self, phones, faxes) -> UserNumbers:
-        primary, internal, external, invalid = None, [], [], []
+        primary, internal, external, fax, invalid = None, set(), set(), set(), []
         for value in phones:
-            parsed = self.parse(value)
-            if parsed.kind == "invalid":
+            kind, number = self.parse(value)
+            if kind == "invalid":
                 invalid.append(value)
-                continue
-            (internal if parsed.kind == "internal" else external).append(parsed.number)
-            if primary is None:
-                primary = parsed.number if parsed.kind == "internal" else self.derive_internal(parsed.number)
-        fax = []
+            elif kind == "internal":
+                internal.add(number)
+                primary = primary or number
+            else:
+                external.add(number)
+                primary = primary or self.derive_internal(number)
         for value in faxes:
-            parsed = self.parse(value)
-            (invalid if parsed.kind == "invalid" else fax).append(parsed.number)
-        if primary is not None and primary not in internal:
-            internal.append(primary)
-        fax_set = set(fax)
+            kind, number = self.parse(value)
+            if kind == "invalid":
+                invalid.append(value)
+            else:
+                fax.add(number)
+        if primary is not None:
+            internal.add(primary)
         return UserNumbers(
             primary=primary,
-            internal=tuple(sorted(set(internal) - fax_set)),
-            external=tuple(sorted(set(external) - fax_set)),
-            fax=tuple(sorted(fax_set)),
+            internal=tuple(sorted(internal - fax)),
+            external=tuple(sorted(external - fax)),
+            fax=tuple(sorted(fax)),
             invalid=tuple(invalid),
         )
 
