@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 
@@ -34,12 +35,13 @@ class Forked:
         except EOFError:
             self._child.join()
             raise AdsyncError(
-                f"the process reading the directory stopped unexpectedly (exit code {self._child.exitcode})."
+                f"a child process of adsync-plan stopped unexpectedly (exit code {self._child.exitcode}; "
+                "-9 is often the system ending it for lack of memory); nothing was changed, run it again."
             ) from None
         if kind == "error":
             raise value
         if kind == "crash":
-            raise RuntimeError(f"the process reading the directory failed:\n{value}")
+            raise RuntimeError(f"a child process of adsync-plan failed:\n{value}")
         return value
 
     def __enter__(self) -> Forked:
@@ -53,6 +55,7 @@ class Forked:
 
 
 def _run(work: Callable[[], Iterator], answer) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops this child
     try:
         for value in work():
             answer.send(("ok", value))
