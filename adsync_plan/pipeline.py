@@ -151,7 +151,9 @@ def _plan_from_source(config: Config, refresh_pbx: bool, allow_mass_orphan: bool
 def _read_then_digest(config: Config, progress: Progress):
     """The child's answers: the directory without users, its users in chunks as they are read, an empty
     chunk, then the digest of the desired state."""
-    directory = sources.stream_directory(config.source, config.scope, config.attributes, config.base_dir, progress)
+    directory = sources.read_directory(
+        config.source, config.scope, config.attributes, config.base_dir, progress, stream=True
+    )
     yield replace(directory, users=())
     users, reading = [], iter(directory.users)
     while chunk := tuple(itertools.islice(reading, CHUNK)):

@@ -28,19 +28,9 @@ def read_directory(
     attributes: Mapping,
     base_dir: Path,
     progress: Progress = NO_PROGRESS,
+    stream: bool = False,
 ) -> Directory:
+    """With `stream`, `users` may be an iterator (read once) that the source fills as it reads."""
     module = importlib.import_module(SOURCES[settings["type"]])
-    return module.read_directory(settings, scope, attributes or {}, base_dir, progress)
-
-
-def stream_directory(
-    settings: Mapping,
-    scope: Scope,
-    attributes: Mapping,
-    base_dir: Path,
-    progress: Progress = NO_PROGRESS,
-) -> Directory:
-    """read_directory, except that `users` may be an iterator (read once) that a source fills as it reads."""
-    module = importlib.import_module(SOURCES[settings["type"]])
-    read = getattr(module, "stream_directory", module.read_directory)
+    read = getattr(module, "stream_directory", module.read_directory) if stream else module.read_directory
     return read(settings, scope, attributes or {}, base_dir, progress)
