@@ -39,6 +39,8 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from tests.servers.threaded import ThreadedServer
+
 TENANT_ID = "8b1b5a1e-3c1f-4d5e-9a40-6e2f0c7d9a11"
 CLIENT_ID = "2f6d1c9a-7e54-4b8f-a1d2-93c0e5b7f6a4"
 CLIENT_SECRET = "Xq9~s3cr3t.V4lue_never-logged"
@@ -127,7 +129,7 @@ def group_id(name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"graph-group-{name}"))
 
 
-class GraphServer:
+class GraphServer(ThreadedServer):
     """One tenant, one registered application (a client secret and, optionally, a certificate)."""
 
     def __init__(
@@ -158,7 +160,6 @@ class GraphServer:
         self._cursors: dict[str, tuple[str, int]] = {}  # skiptoken -> (issued path, offset)
         self._lock = threading.Lock()
         self._closures: dict[str, list[tuple[str, str]]] = {}
-        self._httpd: ThreadingHTTPServer | None = None
 
     # --- life cycle -------------------------------------------------------------------------------
 
@@ -169,26 +170,11 @@ class GraphServer:
         # the handshake happens in the handler thread, so a slow client never blocks the accept loop
         httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         httpd.graph = self
-        self._httpd = httpd
-        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
+        return self.serve(httpd)
 
     def stop(self) -> None:
-        if self._httpd:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        super().stop()
         self._dir.cleanup()
-
-    def __enter__(self) -> GraphServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
 
     @property
     def base_url(self) -> str:

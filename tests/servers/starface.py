@@ -33,6 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from tests.servers.threaded import ThreadedServer
+
 # Plausible names; the real PBX's names are unverified, which is why the provider looks them up by name.
 DEFAULT_PERMISSIONS = [
     (1, "login_perm", "Login"),
@@ -111,7 +113,7 @@ class Pbx:
     ids: itertools.count = field(default_factory=lambda: itertools.count(100))
 
 
-class StarfaceServer:
+class StarfaceServer(ThreadedServer):
     """Start with `with StarfaceServer(...) as pbx:`; `pbx.url` is the base URL (without /rest)."""
 
     def __init__(
@@ -138,37 +140,15 @@ class StarfaceServer:
         self.token_ttl = TOKEN_TTL
         self.clock_offset = 0.0
         self.tls = tls
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> StarfaceServer:
         handler = type("Handler", (_Handler,), {"pbx": self})
-        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
+        httpd = _QuietServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
         if self.tls:
-            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="starface-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> StarfaceServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+            httpd.socket = self.tls.wrap_socket(httpd.socket, server_side=True)
+        return self.serve(httpd)
 
     @property
     def url(self) -> str:
