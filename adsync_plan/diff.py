@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from deepdiff import DeepDiff
-
 from adsync_plan.model import Action, PbxState, PhoneUser
 from adsync_plan.rules.pbx import Decisions
 
@@ -17,6 +15,8 @@ ORPHAN_MARK = "-"
 
 
 def changed_fields(before: PhoneUser, after: PhoneUser) -> tuple[str, ...]:
+    from deepdiff import DeepDiff  # here: its import is 40% of every command's start-up, and only plan needs it
+
     diff = DeepDiff(before.to_dict(), after.to_dict(), verbose_level=0)
     return tuple(sorted(str(key) for key in diff.affected_root_keys))
 
