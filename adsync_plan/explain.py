@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from adsync_plan.config import Config
 from adsync_plan.errors import InputError
-from adsync_plan.model import Action, Diagnostic, Directory, DirectoryUser
+from adsync_plan.model import Action, Diagnostic, Directory, DirectoryUser, normalise_dn
 from adsync_plan.rules.directory import DesiredUser, HeldUser, address_of, in_scope
 from adsync_plan.rules.numbers import NumberRules
 
@@ -106,13 +106,9 @@ def _explain_entry(user: DirectoryUser, config: Config, result: PlanResult, dire
     return lines + [""]
 
 
-def _norm_dn(dn: str) -> str:
-    return ",".join(part.strip() for part in dn.lower().split(","))
-
-
 def _scope_lines(user: DirectoryUser, config: Config) -> list[str]:
-    admin = [g for g in config.scope.admin_groups if _norm_dn(g) in user.groups]
-    users = [g for g in config.scope.user_groups if _norm_dn(g) in user.groups]
+    admin = [g for g in config.scope.admin_groups if normalise_dn(g) in user.groups]
+    users = [g for g in config.scope.user_groups if normalise_dn(g) in user.groups]
     how = "directly or through nested groups" if config.scope.nested_groups else "directly"
     role = in_scope(user, config)
     lines = [f"  in scope with the role {role}; enabled: {'yes' if user.enabled else 'no (include_disabled)'}"]

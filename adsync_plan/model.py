@@ -17,6 +17,8 @@ SERVICE_FAX = "fax"
 INTERNAL = "internal"
 EXTERNAL = "external"
 
+# The fields a PBX user update sets (role and numbers have calls of their own).
+EDITABLE_FIELDS = ("login_id", "first_name", "last_name", "email")
 # The fields of the comparable shape, in the order people read them.
 SHAPE_FIELDS = (
     "login_id",
@@ -29,6 +31,12 @@ SHAPE_FIELDS = (
     "external_numbers",
     "fax_numbers",
 )
+
+
+def normalise_dn(dn: str) -> str:
+    """Lower case, no blanks around the separating commas: the form group DNs are compared in."""
+    dn = dn.lower().strip()
+    return ",".join(part.strip() for part in dn.split(",")) if ", " in dn or " ," in dn else dn
 
 
 @dataclass(frozen=True, slots=True)

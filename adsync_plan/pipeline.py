@@ -49,8 +49,8 @@ def render(config: Config, progress: Progress = NO_PROGRESS) -> DesiredState:
     return render_directory(read_directory(config, progress), config)
 
 
-def read_directory(config: Config, progress: Progress = NO_PROGRESS) -> Directory:
-    return sources.read_directory(config.source, config.scope, config.attributes, config.base_dir, progress)
+def read_directory(config: Config, progress: Progress = NO_PROGRESS, stream: bool = False) -> Directory:
+    return sources.read_directory(config.source, config.scope, config.attributes, config.base_dir, progress, stream)
 
 
 def render_directory(directory: Directory, config: Config) -> DesiredState:
@@ -151,9 +151,7 @@ def _plan_from_source(config: Config, refresh_pbx: bool, allow_mass_orphan: bool
 def _read_then_digest(config: Config, progress: Progress):
     """The child's answers: the directory without users, its users in chunks as they are read, an empty
     chunk, then the digest of the desired state."""
-    directory = sources.read_directory(
-        config.source, config.scope, config.attributes, config.base_dir, progress, stream=True
-    )
+    directory = read_directory(config, progress, stream=True)
     yield replace(directory, users=())
     users, reading = [], iter(directory.users)
     while chunk := tuple(itertools.islice(reading, CHUNK)):
@@ -387,9 +385,10 @@ def plan_with_directory(
     config: Config, refresh_pbx: bool = True, progress: Progress = NO_PROGRESS
 ) -> tuple[Directory, PlanResult]:
     """A plan, and the raw directory it was rendered from (for `explain`: entries, attributes, scope)."""
-    directory = sources.read_directory(config.source, config.scope, config.attributes, config.base_dir, progress)
-    desired = DesiredState(render_users(directory, config), dict(directory.attributes), dict(directory.origin))
-    return directory, make_plan(config, None, refresh_pbx, False, progress, rendered=desired)
+    directory = read_directory(config, progress)
+    return directory, make_plan(
+        config, None, refresh_pbx, False, progress, rendered=render_directory(directory, config)
+    )
 
 
 @dataclass

@@ -233,6 +233,6 @@ def applied_plan_ids(state_dir: Path) -> set[str]:
             record = json.loads(line)
         except ValueError:
             continue
-        if record.get("result") in ("applied", "partial"):
+        if record.get("result") == "applied":
             ids.add(record.get("plan_id"))
     return ids

@@ -17,18 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from adsync_plan import cli, pipeline
 from adsync_plan.config import load_config
+from adsync_plan.model import normalise_dn
 from adsync_plan.sources import ad
+from adsync_plan.sources.ldif import parse_ldif
 from tests.servers.graph import CLIENT_SECRET, GraphServer
 
-# the core's modules, present once main is merged into this branch
-pipeline = pytest.importorskip("adsync_plan.pipeline", reason="the core (pipeline, ldif source) is not merged yet")
-cli = pytest.importorskip("adsync_plan.cli")
-ldif = pytest.importorskip("adsync_plan.sources.ldif")
-normalise_dn, parse_ldif = ldif.normalise_dn, ldif.parse_ldif
-
 CASES = Path(__file__).resolve().parent / "cases"
-CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "adsync.yaml").exists()) if CASES.exists() else []
+CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "adsync.yaml").exists())
 ACCOUNT_DISABLED = 0x2
 
 

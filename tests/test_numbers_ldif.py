@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adsync_plan.config import Block, Numbering, Scope
-from adsync_plan.errors import InputError
+from adsync_plan.errors import InputError, SourceError
 from adsync_plan.rules.numbers import NumberRules
 from adsync_plan.sources import ldif
 from adsync_plan.sources.ad import guid_string
@@ -195,3 +195,24 @@ def test_ldif_group_cycles_end(tmp_path):
         ]
     )
     assert "cn=top,ou=groups,dc=x" in read(tmp_path, text)["u1"].groups
+
+
+def test_source_id_takes_the_first_configured_attribute_with_a_value():
+    from adsync_plan.sources.ad import attribute_map, to_directory_user
+
+    attrs = attribute_map({"source_id": ["employeeID", "objectGUID"]})
+    with_id = to_directory_user("CN=a", {"employeeid": ["EMP0000000000042"], "objectguid": [GUID.bytes_le]}, attrs, ())
+    without = to_directory_user("CN=b", {"objectguid": [GUID.bytes_le]}, attrs, ())
+    # a 16-character text id stays text: only GUID attributes are read as 16 binary bytes
+    assert with_id.source_id == "emp0000000000042"
+    assert without.source_id == str(GUID)
+    with pytest.raises(SourceError, match="has no employeeID/objectGUID"):
+        to_directory_user("CN=c", {}, attrs, ())
+
+
+def test_a_16_byte_text_id_from_ldap_bytes_is_not_taken_for_a_guid():
+    from adsync_plan.sources.ad import attribute_map, to_directory_user
+
+    attrs = attribute_map({"source_id": "employeeID"})
+    user = to_directory_user("CN=a", {"employeeid": [b"EMP0000000000042"]}, attrs, ())
+    assert user.source_id == "emp0000000000042"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.starface import StarfaceServer
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo"
 SECRETS = {
@@ -156,11 +158,10 @@ def test_error_paths_of_the_network_components_at_trace_level(tmp_path, source, 
 
 
 def test_every_command_against_a_live_starface_at_trace_level(tmp_path):
-    """With the STARFACE test server (tests/servers/starface.py, from the starface provider's branch), the
-    password is really used: login handshake, reads, creates. Skipped where that server is not there yet."""
-    servers = pytest.importorskip("tests.servers.starface")
+    """With the STARFACE test server (tests/servers/starface.py) the password is really used: login
+    handshake, reads, creates."""
     folder = copy_demo(tmp_path)
-    with servers.StarfaceServer(password=SECRETS["ADSYNC_STARFACE_PASSWORD"]) as pbx:
+    with StarfaceServer(password=SECRETS["ADSYNC_STARFACE_PASSWORD"]) as pbx:
         pbx.add_user("0001", "Admin", "STARFACE", "admin@example.com")
         pbx.grant(pbx.user_ids_by_login("0001")[0])
         for n in range(20, 60):

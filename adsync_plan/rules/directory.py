@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from adsync_plan.config import Config
-from adsync_plan.model import ROLE_ADMIN, ROLE_USER, Diagnostic, Directory, DirectoryUser, PhoneUser
+from adsync_plan.model import ROLE_ADMIN, ROLE_USER, Diagnostic, Directory, DirectoryUser, PhoneUser, normalise_dn
 from adsync_plan.rules.numbers import NumberRules
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ _LOWERED: dict[tuple, frozenset] = {}
 
 def _lowered(groups: tuple[str, ...]) -> frozenset[str]:
     if groups not in _LOWERED:
-        _LOWERED[groups] = frozenset(",".join(p.strip() for p in g.lower().split(",")) for g in groups)
+        _LOWERED[groups] = frozenset(normalise_dn(g) for g in groups)
     return _LOWERED[groups]
 
 

@@ -94,9 +94,6 @@ class Reconciler:
         bound_as_admin = desired is not None and desired.user.role == ROLE_ADMIN
         return not (bound_as_admin and self.bindings.get(desired.source_id) == pbx_id)
 
-    def is_managed(self, pbx_id: str) -> bool:
-        return self.config.ownership == "all" or pbx_id in self.bound_ids
-
     # -- the steps, in order -------------------------------------------------------------------------
 
     def run(self) -> Decisions:

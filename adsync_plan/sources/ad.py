@@ -24,11 +24,13 @@ DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "enabled": ("userAccountControl",),
 }
 ACCOUNTDISABLE = 0x2
+# attributes that hold a GUID as 16 bytes: objectGUID, and mS-DS-ConsistencyGuid (Entra Connect's anchor)
+GUID_ATTRIBUTES = frozenset({"objectguid", "ms-ds-consistencyguid"})
 
 
-def attribute_map(overrides: Mapping) -> dict[str, tuple[str, ...]]:
+def attribute_map(overrides: Mapping, defaults: Mapping = DEFAULT_ATTRIBUTES) -> dict[str, tuple[str, ...]]:
     """The defaults with the configuration's `attributes:` overrides applied."""
-    out = dict(DEFAULT_ATTRIBUTES)
+    out = dict(defaults)
     for field, value in (overrides or {}).items():
         out[field] = (value,) if isinstance(value, str) else tuple(value)
     return out
@@ -85,13 +87,10 @@ def _enabled(entry: Mapping[str, list], names: Sequence[str]) -> bool:
 
 def to_directory_user(dn: str, entry: Mapping[str, list], attrs: Mapping[str, Sequence[str]], groups) -> DirectoryUser:
     """Map one entry. `entry` keys must be lower case; `groups` are the user's group DNs (lower case)."""
-    raw_id = entry.get(attrs["source_id"][0].lower())
-    if not raw_id:
-        raise SourceError(f"{dn}: the entry has no {attrs['source_id'][0]}; it cannot be bound to a PBX user.")
-    try:
-        source_id = guid_string(raw_id[0])
-    except ValueError:
-        source_id = _text(raw_id[0]).lower()
+    source_id = _source_id(entry, attrs["source_id"])
+    if not source_id:
+        names = "/".join(attrs["source_id"])
+        raise SourceError(f"{dn}: the entry has no {names}; it cannot be bound to a PBX user.")
     return DirectoryUser(
         source_id=source_id,
         dn=dn,
@@ -104,6 +103,26 @@ def to_directory_user(dn: str, entry: Mapping[str, list], attrs: Mapping[str, Se
         groups=frozenset(groups),
         enabled=_enabled(entry, attrs["enabled"]),
     )
+
+
+def _source_id(entry: Mapping[str, list], names: Sequence[str]) -> str | None:
+    """The first of the attributes with a value, lower case: a GUID attribute in the form Windows shows,
+    any other as text (hexadecimal if it is binary)."""
+    for name in names:
+        values = entry.get(name.lower())
+        if not values:
+            continue
+        value = values[0]
+        if name.lower() in GUID_ATTRIBUTES:
+            try:
+                return guid_string(value)
+            except ValueError:
+                pass  # not a GUID after all: compare it as it is
+        try:
+            return _text(value).strip().lower()
+        except UnicodeDecodeError:
+            return value.hex()
+    return None
 
 
 def diagnostic_names(attrs: Mapping[str, Sequence[str]]) -> dict[str, str]:

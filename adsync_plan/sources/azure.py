@@ -31,6 +31,7 @@ import requests
 from adsync_plan.config import Scope, secret_from_env
 from adsync_plan.errors import ConfigError, SourceError
 from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress
+from adsync_plan.sources import ad
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def read_directory(
     log.info("Read %d users and %d scope groups from Entra ID tenant %s.", len(users), len(groups), graph.tenant_id)
     return Directory(
         users=users,
-        attributes={field: "/".join(names) for field, names in attrs.items()},
+        attributes=ad.diagnostic_names(attrs),
         origin={"type": "azure", "tenant_id": settings["tenant_id"], "graph_url": graph.graph_url},
     )
 
@@ -86,12 +87,10 @@ def read_directory(
 
 def attribute_map(settings: Mapping, overrides: Mapping) -> dict[str, tuple[str, ...]]:
     """The Graph properties per field: SPEC 4, `account_from`, then the `attributes:` overrides."""
-    out = dict(DEFAULT_ATTRIBUTES)
+    defaults = dict(DEFAULT_ATTRIBUTES)
     if settings.get("account_from") == UPN:
-        out["account"] = (UPN,)
-    for field, value in (overrides or {}).items():
-        out[field] = (value,) if isinstance(value, str) else tuple(value)
-    return out
+        defaults["account"] = (UPN,)
+    return ad.attribute_map(overrides, defaults)
 
 
 def select_list(attrs: Mapping[str, Sequence[str]]) -> list[str]:
@@ -380,7 +379,7 @@ class GraphClient:
                 self._wait(backoff(attempt), f"{type(err).__name__}", what, number, attempt)
                 continue
             status = response.status_code
-            if status == 401 and not renewed:
+            if status == 401 and not renewed and attempt < MAX_ATTEMPTS:
                 renewed = True
                 self.renew_token()
                 continue

@@ -33,8 +33,14 @@ from ldap3.utils.dn import parse_dn
 
 from adsync_plan.config import Scope, secret_from_env
 from adsync_plan.errors import ConfigError, SourceError
-from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress
-from adsync_plan.sources.ad import attribute_map, diagnostic_names, requested_attributes, to_directory_user
+from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress, normalise_dn
+from adsync_plan.sources.ad import (
+    GUID_ATTRIBUTES,
+    attribute_map,
+    diagnostic_names,
+    requested_attributes,
+    to_directory_user,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +89,9 @@ def read_directory(
     attrs = attribute_map(attributes)
     base_dn = settings["base_dn"]
     bind_dn = settings.get("bind_dn")
-    password = _password(settings, base_dir) if bind_dn else None
+    password = (
+        secret_from_env("the configuration", "source.password_env", settings.get("password_env")) if bind_dn else None
+    )
     page_size = int(settings.get("page_size", DEFAULT_PAGE_SIZE))
     with _connected(endpoint, bind_dn, password) as conn:
         reader = _Reader(conn, endpoint, page_size)
@@ -135,11 +143,6 @@ def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
         server_name=settings.get("tls_server_name"),
         timeout=float(settings.get("timeout", DEFAULT_TIMEOUT)),
     )
-
-
-def _password(settings: Mapping, base_dir: Path) -> str:
-    where = Path(base_dir) / "adsync.yaml"
-    return secret_from_env(where, "source.password_env", settings.get("password_env"))
 
 
 # --- connection -----------------------------------------------------------------------------------------
@@ -396,24 +399,23 @@ class _PageMapper:
 
     def __init__(self, attrs: Mapping, aliases: Mapping[str, frozenset[str]]):
         self.attrs, self.aliases = attrs, aliases
-        self.source_id_attr = attrs["source_id"][0].lower()
         self.interned: dict[str, str] = {}  # group DN as read -> one lower-case string shared by all members
 
     def map(self, page: list[dict]) -> list[DirectoryUser]:
         users = []
         for response in page:
-            entry = _entry(response["raw_attributes"], self.source_id_attr)
+            entry = _entry(response["raw_attributes"])
             groups = _groups(entry.get("memberof", ()), self.aliases, self.interned)
             users.append(to_directory_user(response["dn"], entry, self.attrs, groups))
         return users
 
 
-def _entry(raw: Mapping[str, list[bytes]], source_id_attr: str) -> dict[str, list]:
-    """Lower-case keys, text values decoded as UTF-8 (LDAP's string encoding); the id stays bytes."""
+def _entry(raw: Mapping[str, list[bytes]]) -> dict[str, list]:
+    """Lower-case keys, text values decoded as UTF-8 (LDAP's string encoding); GUIDs stay bytes."""
     entry = {}
     for name, values in raw.items():
         key = name.lower()
-        if key == source_id_attr:
+        if key in GUID_ATTRIBUTES:
             entry[key] = list(values)
         else:
             entry[key] = [v.decode("utf-8", "replace") for v in values]
@@ -448,9 +450,8 @@ def scope_aliases(reader: _Reader, scope: Scope) -> dict[str, frozenset[str]]:
         members = {actual}
         if scope.nested_groups:
             members |= nested_groups(reader, actual)
-        spellings = {configured.lower(), normalise_dn(configured)}
         for dn in members:
-            aliases.setdefault(dn.lower(), set()).update(spellings)
+            aliases.setdefault(dn.lower(), set()).add(normalise_dn(configured))
     return {dn: frozenset(names) for dn, names in aliases.items()}
 
 
@@ -466,11 +467,6 @@ def nested_groups(reader: _Reader, group_dn: str) -> set[str]:
 def tidy_dn(dn: str) -> str:
     """Without blanks around the separating commas (RFC 2253 allowed them; ldap3 and RFC 4514 do not)."""
     return _BLANKS_AROUND_COMMA.sub(",", dn.strip())
-
-
-def normalise_dn(dn: str) -> str:
-    """Lower case without blanks around the commas: the form the ldif source compares group DNs in."""
-    return ",".join(part.strip() for part in dn.lower().split(","))
 
 
 def domain_of(dn: str) -> str:

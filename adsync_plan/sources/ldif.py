@@ -15,7 +15,7 @@ from pathlib import Path
 
 from adsync_plan.config import Scope
 from adsync_plan.errors import InputError
-from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress
+from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress, normalise_dn
 from adsync_plan.sources import ad
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,6 @@ def stream_directory(
         attributes=ad.diagnostic_names(attrs),
         origin={"type": "ldif", "path": str(settings["path"])},
     )
-
-
-def normalise_dn(dn: str) -> str:
-    """Lower case, no blanks around separators: the form group DNs are compared in."""
-    dn = dn.lower()
-    return ",".join(part.strip() for part in dn.split(",")) if ", " in dn or " ," in dn else dn
 
 
 def _users(entries, attrs, nested: bool, path: Path, progress: Progress) -> Iterator[DirectoryUser]:
@@ -99,9 +93,15 @@ def _values(entry, name) -> list[str]:
 def _direct_memberships(entries, groups) -> dict[str, set[str]]:
     """member DN -> its direct groups, from memberOf on the members and member on the groups."""
     direct: dict[str, set[str]] = {}
+    normalised: dict[str, str] = {}  # memberOf as written -> normalised: the same few groups on every user
     for dn, entry in entries:
-        for group in _values(entry, "memberof"):
-            direct.setdefault(normalise_dn(dn), set()).add(normalise_dn(group))
+        member_of = _values(entry, "memberof")
+        if member_of:
+            mine = direct.setdefault(normalise_dn(dn), set())
+            for group in member_of:
+                if group not in normalised:
+                    normalised[group] = normalise_dn(group)
+                mine.add(normalised[group])
     for group_dn, entry in groups.items():
         for member in _values(entry, "member"):
             direct.setdefault(normalise_dn(member), set()).add(group_dn)
@@ -113,9 +113,9 @@ def _group_parents(groups) -> dict[str, set[str]]:
     for group_dn, entry in groups.items():
         for parent in _values(entry, "memberof"):
             parents.setdefault(group_dn, set()).add(normalise_dn(parent))
-        for member in _values(entry, "member"):
-            if normalise_dn(member) in groups:
-                parents.setdefault(normalise_dn(member), set()).add(group_dn)
+        for member in map(normalise_dn, _values(entry, "member")):
+            if member in groups:
+                parents.setdefault(member, set()).add(group_dn)
     return parents
 
 
@@ -135,7 +135,7 @@ def _ancestors(group: str, parents, cache) -> frozenset[str]:
 
 def parse_ldif(text: str, filename: str = "<ldif>") -> Iterator[tuple[str, dict[str, list]]]:
     """Yield (dn, {attribute lower case: [values]}) per record. Base64 values stay bytes unless UTF-8."""
-    dn, entry, start = None, {}, 0
+    dn, entry = None, {}
     for lineno, line in _logical_lines(text):
         if line is None:  # blank line: end of record
             if dn is not None:
@@ -148,7 +148,7 @@ def parse_ldif(text: str, filename: str = "<ldif>") -> Iterator[tuple[str, dict[
                 continue
             if name != "dn":
                 raise InputError(f"{filename}:{lineno}: a record must start with 'dn:', found {name!r}.")
-            dn, start = _as_text(value, filename, lineno), lineno
+            dn = _as_text(value, filename, lineno)
             continue
         if name in ("changetype", "control"):
             if name == "changetype" and str(value).lower() != "add":
@@ -157,7 +157,6 @@ def parse_ldif(text: str, filename: str = "<ldif>") -> Iterator[tuple[str, dict[
         entry.setdefault(name.split(";", 1)[0].lower(), []).append(value)
     if dn is not None:
         yield dn, entry
-    del start
 
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str | None]]:
@@ -190,7 +189,7 @@ def _attribute(line: str, filename: str, lineno: int) -> tuple[str, str | bytes]
         except (binascii.Error, ValueError):
             raise InputError(f"{filename}:{lineno}: the base64 value of {name} is not valid base64.") from None
         try:
-            return name, raw.decode("utf-8") if name.lower() != "objectguid" else raw
+            return name, raw if name.lower() in ad.GUID_ATTRIBUTES else raw.decode("utf-8")
         except UnicodeDecodeError:
             return name, raw
     if rest.startswith("<"):
