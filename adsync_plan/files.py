@@ -127,17 +127,20 @@ def render_document(doc: dict) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Temporary file in the same folder, fsync, rename: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:
+        raise InputError(f"{path}: cannot write it: {err.strerror}; check the path and its folder.") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)  # gone already after the rename
 
 
 def write_document(path: Path, doc: dict) -> None:

@@ -62,7 +62,11 @@ def check_applicable(plan: Plan, path: Path, now: datetime, applied: set[str]) -
     """Refuse a plan that expired, was applied already, or was refused by the safety valve."""
     if plan.plan_id in applied:
         raise PlanRefused(f"{path}: plan {plan.plan_id} was applied already (states/audit.jsonl); make a new plan.")
-    if now >= parse_time(plan.expires_at):
+    try:
+        expires = parse_time(plan.expires_at)
+    except ValueError:
+        raise PlanRefused(f"{path}: expires_at {plan.expires_at!r} is no valid time; make a new plan.") from None
+    if now >= expires:
         raise PlanRefused(f"{path}: plan {plan.plan_id} expired at {plan.expires_at} (plan.ttl); make a new plan.")
     if any(d.code == "SAFETY_THRESHOLD" and d.severity == "error" for d in plan.diagnostics):
         raise PlanRefused(f"{path}: the safety valve refused this plan; make a new one with --allow-mass-orphan.")

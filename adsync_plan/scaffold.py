@@ -69,7 +69,7 @@ def _github_env(names: list[str]) -> str:
     return "    env:\n" + "".join(f"      {n}: ${{{{ secrets.{n} }}}}\n" for n in names)
 
 
-def write_project(folder: Path, files: dict[str, str]) -> list[Path]:
+def write_project(folder: Path, files: dict[str, str]) -> None:
     """Write every file, or none: an existing file is never overwritten."""
     existing = [name for name in files if (folder / name).exists()]
     if existing:
@@ -77,11 +77,11 @@ def write_project(folder: Path, files: dict[str, str]) -> list[Path]:
             f"{folder}: init never overwrites files and {', '.join(existing)} exist already, so nothing was "
             "written; run it in an empty folder, or move those files away first."
         )
-    written = []
     for name, text in files.items():
         path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "x", encoding="utf-8") as fh:  # "x": even a file created meanwhile is not overwritten
-            fh.write(text)
-        written.append(path)
-    return written
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "x", encoding="utf-8") as fh:  # "x": even a file created meanwhile is not overwritten
+                fh.write(text)
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot write it: {err.strerror}; nothing more was written.") from None

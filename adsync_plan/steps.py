@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adsync_plan.model import ROLE_ADMIN, SERVICE_FAX, SERVICE_STANDARD, Action
+from adsync_plan.model import EDITABLE_FIELDS, ROLE_ADMIN, SERVICE_FAX, SERVICE_STANDARD, Action
 from adsync_plan.providers.base import Provider
-
-_FIELDS = ("login_id", "first_name", "last_name", "email")
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ def _change_steps(index: int, action: Action) -> list[Step]:
     if action.action == "create":
         steps = [Step(index, "create", (), f"{action.address}: create user with login ID {after.login_id}")]
     else:
-        changed = {f: getattr(after, f) for f in _FIELDS if getattr(before, f) != getattr(after, f)}
+        changed = {f: getattr(after, f) for f in EDITABLE_FIELDS if getattr(before, f) != getattr(after, f)}
         steps = [Step(index, "update", (changed,), f"{action.address}: set {', '.join(changed)}")] if changed else []
     was_admin = before is not None and before.role == ROLE_ADMIN
     if (after.role == ROLE_ADMIN) != was_admin:

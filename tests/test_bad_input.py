@@ -154,3 +154,35 @@ def test_usage_errors_exit_64(cli):
     assert cli("plan", "--bogus")[0] == 64
     assert cli("frobnicate")[0] == 64
     assert cli("show")[0] == 64
+
+
+def test_a_file_that_cannot_be_written_is_one_sentence(cli, demo):
+    before = tree_digest(demo)
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "-o", demo / "adsync.yaml" / "p.json")
+    assert code == 1 and "p.json: cannot write it" in err and "bug" not in err and "Traceback" not in err
+    code, _, err = cli("render", "-c", demo / "adsync.yaml", "-o", demo)  # a folder
+    assert code == 1 and "cannot write it" in err and "bug" not in err
+    assert tree_digest(demo) == before
+
+
+def test_init_into_a_path_under_a_file_is_one_sentence(cli, demo):
+    code, _, err = cli("init", demo / "adsync.yaml")
+    assert code == 1 and "cannot write it" in err and "bug" not in err
+
+
+@pytest.mark.parametrize(
+    ("expires", "words"), [("2099-01-01T00:00:00", "expires_at"), ("2099-13-45T00:00:00Z", "no valid")]
+)
+def test_a_hand_edited_expiry_is_one_sentence(cli, demo, expires, words):
+    assert cli("plan", "-c", demo / "adsync.yaml", "-o", demo / "p.plan.json")[0] == 0
+    plan = json.loads((demo / "p.plan.json").read_text())
+    plan["expires_at"] = expires
+    (demo / "p.plan.json").write_text(json.dumps(plan))
+    code, _, err = cli("apply", "-c", demo / "adsync.yaml", demo / "p.plan.json")
+    assert code == 1 and words in err and "bug" not in err
+
+
+def test_a_plan_ttl_beyond_the_calendar_is_refused(cli, demo):
+    replace_in(demo / "adsync.yaml", "ttl: 24h", "ttl: 99999999999999d")
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml")
+    assert code == 1 and "plan.ttl" in err and "bug" not in err

@@ -45,6 +45,7 @@ class MemoryPbx(FileProvider):
             }
         for number, info in state.numbers.items():
             self.numbers[number] = {"type": info.type, "owner": info.owner, "service": info.service}
+        self._next_id = len(state.users) + 1  # what loading counts: the drawn ids are 1..n
 
     def flush(self):
         pass

@@ -12,10 +12,8 @@ from pathlib import Path
 from adsync_plan import schemas
 from adsync_plan.errors import InputError, PbxError
 from adsync_plan.files import read_document, write_document, yaml_line_finder
-from adsync_plan.model import NO_PROGRESS, PbxAccount, PbxNumber, PbxState, PhoneUser, Progress
+from adsync_plan.model import EDITABLE_FIELDS, NO_PROGRESS, PbxAccount, PbxNumber, PbxState, PhoneUser, Progress
 from adsync_plan.providers.base import Provider
-
-_EDITABLE = ("login_id", "first_name", "last_name", "email")
 
 
 class FileProvider(Provider):
@@ -27,6 +25,7 @@ class FileProvider(Provider):
         self.logins: dict[str, str] = {}  # login ID -> user id
         self._loaded = False
         self._dirty = False
+        self._next_id = 1
 
     def describe(self) -> dict:
         return {"type": "file", "path": str(self.settings["path"])}
@@ -49,6 +48,7 @@ class FileProvider(Provider):
             }
         for n, entry in enumerate(data["numbers"]):
             self._load_number(entry, f"numbers.{n}")
+        self._next_id = max((int(i) for i in self.users if i.isdigit()), default=0) + 1
         self._loaded = True
 
     def _check_new_user(self, user_id: str, login_id: str, where: str) -> None:
@@ -108,7 +108,7 @@ class FileProvider(Provider):
         if self.licenses is not None and len(self.users) >= self.licenses:
             raise PbxError(f"the PBX refused to create {user.login_id}: all {self.licenses} user licences are used.")
         self._login_taken(user.login_id, None)
-        new_id = str(max((int(i) for i in self.users), default=0) + 1)
+        new_id, self._next_id = str(self._next_id), self._next_id + 1  # counted once at load: creates stay O(1)
         self.users[new_id] = {
             "id": new_id,
             "login_id": user.login_id,
@@ -128,7 +128,7 @@ class FileProvider(Provider):
             self._login_taken(changes["login_id"], user_id)
             del self.logins[record["login_id"]]
             self.logins[changes["login_id"]] = user_id
-        record.update({k: v for k, v in changes.items() if k in _EDITABLE})
+        record.update({k: v for k, v in changes.items() if k in EDITABLE_FIELDS})
         self._dirty = True
 
     def set_admin(self, user_id: str, admin: bool) -> None:

@@ -387,7 +387,7 @@ class StarfaceProvider(Provider):
                 resp = self._send(method, path, body, params)
             except requests.exceptions.SSLError as err:
                 raise self._tls_error(err) from None
-            except (requests.ConnectionError, requests.Timeout) as err:
+            except requests.RequestException as err:  # no answer, or one cut off (ChunkedEncodingError)
                 if read and attempt < self.retries:
                     attempt = self._pause(attempt, method, path, type(err).__name__)
                     continue
@@ -474,7 +474,7 @@ class StarfaceProvider(Provider):
                     resp = self._send("POST", "/login", self._login_body(template), None, auth=False)
             except requests.exceptions.SSLError as err:
                 raise self._tls_error(err) from None
-            except (requests.ConnectionError, requests.Timeout) as err:
+            except requests.RequestException as err:  # no answer, or one cut off (ChunkedEncodingError)
                 if attempt < self.retries:
                     attempt = self._pause(attempt, "POST", "/login", type(err).__name__)
                     continue
