@@ -48,7 +48,6 @@ class LogFormat(StrEnum):
 
 ConfigOpt = Annotated[Path, typer.Option("-c", "--config", help="The configuration file.")]
 DEFAULT_CONFIG = Path("adsync.yaml")
-_state = {"level": "warning"}
 
 
 def _version(value: bool) -> None:
@@ -66,7 +65,6 @@ def main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    _state["level"] = log_level.value
     output.setup(log_level.value, log_format.value, color=not no_color)
 
 
@@ -195,9 +193,9 @@ def init(
 
 
 def _init_next_steps(folder: Path, source: str, pbx: str) -> str:
-    from adsync_plan.scaffold import SECRET_OF_PBX, SECRET_OF_SOURCE
+    from adsync_plan.scaffold import secret_names
 
-    secrets = [s for s in (SECRET_OF_SOURCE[source], SECRET_OF_PBX[pbx]) if s]
+    secrets = secret_names(source, pbx)
     steps = ["Next:"]
     if folder != Path("."):
         steps.append(f"  cd {folder}")
@@ -335,8 +333,7 @@ def run(argv: list[str] | None = None) -> int:
         output.error("aborted.")
         return EXIT_ERROR
     except AdsyncError as err:
-        if _state["level"] == "trace":
-            log.log(output.TRACE, "traceback", exc_info=True)
+        log.log(output.TRACE, "traceback", exc_info=True)  # shown at --log-level trace only
         output.error(str(err))
         return err.exit_code
     except KeyboardInterrupt:

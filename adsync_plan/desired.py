@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adsync_plan import schemas
-from adsync_plan.files import read_document, render_document, write_atomic, yaml_line_finder
+from adsync_plan.files import parse_document, read_bytes, render_document, write_atomic, yaml_line_finder
 from adsync_plan.model import Diagnostic, PhoneUser
 from adsync_plan.rules.directory import DesiredUser, HeldUser, Rendered
 
@@ -63,7 +63,8 @@ def desired_sha256(state: DesiredState, config_sha256: str) -> str:
 
 
 def read_desired(path: Path) -> DesiredState:
-    data, tree = read_document(path, "the desired state")
+    raw = read_bytes(path, "the desired state")
+    data, tree = parse_document(raw, path, "the desired state")
     schemas.validate(data, "desired", str(path), yaml_line_finder(tree))
     desired = {
         account: DesiredUser(account, u["source_id"], u["dn"], PhoneUser.from_dict(u))
@@ -80,7 +81,7 @@ def read_desired(path: Path) -> DesiredState:
         )
         for h in data["held"]
     ]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(raw).hexdigest()  # of the very bytes parsed
     return DesiredState(
         Rendered(desired, held),
         data.get("attributes", {}),

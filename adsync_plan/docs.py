@@ -26,12 +26,12 @@ def config_reference(schema: dict) -> str:
         lines += [f"#### `{name}`{need}", ""]
         if prop.get("description"):
             lines += [prop["description"], ""]
-        rows = _rows(name, prop, schema) if "properties" in prop else [(name, _type(prop), _default(prop), "")]
+        rows = _rows(name, prop) if "properties" in prop else [(name, _type(prop), _default(prop), "")]
         if rows:
             lines += _table(rows)
         for variant, ref in _variants(prop):
             lines += [f"With `{name}.type: {variant}`:", ""]
-            lines += _table(_rows(name, _resolve(ref, schema), schema, skip=("type", "licenses")))
+            lines += _table(_rows(name, _resolve(ref, schema), skip=("type", "licenses")))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -53,7 +53,7 @@ def _resolve(ref: str, schema: dict) -> dict:
     return node
 
 
-def _rows(path: str, prop: dict, schema: dict, skip: tuple[str, ...] = ()) -> list[tuple[str, str, str, str]]:
+def _rows(path: str, prop: dict, skip: tuple[str, ...] = ()) -> list[tuple[str, str, str, str]]:
     """(key, type, default, description) for every key below `prop`, depth first."""
     rows = []
     required = set(prop.get("required", ()))
@@ -65,9 +65,9 @@ def _rows(path: str, prop: dict, schema: dict, skip: tuple[str, ...] = ()) -> li
         described = sub.get("description", "") + (" Required." if name in required else "")
         rows.append((key, _type(sub), _default(sub), described.strip()))
         if sub.get("type") == "object":
-            rows += _rows(key, sub, schema)
+            rows += _rows(key, sub)
         elif isinstance(items, dict) and items.get("type") == "object":
-            rows += _rows(f"{key}[]", items, schema)
+            rows += _rows(f"{key}[]", items)
     return rows
 
 

@@ -35,12 +35,19 @@ def _gc_paused():
 
 def read_document(path: Path, what: str) -> tuple[object, YAML | None]:
     """Parse a JSON or YAML file. Returns the data and, for YAML, the parsed tree with line positions."""
+    return parse_document(read_bytes(path, what), path, what)
+
+
+def read_bytes(path: Path, what: str) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: {what} not found.") from None
     except OSError as err:
         raise InputError(f"{path}: cannot read {what}: {err.strerror}.") from None
+
+
+def parse_document(raw: bytes, path: Path, what: str) -> tuple[object, YAML | None]:
     if raw.lstrip()[:1] in (b"{", b"["):
         try:
             with _gc_paused():

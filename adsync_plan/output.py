@@ -109,11 +109,7 @@ class RichProgress:
         self.bar.stop()
 
 
-def progress(quiet: bool = False):
-    from adsync_plan.model import NO_PROGRESS
-
-    if quiet:
-        return NO_PROGRESS
+def progress():
     return RichProgress() if sys.stderr.isatty() else LogProgress()
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from adsync_plan import schemas
 from adsync_plan.errors import PlanRefused
-from adsync_plan.files import read_document, render_document, write_atomic
+from adsync_plan.files import read_document, write_document
 from adsync_plan.model import Action, Diagnostic, Plan
 
 FORMAT_VERSION = 1
@@ -32,7 +32,7 @@ def to_document(plan: Plan) -> dict:
 
 
 def save_plan(path: Path, plan: Plan) -> None:
-    write_atomic(path, render_document(to_document(plan)))
+    write_document(path, to_document(plan))
 
 
 def load_plan(path: Path) -> Plan:

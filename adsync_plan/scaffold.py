@@ -11,8 +11,6 @@ from pathlib import Path
 from adsync_plan import __version__, schemas
 from adsync_plan.errors import ConfigError
 
-SOURCES = ("ldap", "azure", "ldif")
-PBXES = ("starface", "file")
 # the environment variables the generated configuration names for its secrets
 SECRET_OF_SOURCE = {"ldap": "ADSYNC_LDAP_PASSWORD", "azure": "ADSYNC_AZURE_CLIENT_SECRET", "ldif": None}
 SECRET_OF_PBX = {"starface": "ADSYNC_STARFACE_PASSWORD", "file": None}
@@ -50,9 +48,14 @@ def project_files(source: str, pbx: str) -> dict[str, str]:
     return files
 
 
+def secret_names(source: str, pbx: str) -> list[str]:
+    """The environment variables a new project's secrets come from."""
+    return [s for s in (SECRET_OF_SOURCE[source], SECRET_OF_PBX[pbx]) if s]
+
+
 def _pipeline(name: str, source: str, pbx: str) -> str:
     pbx_secrets = [s for s in (SECRET_OF_PBX[pbx],) if s]
-    all_secrets = [s for s in (SECRET_OF_SOURCE[source], SECRET_OF_PBX[pbx]) if s]
+    all_secrets = secret_names(source, pbx)
     return (
         template(name)
         .replace("@@VERSION@@", __version__)

@@ -1,7 +1,7 @@
 """The embedded PBX (`pbx.type: file`, SPEC 9.5): a whole PBX in one file, refusing what a STARFACE refuses.
 
-Changes are made in memory and written atomically by `flush()`; apply flushes after every phase and when
-it stops, so what was done before a failure is on disk, as it would be on a real PBX.
+Changes are made in memory and written atomically by `flush()`, which apply calls after its last step, also
+when a step failed: what was done before a failure is on disk, as it would be on a real PBX.
 """
 
 from __future__ import annotations
