@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterator
 
 from adsync_plan.model import SHAPE_FIELDS, Action, Diagnostic, Plan
 from adsync_plan.planfile import to_document
@@ -234,7 +235,8 @@ def plan_text(plan: Plan, redact: Redactor | None = None) -> str:
 MARKDOWN_LIMIT = 60_000
 # characters for each part, so that a long held list never crowds out the changes (and the other way round)
 HELD_BUDGET = 18_000
-DETAILS_BUDGET = 28_000  # per-action <details> blocks; the rest are listed by address ...
+NOTES_BUDGET = 3_000  # warnings, and again the notes (one per protected user can be thousands)
+DETAILS_BUDGET = 24_000  # per-action <details> blocks; the rest are listed by address ...
 LIST_BUDGET = 8_000  # ... as long as this lasts
 
 
@@ -294,15 +296,12 @@ def _markdown_diagnostics(plan: Plan, redact: Redactor) -> list[str]:
             "| user | rule | reason | fix in |",
             "| --- | --- | --- | --- |",
         ]
-        rows = [f"| `{d.address}` | `{d.code}` | {_md_escape(d.message)} | {_md_source(d)} |" for d in held]
-        shown = _within(rows, HELD_BUDGET)
-        lines += rows[:shown]
-        if shown < len(rows):
-            lines.append(f"| ... | | {len(rows) - shown} more; see `adsync-plan show PLANFILE` | |")
+        rows = (f"| `{d.address}` | `{d.code}` | {_md_escape(d.message)} | {_md_source(d)} |" for d in held)
+        lines += _bounded(rows, len(held), HELD_BUDGET, "| ... | | {} more; see `adsync-plan show PLANFILE` | |")
         lines.append("")
     if by_severity["warning"]:
         lines += ["#### Warnings", ""]
-        lines += [f"- `{d.address}` `{d.code}`: {_md_escape(d.message)}" for d in by_severity["warning"]]
+        lines += _bounded(_md_items(by_severity["warning"]), len(by_severity["warning"]), NOTES_BUDGET, MORE)
         lines.append("")
     if by_severity["info"]:
         lines += [
@@ -310,7 +309,7 @@ def _markdown_diagnostics(plan: Plan, redact: Redactor) -> list[str]:
             f"<summary>Notes ({len(by_severity['info'])})</summary>",
             "",
         ]
-        lines += [f"- `{d.address}` `{d.code}`: {_md_escape(d.message)}" for d in by_severity["info"]]
+        lines += _bounded(_md_items(by_severity["info"]), len(by_severity["info"]), NOTES_BUDGET, MORE)
         lines += ["", "</details>", ""]
     return lines
 
@@ -329,22 +328,29 @@ def _markdown_changes(plan: Plan, redact: Redactor) -> list[str]:
         done += 1
     if done == len(plan.changes):
         return lines
-    rest = [f"- `{_heading(a, redact)}`" for a in plan.changes[done:]]
-    shown = _within(rest, LIST_BUDGET)
-    lines += ["<details>", f"<summary>... and {len(rest)} more changes</summary>", ""] + rest[:shown]
-    if shown < len(rest):
-        lines.append(f"- ... and {len(rest) - shown} more; see `adsync-plan show PLANFILE`")
+    rest = plan.changes[done:]
+    lines += ["<details>", f"<summary>... and {len(rest)} more changes</summary>", ""]
+    lines += _bounded((f"- `{_heading(a, redact)}`" for a in rest), len(rest), LIST_BUDGET, MORE)
     return lines + ["", "</details>", ""]
 
 
-def _within(lines: list[str], budget: int) -> int:
-    """How many of `lines` fit into `budget` characters."""
-    used = 0
-    for n, line in enumerate(lines):
+MORE = "- ... and {} more; see `adsync-plan show PLANFILE`"
+
+
+def _md_items(diagnostics: list[Diagnostic]) -> Iterator[str]:
+    return (f"- `{d.address}` `{d.code}`: {_md_escape(d.message)}" for d in diagnostics)
+
+
+def _bounded(lines: Iterator[str], total: int, budget: int, more: str) -> list[str]:
+    """The first of `total` lines that fit into `budget` characters, then `more` with how many were left
+    out. Lazy: only the lines shown are made, however long the plan."""
+    out, used = [], 0
+    for line in lines:
         used += len(line) + 1
         if used > budget:
-            return n
-    return len(lines)
+            return out + [more.format(total - len(out))]
+        out.append(line)
+    return out
 
 
 def _diff_lines(action: Action, redact: Redactor) -> list[str]:

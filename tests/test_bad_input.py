@@ -186,3 +186,16 @@ def test_a_plan_ttl_beyond_the_calendar_is_refused(cli, demo):
     replace_in(demo / "adsync.yaml", "ttl: 24h", "ttl: 99999999999999d")
     code, _, err = cli("plan", "-c", demo / "adsync.yaml")
     assert code == 1 and "plan.ttl" in err and "bug" not in err
+
+
+@pytest.mark.parametrize("scheme", ["ldap", "LDAP"])
+def test_plain_ldap_is_refused_however_the_scheme_is_written(cli, demo, scheme):
+    replace_in(
+        demo / "adsync.yaml",
+        "  type: ldif\n  path: directory.ldif",
+        f"  type: ldap\n  url: {scheme}://127.0.0.1:389\n  base_dn: DC=example,DC=com\n"
+        "  bind_dn: CN=reader,DC=example,DC=com\n  password_env: ADSYNC_LDAP_PASSWORD",
+    )
+    code, _, err = cli("validate", "-c", demo / "adsync.yaml")
+    assert code == 1 and "source.url:" in err  # plain ldap://, or a scheme not written as the schema says
+    assert "unencrypted" in err if scheme == "ldap" else "wrong form" in err

@@ -152,3 +152,20 @@ def test_markdown_of_a_long_plan_stays_under_the_comment_limit():
     assert re.search(r"^- \.\.\. and \d+ more; see `adsync-plan show PLANFILE`$", markdown, re.M)
     assert '```diff\n+ login_id: "20"' in markdown  # the first changes in full
     assert markdown.endswith("<sub>plan id, made t0, expires t1</sub>")
+
+
+def test_thousands_of_warnings_and_notes_never_crowd_out_the_changes():
+    user = PhoneUser("20", "A", "B", "a@example.com", primary_internal_number="20")
+    changes = tuple(Action(f"user.u{i:05d}", "create", None, None, user) for i in range(500))
+    notes = tuple(
+        Diagnostic(severity, code, f"user.n{i:05d}", "a sentence of about sixty characters, as the rules write them.")
+        for i in range(2000)
+        for severity, code in (("warning", "INVALID_EXTERNAL_NUMBER"), ("info", "PROTECTED_USER"))
+    )
+    summary = {"create": 500, "update": 0, "orphan": 0, "unchanged": 0, "held": 0, "protected": 2000}
+    plan = Plan("id", "t0", "t1", "0", "c", "d", {}, changes, notes, (), summary)
+    markdown = output.plan_markdown(plan)
+    assert len(markdown) < 65_536 and "#### Changes" in markdown and "more changes</summary>" in markdown
+    assert markdown.count("- ... and ") == 3  # warnings, notes and the listed changes are each cut short
+    assert markdown.count("<details>") == markdown.count("</details>")
+    assert markdown.endswith("<sub>plan id, made t0, expires t1</sub>")
