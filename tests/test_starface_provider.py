@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 import requests
+import trustme
 
 from adsync_plan.errors import PbxError
 from adsync_plan.model import PbxNumber, PhoneUser
@@ -109,12 +112,24 @@ def test_relogin_after_token_expiry(server, provider):
     assert server.counts["GET /users"] == 3  # the 401, then the same request again after the new login
 
 
-def test_active_directory_login_type(tmp_path, monkeypatch):
-    with StarfaceServer(login_type="ActiveDirectory") as srv:
+def test_active_directory_login_type_over_https(tmp_path, monkeypatch):
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "pbx-ca.pem"))
+    with StarfaceServer(login_type="ActiveDirectory", tls=context) as srv:
         monkeypatch.setenv(PASSWORD_ENV, srv.password)
-        with provider_for(srv, tmp_path) as prov:
+        with provider_for(srv, tmp_path, ca_file="pbx-ca.pem") as prov:
             assert prov.read().users == {}
         assert srv.counts["POST /login"] == 1
+
+
+def test_active_directory_login_is_never_sent_over_plain_http(tmp_path, monkeypatch):
+    with StarfaceServer(login_type="ActiveDirectory") as srv:
+        monkeypatch.setenv(PASSWORD_ENV, srv.password)
+        with provider_for(srv, tmp_path) as prov, pytest.raises(PbxError, match="https://"):
+            prov.read()
+        assert srv.counts["POST /login"] == 0  # the base64 password never left
 
 
 def test_read_builds_the_snapshot_shapes(server, provider):

@@ -35,6 +35,7 @@ import time
 from base64 import b64encode
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -507,6 +508,11 @@ class StarfaceProvider(Provider):
                 "points to a STARFACE PBX (version 6.4.2.12 or later)."
             )
         login_type = template.get("loginType") or self.settings.get("login_type", "Internal")
+        if login_type == "ActiveDirectory" and urlsplit(self.url).scheme != "https":
+            raise PbxError(
+                f"{self.pbx} asks for an Active Directory login, whose secret is the password merely base64-encoded; "
+                "it is not sent over plain http. Use an https:// pbx.url."
+            )
         login, nonce = self.settings["login_id"], template["nonce"]
         if self._password is None:
             self._password = _Secret(
