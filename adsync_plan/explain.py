@@ -206,15 +206,18 @@ def _outcome_lines(address: str, key: str, result: PlanResult) -> list[str]:
             f"{a.primary_internal_number}, numbers {', '.join(sorted(a.numbers())) or '(none)'}"
         ]
     if action is not None:
-        lines = [f"  ~ update PBX user {action.pbx_user_id}{refused}: the directory differs in these fields"]
-        before, after = action.before.to_dict(), action.after.to_dict()
-        lines += [f"      {f}: {before[f]} -> {after[f]}" for f in action.fields]
-        return lines
+        heading = f"  ~ update PBX user {action.pbx_user_id}{refused}: the directory differs in these fields"
+        return [heading, *_field_changes(action)]
     if key in d.matches:
         return [f"  unchanged: PBX user {d.matches[key][1]} already matches the directory"]
     if key in d.protected:
         return ["  nothing: a protected PBX user is never renamed, renumbered or orphaned (R10)"]
     return ["  held: no change is made for this user, and its PBX user (if any) is never orphaned"]
+
+
+def _field_changes(action: Action) -> list[str]:
+    before, after = action.before.to_dict(), action.after.to_dict()
+    return [f"      {f}: {before[f]} -> {after[f]}" for f in action.fields]
 
 
 # -- the desired-state mode (no directory access) -------------------------------------------------------
@@ -267,8 +270,7 @@ def _explain_pbx_user(login_id: str, config: Config, result: PlanResult) -> list
         lines.append(f"  counterpart of the held user {held}: it stays exactly as it is")
     elif action is not None and action.action == "orphan":
         lines.append("  ! orphan (R9): no directory user in scope matches it, by binding or by e-mail address")
-        before, after = action.before.to_dict(), action.after.to_dict()
-        lines += [f"      {f}: {before[f]} -> {after[f]}" for f in action.fields]
+        lines += _field_changes(action)
     elif pbx_id in d.orphans:
         lines.append("  an orphan already (marked, numbers removed): nothing left to change")
     elif login_id in config.protect_logins:
