@@ -109,19 +109,19 @@ def _source_id(entry: Mapping[str, list], names: Sequence[str]) -> str | None:
     """The first of the attributes with a value, lower case: a GUID attribute in the form Windows shows,
     any other as text (hexadecimal if it is binary)."""
     for name in names:
-        values = entry.get(name.lower())
+        key = name.lower()
+        values = entry.get(key)
         if not values:
             continue
-        value = values[0]
-        if name.lower() in GUID_ATTRIBUTES:
+        if key in GUID_ATTRIBUTES:
             try:
-                return guid_string(value)
+                return guid_string(values[0])
             except ValueError:
                 pass  # not a GUID after all: compare it as it is
         try:
-            return _text(value).strip().lower()
+            return _text(values[0]).strip().lower()
         except UnicodeDecodeError:
-            return value.hex()
+            return values[0].hex()
     return None
 
 
