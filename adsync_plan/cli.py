@@ -130,9 +130,9 @@ def plan(
         )
         return EXIT_ERROR
     if out:
-        from adsync_plan.planfile import save_plan
+        from adsync_plan.planfile import save_plan, signing_key
 
-        save_plan(out, result.plan)
+        save_plan(out, result.plan, signing_key(cfg, needed=False))
         output.info(f"Saved the plan to {out}; apply it with `adsync-plan apply {out}`.")
     return EXIT_CHANGES if detailed_exitcode and result.plan.has_changes else EXIT_OK
 

@@ -63,6 +63,7 @@ class Config:
     plan_ttl: timedelta = timedelta(hours=24)
     state_dir: Path = Path("states")
     lock_timeout: float = 10.0
+    signing_key_env: str | None = None  # plan.signing_key_env: plans are signed with this secret
 
     def resolve(self, relative: str) -> Path:
         """A path from the configuration, relative to the configuration's folder."""
@@ -141,6 +142,7 @@ def _build(path: Path, data, digest: str) -> Config:
         plan_ttl=parse_duration(data.get("plan", {}).get("ttl", "24h")),
         state_dir=(base_dir / state.get("dir", "states")).resolve(),
         lock_timeout=parse_duration(state.get("lock_timeout", "10s")).total_seconds(),
+        signing_key_env=data.get("plan", {}).get("signing_key_env"),
     )
     _check_meaning(config)
     return config

@@ -63,7 +63,7 @@ def parse_document(raw: bytes, path: Path, what: str) -> tuple[object, YAML | No
 def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = InputError):
     """A round-trip parse (it keeps line positions); a syntax error is one sentence with the line."""
     try:
-        return YAML(typ="rt").load(raw.decode("utf-8"))
+        tree = YAML(typ="rt").load(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise error(f"{path}: {what} is not UTF-8 text; save it as UTF-8.") from None
     except YAMLError as err:
@@ -71,6 +71,68 @@ def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = Inp
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or "syntax error"
         raise error(f"{where}: {what} is not valid YAML ({problem}); fix the syntax.") from None
+    _refuse_complex_keys(tree, path, what, error)
+    return tree
+
+
+def _refuse_complex_keys(tree, path: Path, what: str, error: type[AdsyncError]) -> None:
+    """YAML allows a mapping or a list as a key (`? [a, b]`, `{x: 1}: y`); no file of ours has one, and
+    such a key would reach the code as a tuple or a map. Refused here, with its line, for every YAML file."""
+    stack = [tree]
+    while stack:  # a loop, not recursion: a deeply nested file must not overflow the stack
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, tuple | list | dict | set):
+                    line = _key_line(node, key)
+                    where = f"{path}:{line}" if line else str(path)
+                    kind = "a mapping" if isinstance(key, dict) else "a list"
+                    raise error(f"{where}: {what} has a key that is {kind}; a key must be a plain name, fix it.")
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _key_line(node, key) -> int | None:
+    try:
+        return node.lc.key(key)[0] + 1
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+# What each file of a project holds at its top level, to name a file given in place of another.
+_KINDS = (
+    ("a plan", ("plan_id", "changes")),
+    ("a state snapshot (states/pbx.yaml)", ("lineage", "fingerprint")),
+    ("a desired state (states/desired.yaml)", ("held", "users")),
+    ("a configuration file", ("version", "source")),
+    ("a configuration file", ("version", "pbx")),
+    ("the audit log (states/audit.jsonl)", ("plan_id", "result")),
+    ("a PBX file (pbx.type: file)", ("users", "numbers")),
+)
+
+
+def kind_of(raw: bytes, data=None) -> str | None:
+    """What kind of project file this is ("a plan", "a configuration file", ...), or None when unknown."""
+    if looks_like_ldif(raw):
+        return "an LDIF file"
+    if data is None:  # not parsed (yet): one JSON record a line, as in the audit log?
+        try:
+            data = orjson.loads(raw.split(b"\n", 1)[0])
+        except orjson.JSONDecodeError:
+            return None
+    if isinstance(data, dict):
+        return next((name for name, keys in _KINDS if all(k in data for k in keys)), None)
+    return None
+
+
+def looks_like_ldif(raw: bytes) -> bool:
+    """An LDIF file starts (after comments and a `version:` line) with a `dn:` line (RFC 2849)."""
+    for line in raw[:4096].splitlines():
+        if not line.strip() or line.startswith(b"#") or line.lower().startswith(b"version:"):
+            continue
+        return line.lower().startswith(b"dn:")
+    return False
 
 
 def plain(node):

@@ -276,6 +276,8 @@ class Plan:
     summary: Mapping[str, int]
     bindings: Mapping[str, str] = field(default_factory=dict)
     format_version: int = 1
+    digest: str = ""  # of the saved file's content (planfile.content_digest); set when a plan file is read
+    signature: str = ""  # HMAC of the digest, when the plan was signed (plan.signing_key_env)
 
     @property
     def has_changes(self) -> bool:

@@ -17,7 +17,7 @@ from adsync_plan.config import Config
 from adsync_plan.desired import DesiredState, desired_sha256, read_desired, write_desired
 from adsync_plan.errors import AdsyncError, InputError, PbxError, PlanRefused
 from adsync_plan.model import NO_PROGRESS, Diagnostic, Directory, Plan, Progress
-from adsync_plan.planfile import check_applicable, load_plan, save_plan
+from adsync_plan.planfile import check_before_apply, load_plan, save_plan, signing_key
 from adsync_plan.providers import make_provider
 from adsync_plan.rules.directory import render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
@@ -26,6 +26,7 @@ from adsync_plan.state import (
     Snapshot,
     append_audit,
     applied_plan_ids,
+    check_writable,
     describe_changes,
     fingerprint,
     iso,
@@ -288,6 +289,7 @@ def apply(
 ) -> ApplyResult:
     """Carry out exactly the saved plan, after checking it may still be applied."""
     plan = load_plan(plan_path)
+    check_writable(config.state_dir)  # before the lock and the first PBX write
     if locked:
         return _apply_locked(config, plan, plan_path, progress, on_step)
     with Lock(config.state_dir, plan.plan_id, "apply", config.lock_timeout):
@@ -295,8 +297,10 @@ def apply(
 
 
 def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> ApplyResult:
-    check_applicable(plan, plan_path, now_utc(), applied_plan_ids(config.state_dir))
     previous = _previous_snapshot(config)
+    check_before_apply(
+        plan, plan_path, config, now_utc(), applied_plan_ids(config.state_dir), previous and previous.lineage
+    )
     result = ApplyResult(plan)
     with make_provider(config.pbx, config.base_dir, config.licenses) as provider:
         live = provider.read(progress)
@@ -314,6 +318,7 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
         config.state_dir,
         {
             "plan_id": plan.plan_id,
+            "plan_digest": plan.digest,
             "result": "failed" if error else "applied",
             "steps_done": len(result.done),
             "steps_not_done": len(result.not_done),
@@ -407,6 +412,7 @@ def sync(
 ) -> SyncResult:
     """Plan from the source and the live PBX and, when `apply_changes`, save the plan under plans/ and apply
     it at once. The state lock is held for the whole run, so no apply can slip in between plan and apply."""
+    check_writable(config.state_dir)  # before the lock, and before anything is planned
     with Lock(config.state_dir, None, "sync", config.lock_timeout):
         planned = make_plan(config, None, True, allow_mass_orphan, progress)
         result = SyncResult(planned)
@@ -421,7 +427,7 @@ def sync(
             return result
         stamp = planned.plan.created_at.replace("-", "").replace(":", "")
         result.plan_path = config.base_dir / "plans" / f"sync-{stamp}.plan.json"
-        save_plan(result.plan_path, planned.plan)
+        save_plan(result.plan_path, planned.plan, signing_key(config, needed=True))
         log.info("saved the plan to %s; applying it", result.plan_path)
         result.applied = apply(config, result.plan_path, progress, on_step, locked=True)
         return result

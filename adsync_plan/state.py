@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -212,27 +213,79 @@ def force_unlock(state_dir: Path, lock_id: str) -> dict:
 
 # -- the audit log --------------------------------------------------------------------------------------
 
+AUDIT_LOG = "audit.jsonl"
+
 
 def append_audit(state_dir: Path, record: dict) -> None:
     """One JSON line per apply, appended and fsynced: the file is append-only."""
-    state_dir.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"at": iso(now_utc()), "who": _user(), "host": socket.gethostname(), **record}) + "\n"
-    with open(state_dir / "audit.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    path = state_dir / AUDIT_LOG
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        raise InputError(
+            f"{path}: cannot append the audit record: {err.strerror}; check the file and its folder."
+        ) from None
+
+
+def check_writable(state_dir: Path) -> None:
+    """Before apply changes the PBX: the state folder takes the snapshot and the lock, and the audit log
+    takes a line. Found now, not after the last PBX write (it would leave changes without an audit record).
+    A real write is tried: permissions alone do not tell (root, read-only mounts)."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".adsync-probe.", dir=state_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(
+            f"{state_dir}: the state folder is not writable ({err.strerror}); apply writes the snapshot, the "
+            "lock and the audit log there. Make it writable; nothing was changed."
+        ) from None
+    audit = state_dir / AUDIT_LOG
+    if os.path.lexists(audit):
+        try:
+            with open(audit, "ab"):  # opened to append, nothing written: the file stays as it is
+                pass
+        except OSError as err:
+            raise InputError(
+                f"{audit}: the audit log cannot be appended to ({err.strerror}); make it a writable file. "
+                "Nothing was changed."
+            ) from None
 
 
 def applied_plan_ids(state_dir: Path) -> set[str]:
-    path = state_dir / "audit.jsonl"
+    """The ids of the plans applied already. Every line must be read: a line that cannot be is an error
+    with its number, since a plan in it could be applied twice."""
+    path = state_dir / AUDIT_LOG
     if not path.exists():
         return set()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the audit log: {err.strerror}.") from None
     ids = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
             continue
+        record = _audit_record(line)
+        if record is None:
+            raise InputError(
+                f"{path}:{number}: this line of the audit log is not a JSON object as apply writes it; "
+                "restore the file from git (apply needs every line to refuse a plan applied already)."
+            )
         if record.get("result") == "applied":
-            ids.add(record.get("plan_id"))
+            ids.add(str(record.get("plan_id")))
     return ids
+
+
+def _audit_record(line: bytes) -> dict | None:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

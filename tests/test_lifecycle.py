@@ -13,6 +13,7 @@ from adsync_plan import providers
 from adsync_plan.errors import PbxError
 from adsync_plan.providers.file import FileProvider
 from adsync_plan.state import Lock
+from tests.plans import edit_plan
 
 
 def test_render_twice_gives_identical_bytes(cli, demo):
@@ -76,9 +77,7 @@ def test_stale_plan_is_refused_and_says_what_changed(cli, demo):
 def test_expired_plan_is_refused(cli, demo):
     cfg = demo / "adsync.yaml"
     cli("plan", "-c", cfg, "-o", demo / "p.plan.json")
-    plan = json.loads((demo / "p.plan.json").read_text())
-    plan["expires_at"] = "2020-01-01T00:00:00Z"
-    (demo / "p.plan.json").write_text(json.dumps(plan))
+    edit_plan(demo / "p.plan.json", lambda plan: plan.update(expires_at="2020-01-01T00:00:00Z"), reseal=True)
     code, _, err = cli("apply", "-c", cfg, demo / "p.plan.json")
     assert code == 1 and "expired at 2020-01-01T00:00:00Z" in err
 
