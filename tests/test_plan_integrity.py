@@ -1,0 +1,259 @@
+"""Apply trusts no plan file (issue 10, items 5 and 8): a plan carries the digest of its content and, when the
+configuration asks for it, a signature; apply refuses an edited plan, a plan of another configuration or
+another project, an unsigned or wrongly signed plan, and a file that is no plan at all. Each refusal is one
+sentence, exit 1, and changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from adsync_plan.planfile import content_digest
+from tests.plans import edit_plan
+
+KEY_ENV = "ADSYNC_PLAN_SIGNING_KEY"
+KEY = "plan-signing-" + "5e1f" * 8
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def refused(cli, demo: Path, *args) -> str:
+    """Run a command that must be refused: exit 1, one sentence, no traceback, nothing changed."""
+    before = tree_digest(demo)
+    code, out, err = cli(*args)
+    assert code == 1, (out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err + out and "bug" not in err, err
+    assert tree_digest(demo) == before
+    return err
+
+
+def make_plan(cli, demo: Path, *extra, name: str = "p.plan.json") -> Path:
+    path = demo / name
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "-o", path, *extra)
+    assert code == 0, err
+    return path
+
+
+def first_admin_change(doc: dict) -> dict:
+    return next(c for c in doc["changes"] if c["after"]["role"] == "admin")
+
+
+# -- the digest -----------------------------------------------------------------------------------------
+
+
+def test_a_plan_carries_the_digest_of_its_content(cli, demo):
+    doc = json.loads(make_plan(cli, demo).read_text())
+    assert doc["digest"] == content_digest(doc) and doc["digest"].startswith("sha256:")
+    assert "signature" not in doc  # no signing configured
+
+
+def test_an_edited_role_is_refused(cli, demo):
+    """Seen on main: after.role admin -> user in a saved plan, and apply exited 0 and did it."""
+    path = make_plan(cli, demo)
+    edit_plan(path, lambda doc: first_admin_change(doc)["after"].update(role="user"))
+    err = refused(cli, demo, "apply", "-c", demo / "adsync.yaml", path)
+    assert f"{path}: the plan was changed after it was made; make a new plan." in err
+    assert not (demo / "states" / "audit.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda doc: doc.update(expires_at="2099-01-01T00:00:00Z"),
+        lambda doc: doc["base_state"].update(serial=99),
+        lambda doc: doc["bindings"].update({"5f0c1b7e-0000-0000-0000-000000000000": "1"}),
+        lambda doc: doc.update(overrides=["allow-mass-orphan"]),
+        lambda doc: doc.update(config_sha256="0" * 64),
+        lambda doc: doc.update(desired_sha256="0" * 64),
+        lambda doc: doc.update(diagnostics=[]),
+        lambda doc: doc["changes"].pop(),
+        lambda doc: doc.update(digest="sha256:" + "0" * 64),
+    ],
+    ids=["expiry", "base-state", "bindings", "overrides", "config", "desired", "diagnostics", "changes", "digest"],
+)
+def test_every_part_of_the_plan_is_covered(cli, demo, change):
+    path = make_plan(cli, demo)
+    edit_plan(path, change)
+    err = refused(cli, demo, "apply", "-c", demo / "adsync.yaml", path)
+    assert "the plan was changed after it was made" in err
+
+
+def test_a_dropped_safety_refusal_is_refused(cli, demo):
+    """The SAFETY_THRESHOLD diagnostic is what keeps a refused plan from being applied: removing it is an edit."""
+    text = (demo / "adsync.yaml").read_text()
+    (demo / "adsync.yaml").write_text(text.replace("max_orphans: 5", "max_orphans: 0"))
+    path = demo / "p.plan.json"
+    code, _, _ = cli("plan", "-c", demo / "adsync.yaml", "-o", path, "--allow-mass-orphan")
+    assert code == 0
+    edit_plan(path, lambda doc: doc.update(overrides=[]))
+    assert "changed after it was made" in refused(cli, demo, "apply", "-c", demo / "adsync.yaml", path)
+
+
+def test_a_plan_without_digest_is_refused(cli, demo):
+    path = make_plan(cli, demo)
+    edit_plan(path, lambda doc: doc.pop("digest"))
+    err = refused(cli, demo, "apply", "-c", demo / "adsync.yaml", path)
+    assert "the plan has no digest of its content" in err and "make a new plan" in err
+    assert "no digest" in refused(cli, demo, "show", path)
+
+
+def test_show_refuses_an_edited_plan_too(cli, demo):
+    path = make_plan(cli, demo)
+    edit_plan(path, lambda doc: first_admin_change(doc)["after"].update(role="user"))
+    assert "changed after it was made" in refused(cli, demo, "show", path, "--markdown")
+
+
+def test_the_audit_record_names_the_plan_digest(cli, demo):
+    path = make_plan(cli, demo)
+    digest = json.loads(path.read_text())["digest"]
+    assert cli("apply", "-c", demo / "adsync.yaml", path)[0] == 0
+    record = json.loads((demo / "states" / "audit.jsonl").read_text().splitlines()[-1])
+    assert record["plan_digest"] == digest and record["result"] == "applied"
+
+
+# -- the configuration and the project ------------------------------------------------------------------
+
+
+def test_a_plan_of_another_configuration_is_refused(cli, demo):
+    """Seen on main: pbx.licenses lowered after planning, and apply stopped after 10 of 156 steps."""
+    path = make_plan(cli, demo)
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("licenses: 40", "licenses: 10"))
+    err = refused(cli, demo, "apply", "-c", cfg, path)
+    assert f"{path}: the plan was made with another configuration than {cfg}" in err and "make a new plan" in err
+
+
+def test_a_plan_of_another_project_is_refused_as_such(cli, demo, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(demo, other)
+    assert cli("refresh", "-c", other / "adsync.yaml")[0] == 0
+    path = make_plan(cli, other, "--no-refresh")  # planned against the other project's snapshot
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0  # this project: its own lineage
+    err = refused(cli, demo, "apply", "-c", demo / "adsync.yaml", path)
+    assert "the plan was made for another project" in err and "stale" not in err
+    lineage = json.loads((demo / "states" / "pbx.yaml").read_text())["lineage"]
+    assert lineage in err
+
+
+def test_a_plan_made_before_the_first_snapshot_still_applies_after_a_refresh(cli, demo):
+    """Without a snapshot the plan's lineage was never saved: a refresh in between is no other project."""
+    path = make_plan(cli, demo)
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
+    code, _, err = cli("apply", "-c", demo / "adsync.yaml", path)
+    assert code == 0, err
+
+
+# -- files of the wrong kind ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("adsync.yaml", "a configuration file"),
+        ("directory.ldif", "an LDIF file"),
+        ("pbx.yaml", "a PBX file (pbx.type: file)"),
+        ("states/pbx.yaml", "a state snapshot (states/pbx.yaml)"),
+        ("states/desired.yaml", "a desired state (states/desired.yaml)"),
+        ("states/audit.jsonl", "the audit log (states/audit.jsonl)"),
+    ],
+)
+def test_files_of_the_wrong_kind_say_so(cli, demo, name, kind):
+    cfg = demo / "adsync.yaml"
+    assert cli("render", "-c", cfg)[0] == 0 and cli("refresh", "-c", cfg)[0] == 0
+    path = make_plan(cli, demo, "--no-refresh")
+    assert cli("apply", "-c", cfg, path)[0] == 0  # writes states/audit.jsonl
+    (demo / "states" / "audit.jsonl").write_text((demo / "states" / "audit.jsonl").read_text() * 2)
+    for command in (("show", demo / name), ("apply", "-c", cfg, demo / name)):
+        err = refused(cli, demo, *command)
+        assert f"{demo / name}: this is {kind}, not a plan;" in err
+
+
+def test_a_one_line_audit_log_is_named_too(cli, demo):
+    path = make_plan(cli, demo)
+    assert cli("apply", "-c", demo / "adsync.yaml", path)[0] == 0
+    err = refused(cli, demo, "show", demo / "states" / "audit.jsonl")
+    assert "this is the audit log (states/audit.jsonl), not a plan" in err
+
+
+# -- signing --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signed(demo, monkeypatch) -> Path:
+    """The demo with plan.signing_key_env set and the secret in the environment."""
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("  ttl: 24h", f"  ttl: 24h\n  signing_key_env: {KEY_ENV}"))
+    monkeypatch.setenv(KEY_ENV, KEY)
+    return demo
+
+
+def assert_no_secret(folder: Path, *texts: str) -> None:
+    for text in texts:
+        assert KEY not in text
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_a_signed_plan_applies(cli, signed):
+    path = make_plan(cli, signed)
+    doc = json.loads(path.read_text())
+    assert doc["signature"].startswith("hmac-sha256:") and len(doc["signature"]) == len("hmac-sha256:") + 64
+    code, out, err = cli("apply", "-c", signed / "adsync.yaml", path)
+    assert code == 0, err
+    assert_no_secret(signed, out, err)
+
+
+def test_an_unsigned_plan_is_refused(cli, signed, monkeypatch):
+    monkeypatch.delenv(KEY_ENV)
+    code, out, err = cli("plan", "-c", signed / "adsync.yaml", "-o", signed / "p.plan.json")
+    assert code == 0 and f"{KEY_ENV} is not set, so this plan is not signed" in err  # a review job has no secret
+    assert "signature" not in json.loads((signed / "p.plan.json").read_text())
+    monkeypatch.setenv(KEY_ENV, KEY)
+    err = refused(cli, signed, "apply", "-c", signed / "adsync.yaml", signed / "p.plan.json")
+    assert "the plan is not signed" in err and KEY_ENV in err
+
+
+def test_a_resealed_plan_is_refused_by_its_signature(cli, signed):
+    """Whoever edits a plan can recompute its digest; without the secret, not its signature."""
+    path = make_plan(cli, signed)
+    edit_plan(path, lambda doc: first_admin_change(doc)["after"].update(role="user"), reseal=True)
+    assert "the plan is not signed" in refused(cli, signed, "apply", "-c", signed / "adsync.yaml", path)
+    other = json.loads(make_plan(cli, signed, name="q.plan.json").read_text())[
+        "signature"
+    ]  # a valid signature, of another plan
+    edit_plan(path, lambda doc: doc.update(signature=other))  # the digest does not cover the signature itself
+    assert "the plan's signature is wrong" in refused(cli, signed, "apply", "-c", signed / "adsync.yaml", path)
+
+
+def test_a_plan_signed_with_another_secret_is_refused(cli, signed, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "another-secret")
+    path = make_plan(cli, signed)
+    monkeypatch.setenv(KEY_ENV, KEY)
+    err = refused(cli, signed, "apply", "-c", signed / "adsync.yaml", path)
+    assert "the plan's signature is wrong" in err and KEY not in err
+
+
+def test_apply_without_the_secret_is_one_sentence(cli, signed, monkeypatch):
+    path = make_plan(cli, signed)
+    monkeypatch.delenv(KEY_ENV)
+    err = refused(cli, signed, "apply", "-c", signed / "adsync.yaml", path)
+    assert f"The environment variable {KEY_ENV}" in err and "is not set" in err
+
+
+def test_sync_signs_and_verifies_its_plan(cli, signed):
+    code, out, err = cli("sync", "-c", signed / "adsync.yaml", "--yes")
+    assert code == 0, err
+    (plan,) = (signed / "plans").glob("sync-*.plan.json")
+    assert json.loads(plan.read_text())["signature"].startswith("hmac-sha256:")
+    assert_no_secret(signed, out, err)
