@@ -11,7 +11,9 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
+from collections.abc import Mapping
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import orjson
@@ -75,6 +77,9 @@ def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = Inp
     return tree
 
 
+_SCALAR_KEYS = (str, int, float, type(None), date)  # bool is an int
+
+
 def _refuse_complex_keys(tree, path: Path, what: str, error: type[AdsyncError]) -> None:
     """YAML allows a mapping or a list as a key (`? [a, b]`, `{x: 1}: y`); no file of ours has one, and
     such a key would reach the code as a tuple or a map. Refused here, with its line, for every YAML file."""
@@ -83,10 +88,10 @@ def _refuse_complex_keys(tree, path: Path, what: str, error: type[AdsyncError]) 
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                if isinstance(key, tuple | list | dict | set):
+                if not isinstance(key, _SCALAR_KEYS):
                     line = _key_line(node, key)
                     where = f"{path}:{line}" if line else str(path)
-                    kind = "a mapping" if isinstance(key, dict) else "a list"
+                    kind = "a mapping" if isinstance(key, Mapping) else "a list"
                     raise error(f"{where}: {what} has a key that is {kind}; a key must be a plain name, fix it.")
                 stack.append(value)
         elif isinstance(node, list):

@@ -1,7 +1,8 @@
-"""Helpers for tests that need a plan file changed after `plan` wrote it."""
+"""Helpers for tests of plan files and of refusals: make a plan, change it, check a refusal changed nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,3 +20,29 @@ def edit_plan(path: Path, change: Callable[[dict], object], reseal: bool = False
         doc[DIGEST] = content_digest(doc)
     path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     return doc
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def refused(cli, demo: Path, *args) -> str:
+    """Run a command that must be refused: exit 1, one sentence, no traceback, nothing changed."""
+    before = tree_digest(demo)
+    code, out, err = cli(*args)
+    assert code == 1, (out, err)
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in err + out and "bug" not in err, err
+    assert tree_digest(demo) == before
+    return errors[0]
+
+
+def make_plan(cli, demo: Path, *extra, name: str = "p.plan.json") -> Path:
+    path = demo / name
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "-o", path, *extra)
+    assert code == 0, err
+    return path

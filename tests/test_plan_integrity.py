@@ -5,7 +5,6 @@ sentence, exit 1, and changes nothing."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,35 +12,10 @@ from pathlib import Path
 import pytest
 
 from adsync_plan.planfile import content_digest
-from tests.plans import edit_plan
+from tests.plans import edit_plan, make_plan, refused
 
 KEY_ENV = "ADSYNC_PLAN_SIGNING_KEY"
 KEY = "plan-signing-" + "5e1f" * 8
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
-def refused(cli, demo: Path, *args) -> str:
-    """Run a command that must be refused: exit 1, one sentence, no traceback, nothing changed."""
-    before = tree_digest(demo)
-    code, out, err = cli(*args)
-    assert code == 1, (out, err)
-    assert err.count("\n") == 1 and "Traceback" not in err + out and "bug" not in err, err
-    assert tree_digest(demo) == before
-    return err
-
-
-def make_plan(cli, demo: Path, *extra, name: str = "p.plan.json") -> Path:
-    path = demo / name
-    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "-o", path, *extra)
-    assert code == 0, err
-    return path
 
 
 def first_admin_change(doc: dict) -> dict:
