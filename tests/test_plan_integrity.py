@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from adsync_plan.planfile import content_digest
 from tests.plans import edit_plan, make_plan, refused
@@ -230,4 +231,32 @@ def test_sync_signs_and_verifies_its_plan(cli, signed):
     assert code == 0, err
     (plan,) = (signed / "plans").glob("sync-*.plan.json")
     assert json.loads(plan.read_text())["signature"].startswith("hmac-sha256:")
+    assert_no_secret(signed, out, err)
+
+
+def job_commands(job: dict) -> list[list[str]]:
+    lines = [line.strip() for step in job.get("steps", []) for line in step.get("run", "").splitlines()]
+    lines += [line.strip() for line in job.get("script", [])]
+    return [line.replace("$ADSYNC_LOG ", "").split()[1:] for line in lines if line.startswith("adsync-plan ")]
+
+
+def test_the_generated_pipelines_share_the_signing_key(cli, signed, tmp_path, monkeypatch):
+    """plan-main signs, apply (another job, another machine) checks; the review job gets no secret."""
+    assert cli("init", tmp_path / "new", "--source", "ldif", "--pbx", "file")[0] == 0
+    github = YAML(typ="safe").load((tmp_path / "new/.github/workflows/adsync-plan.yml").read_text())["jobs"]
+    with_key = {name for name, job in github.items() if KEY_ENV in job.get("env", {})}
+    assert with_key == {"plan-main", "apply", "sync"} and github["apply"]["needs"] == "plan-main"
+    gitlab = YAML(typ="safe").load((tmp_path / "new/.gitlab-ci.yml").read_text())
+    assert gitlab["adsync-plan:apply"]["needs"] == ["adsync-plan:plan-main"]
+    assert "plans/main.plan.json" in gitlab["adsync-plan:plan-main"]["artifacts"]["paths"]
+    monkeypatch.chdir(signed)
+    assert cli("render")[0] == 0 and cli("refresh")[0] == 0
+    plan_main, apply = job_commands(github["plan-main"]), job_commands(github["apply"])
+    assert plan_main == [["plan", "--desired", "states/desired.yaml", "--no-refresh", "-o", "plans/main.plan.json"]]
+    assert cli(*plan_main[0])[0] == 0
+    edit_plan(signed / "plans/main.plan.json", lambda d: first_admin_change(d)["after"].update(role="user"), True)
+    assert "the plan is not signed" in refused(cli, signed, *apply[0])  # changed on its way between the jobs
+    assert cli(*plan_main[0])[0] == 0
+    code, out, err = cli(*apply[0])
+    assert code == 0, err
     assert_no_secret(signed, out, err)
