@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adsync_plan import pipeline, planfile
+from adsync_plan import output, pipeline, planfile
 from adsync_plan.config import load_config
 from adsync_plan.errors import AdsyncError
 from adsync_plan.files import parse_document
@@ -172,12 +172,20 @@ def mutated_plan(draw, project: Project) -> tuple[bytes, bool]:
     return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode(), how == "resealed"
 
 
+def show(plan) -> None:
+    """What `show` prints, in every format (redacted too): it must not fail on any plan it accepts."""
+    for render in (output.plan_text, output.plan_markdown, output.plan_json):
+        for redact in (False, True):
+            assert render(plan, output.Redactor(redact))
+
+
 def check_one(project: Project, raw: bytes) -> str:
     """Apply (and show) one mutated plan; returns what happened, fails on a traceback."""
     project.plan_path.write_bytes(raw)
     started = time.monotonic()
     try:
-        pipeline.apply(project.config, project.plan_path)  # reads the plan as `show` does, then checks it
+        show(planfile.load_plan(project.plan_path))
+        pipeline.apply(project.config, project.plan_path)
         outcome = "applied"
     except AdsyncError as err:
         message = str(err)
