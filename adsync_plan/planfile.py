@@ -73,10 +73,13 @@ def save_plan(path: Path, plan: Plan, key: bytes | None = None) -> Plan:
 def load_plan(path: Path) -> Plan:
     """Read a plan file: it must be a plan (not another file of the project), valid, and unedited."""
     raw = read_bytes(path, "the plan file")
-    kind = kind_of(raw)
-    if kind in ("an LDIF file", "the audit log (states/audit.jsonl)"):
-        raise InputError(f"{path}: this is {kind}, not a plan; {MADE_BY}.")
-    data, _ = parse_document(raw, path, "the plan file")
+    try:
+        data, _ = parse_document(raw, path, "the plan file")
+    except InputError:
+        kind = kind_of(raw)  # an LDIF file or the audit log is no YAML document: say what it is instead
+        if kind:
+            raise InputError(f"{path}: this is {kind}, not a plan; {MADE_BY}.") from None
+        raise
     kind = kind_of(raw, data)
     if kind not in (None, "a plan"):
         raise InputError(f"{path}: this is {kind}, not a plan; {MADE_BY}.")
