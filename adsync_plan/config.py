@@ -12,7 +12,7 @@ from pathlib import Path
 
 from adsync_plan import schemas
 from adsync_plan.errors import ConfigError
-from adsync_plan.files import parse_yaml, plain, yaml_line_finder
+from adsync_plan.files import CONFIG, parse_yaml, plain, refuse_other_kind, yaml_line_finder
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class Config:
         return self.state_dir / "pbx.yaml"
 
 
+CONFIG_HINT = "pass the configuration (adsync.yaml) with -c FILE"
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -101,7 +102,12 @@ def load_config(path: str | Path) -> Config:
 
 
 def _parse_yaml(path: Path, raw: bytes):
-    data = parse_yaml(raw, path, "the configuration", ConfigError)
+    try:
+        data = parse_yaml(raw, path, "the configuration", ConfigError)
+    except ConfigError:
+        refuse_other_kind(raw, None, path, CONFIG, CONFIG_HINT, ConfigError)  # an LDIF file is no YAML: name it
+        raise
+    refuse_other_kind(raw, data, path, CONFIG, CONFIG_HINT, ConfigError)
     if data is None:
         raise ConfigError(f"{path}: the configuration is empty; see `adsync-plan init` for an example.")
     return data

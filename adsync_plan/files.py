@@ -170,22 +170,46 @@ def _key_line(node, key) -> int | None:
         return None
 
 
+PLAN = "a plan"
+SNAPSHOT = "a state snapshot (states/pbx.yaml)"
+DESIRED = "a desired state (states/desired.yaml)"
+CONFIG = "a configuration file"
+AUDIT = "the audit log (states/audit.jsonl)"
+LDIF = "an LDIF file"
 # What each file of a project holds at its top level, to name a file given in place of another.
 _KINDS = (
-    ("a plan", ("plan_id", "changes")),
-    ("a state snapshot (states/pbx.yaml)", ("lineage", "fingerprint")),
-    ("a desired state (states/desired.yaml)", ("held", "users")),
-    ("a configuration file", ("version", "source")),
-    ("a configuration file", ("version", "pbx")),
-    ("the audit log (states/audit.jsonl)", ("plan_id", "result")),
+    (PLAN, ("plan_id", "changes")),
+    (SNAPSHOT, ("lineage", "fingerprint")),
+    (DESIRED, ("held", "users")),
+    (CONFIG, ("version", "source")),
+    (CONFIG, ("version", "pbx")),
+    (AUDIT, ("plan_id", "result")),
     ("a PBX file (pbx.type: file)", ("users", "numbers")),
 )
+
+
+def parse_as(raw: bytes, path: Path, what: str, kind: str, hint: str):
+    """parse_document for a file that should be `kind`; another file of the project (a configuration given
+    as a plan, an LDIF file as a desired state) is named as what it is, whether it parses or not."""
+    try:
+        data, tree = parse_document(raw, path, what)
+    except InputError:
+        refuse_other_kind(raw, None, path, kind, hint)
+        raise
+    refuse_other_kind(raw, data, path, kind, hint)
+    return data, tree
+
+
+def refuse_other_kind(raw: bytes, data, path: Path, kind: str, hint: str, error: type[AdsyncError] = InputError):
+    found = kind_of(raw, data)
+    if found and found != kind:
+        raise error(f"{path}: this is {found}, not {kind}; {hint}.")
 
 
 def kind_of(raw: bytes, data=None) -> str | None:
     """What kind of project file this is ("a plan", "a configuration file", ...), or None when unknown."""
     if looks_like_ldif(raw):
-        return "an LDIF file"
+        return LDIF
     if data is None:  # not parsed (yet): one JSON record a line, as in the audit log?
         try:
             data = orjson.loads(raw.split(b"\n", 1)[0])

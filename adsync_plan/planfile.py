@@ -18,8 +18,8 @@ import orjson
 
 from adsync_plan import schemas
 from adsync_plan.config import Config, secret_from_env
-from adsync_plan.errors import InputError, PlanRefused
-from adsync_plan.files import kind_of, parse_document, read_bytes, write_document
+from adsync_plan.errors import PlanRefused
+from adsync_plan.files import PLAN, parse_as, read_bytes, write_document
 from adsync_plan.model import Action, Diagnostic, Plan
 
 log = logging.getLogger(__name__)
@@ -72,17 +72,7 @@ def save_plan(path: Path, plan: Plan, key: bytes | None = None) -> Plan:
 
 def load_plan(path: Path) -> Plan:
     """Read a plan file: it must be a plan (not another file of the project), valid, and unedited."""
-    raw = read_bytes(path, "the plan file")
-    try:
-        data, _ = parse_document(raw, path, "the plan file")
-    except InputError:
-        kind = kind_of(raw)  # an LDIF file or the audit log is no YAML document: say what it is instead
-        if kind:
-            raise InputError(f"{path}: this is {kind}, not a plan; {MADE_BY}.") from None
-        raise
-    kind = kind_of(raw, data)
-    if kind not in (None, "a plan"):
-        raise InputError(f"{path}: this is {kind}, not a plan; {MADE_BY}.")
+    data, _ = parse_as(read_bytes(path, "the plan file"), path, "the plan file", PLAN, MADE_BY)
     schemas.validate(data, "plan", str(path))
     _check_digest(data, path)
     return Plan(

@@ -18,10 +18,11 @@ import orjson
 
 from adsync_plan import schemas
 from adsync_plan.errors import InputError, LockError
-from adsync_plan.files import read_document, write_document, yaml_line_finder
+from adsync_plan.files import SNAPSHOT, parse_as, read_bytes, write_document, yaml_line_finder
 from adsync_plan.model import PbxNumber, PbxState, PhoneUser
 
 FORMAT_VERSION = 1
+REFRESH_HINT = "move it away and run `adsync-plan refresh` to read the PBX into a new snapshot"
 
 
 def now_utc() -> datetime:
@@ -70,7 +71,7 @@ def state_from_canonical(data: dict) -> PbxState:
 
 
 def load_snapshot(path: Path) -> Snapshot:
-    data, tree = read_document(path, "the state snapshot")
+    data, tree = parse_as(read_bytes(path, "the state snapshot"), path, "the state snapshot", SNAPSHOT, REFRESH_HINT)
     schemas.validate(data, "state", str(path), yaml_line_finder(tree))
     # the file holds the canonical content itself: its digest is the fingerprint of the state it describes
     digest = _digest({"users": data["users"], "numbers": data["numbers"]})

@@ -260,3 +260,31 @@ def test_the_generated_pipelines_share_the_signing_key(cli, signed, tmp_path, mo
     code, out, err = cli(*apply[0])
     assert code == 0, err
     assert_no_secret(signed, out, err)
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "message"),
+    [
+        ("-c", "states/pbx.yaml", "this is a state snapshot (states/pbx.yaml), not a configuration file; pass the"),
+        ("-c", "directory.ldif", "this is an LDIF file, not a configuration file"),
+        ("-c", "p.plan.json", "this is a plan, not a configuration file"),
+        ("--desired", "adsync.yaml", "this is a configuration file, not a desired state (states/desired.yaml); give"),
+        ("--desired", "directory.ldif", "this is an LDIF file, not a desired state"),
+        ("--desired", "p.plan.json", "this is a plan, not a desired state"),
+        ("--desired", "states/pbx.yaml", "this is a state snapshot (states/pbx.yaml), not a desired state"),
+        ("snapshot", "p.plan.json", "this is a plan, not a state snapshot (states/pbx.yaml); move it away"),
+    ],
+)
+def test_every_file_given_in_place_of_another_says_what_it_is(cli, demo, option, name, message):
+    cfg = demo / "adsync.yaml"
+    assert cli("render", "-c", cfg)[0] == 0 and cli("refresh", "-c", cfg)[0] == 0
+    make_plan(cli, demo, "--no-refresh")
+    if option == "snapshot":
+        shutil.copy(demo / name, demo / "states" / "pbx.yaml")
+        args = ("plan", "-c", cfg, "--no-refresh")
+    elif option == "-c":
+        args = ("plan", "-c", demo / name, "--no-refresh")
+    else:
+        args = ("plan", "-c", cfg, "--no-refresh", "--desired", demo / name)
+    err = refused(cli, demo, *args)
+    assert message in err
