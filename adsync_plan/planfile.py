@@ -18,7 +18,7 @@ import orjson
 
 from adsync_plan import schemas
 from adsync_plan.config import Config, secret_from_env
-from adsync_plan.errors import PlanRefused
+from adsync_plan.errors import ConfigError, PlanRefused
 from adsync_plan.files import PLAN, parse_as, read_bytes, write_document
 from adsync_plan.model import Action, Diagnostic, Plan
 
@@ -28,6 +28,7 @@ FORMAT_VERSION = 1
 DIGEST = "digest"
 SIGNATURE = "signature"
 SIGNATURE_PREFIX = "hmac-sha256:"
+MIN_KEY_BYTES = 16
 MADE_BY = "a plan is what `adsync-plan plan -o FILE` writes"
 
 
@@ -120,7 +121,13 @@ def signing_key(config: Config, needed: bool) -> bytes | None:
             config.path,
         )
         return None
-    return secret_from_env(config.path, "plan.signing_key_env", env).encode("utf-8")
+    key = secret_from_env(config.path, "plan.signing_key_env", env).encode("utf-8", "surrogateescape")
+    if len(key) < MIN_KEY_BYTES:  # a short secret is guessed from one signed plan: refuse it (never shown)
+        raise ConfigError(
+            f"The secret in {env} (plan.signing_key_env in {config.path}) is shorter than {MIN_KEY_BYTES} "
+            "characters, too short to sign plans with; make a long random one, e.g. `openssl rand -hex 32`."
+        )
+    return key
 
 
 def _check_signature(plan: Plan, path: Path, config: Config) -> None:

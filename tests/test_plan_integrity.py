@@ -212,7 +212,7 @@ def test_a_resealed_plan_is_refused_by_its_signature(cli, signed):
 
 
 def test_a_plan_signed_with_another_secret_is_refused(cli, signed, monkeypatch):
-    monkeypatch.setenv(KEY_ENV, "another-secret")
+    monkeypatch.setenv(KEY_ENV, "another-secret-of-32-characters")
     path = make_plan(cli, signed)
     monkeypatch.setenv(KEY_ENV, KEY)
     err = refused(cli, signed, "apply", "-c", signed / "adsync.yaml", path)
@@ -288,3 +288,9 @@ def test_every_file_given_in_place_of_another_says_what_it_is(cli, demo, option,
         args = ("plan", "-c", cfg, "--no-refresh", "--desired", demo / name)
     err = refused(cli, demo, *args)
     assert message in err
+
+
+def test_a_short_signing_secret_is_refused_without_showing_it(cli, signed, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "hunter2")
+    err = refused(cli, signed, "plan", "-c", signed / "adsync.yaml", "-o", signed / "p.plan.json")
+    assert f"The secret in {KEY_ENV}" in err and "too short" in err and "hunter2" not in err
