@@ -36,7 +36,7 @@ def refused(cli, demo: Path, *args) -> str:
     code, out, err = cli(*args)
     assert code == 1, (out, err)
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "Traceback" not in err + out and "bug" not in err, err
+    assert len(errors) == 1 and "Traceback" not in err + out and "This is a bug" not in err, err
     assert tree_digest(demo) == before
     return errors[0]
 
