@@ -101,7 +101,7 @@ def _check_digest(data: dict, path: Path) -> None:
         digest = content_digest(data)
     except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits, written into a YAML plan
         digest = None
-    if not hmac.compare_digest(str(data[DIGEST]), digest or ""):
+    if not hmac.compare_digest(str(data[DIGEST]).encode(), (digest or "").encode()):  # bytes: any text compares
         raise PlanRefused(f"{path}: the plan was changed after it was made; make a new plan.")
 
 
@@ -140,7 +140,7 @@ def _check_signature(plan: Plan, path: Path, config: Config) -> None:
             f"{path}: the plan is not signed, but {config.path} asks for signed plans (plan.signing_key_env); "
             f"make a new plan where {env} is set."
         )
-    if not hmac.compare_digest(plan.signature, sign(key, plan.digest)):
+    if not hmac.compare_digest(plan.signature.encode(), sign(key, plan.digest).encode()):
         raise PlanRefused(
             f"{path}: the plan's signature is wrong (not made with the secret in {env}, or the plan was edited); "
             "make a new plan."
