@@ -64,7 +64,7 @@ def test_markdown_structure(demo_plan, capsys):
     assert attention == [
         "- \\~ user\\.aschroeder \\(Anna Schröder-Alt, PBX user 4\\) becomes administrator",
         "- \\~ user\\.jmueller \\(Jürgen Müller, PBX user 3\\) becomes administrator",
-        "- \\! pbx\\_user\\.67 \\(Gustav Gegangen, PBX user 5\\) will be orphaned\\: it has no counterpart in the "
+        "- \\! pbx\\_user\\.67 \\(Gustav Gegangen, PBX user 5\\) will be orphaned\\: no counterpart in the "
         "directory's scope",
     ]
     assert markdown.count("<details>") == markdown.count("</details>") == 2  # the 35 creates, the held users

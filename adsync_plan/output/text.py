@@ -80,7 +80,7 @@ def attention(plan: Plan, redact: Redactor = NO_REDACTION) -> list[Attention]:
         elif before_admin and a.after.role != ROLE_ADMIN:
             grants.append(Attention(SIGNS[a.action], who, "loses administrator"))
         if a.action == "orphan":
-            orphans.append(Attention("!", who, "will be orphaned: it has no counterpart in the directory's scope"))
+            orphans.append(Attention("!", who, "will be orphaned: no counterpart in the directory's scope"))
     return grants + orphans + _moves(plan, redact)
 
 
