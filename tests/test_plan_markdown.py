@@ -184,3 +184,40 @@ def test_thousands_of_warnings_and_notes_never_crowd_out_the_changes():
     assert markdown.count("- ... and ") == 3  # warnings, notes and the listed changes are each cut short
     assert markdown.count("<details>") == markdown.count("</details>")
     assert markdown.endswith("<sub>plan id, made t0, expires t1</sub>")
+
+
+def big_plan(n: int) -> Plan:
+    """A plan of n users of every kind: creates, administrator grants, orphans whose numbers move, held
+    users, warnings and notes."""
+    changes, diagnostics = [], []
+    for i in range(n):
+        number = f"{1000 + i}"
+        user = PhoneUser(number, "Vorname", f"Nachname{i}", f"u{i}@example.com", "user", number, (number,))
+        if i % 10 == 0:
+            before = user.changed(internal_numbers=(), primary_internal_number=None)
+            changes.append(Action(f"pbx_user.{i}", "orphan", str(i), user, user.changed(last_name=f"-N{i}")))
+            changes.append(Action(f"user.m{i}", "update", str(n + i), before, user.changed(role="admin")))
+        else:
+            changes.append(Action(f"user.u{i}", "create", None, None, user))
+        diagnostics.append(Diagnostic("error", "LICENSE_LIMIT", f"user.h{i}", "no user licence left (9 licences)."))
+    diagnostics += [Diagnostic("warning", "INVALID_EXTERNAL_NUMBER", f"user.w{i}", "dropped.") for i in range(n // 10)]
+    diagnostics += [Diagnostic("info", "PROTECTED_USER", f"user.p{i}", "protected.") for i in range(n // 10)]
+    summary = {"create": n - n // 10, "update": n // 10, "orphan": n // 10, "unchanged": 0, "held": n, "protected": 0}
+    return Plan("id", "t0", "t1", "0", "c", "d", {}, tuple(changes), tuple(diagnostics), (), summary)
+
+
+@pytest.mark.parametrize("redact", [False, True])
+def test_a_100000_user_plan_fits_one_comment(redact):
+    import time
+
+    plan = big_plan(100_000)
+    start = time.perf_counter()
+    markdown = output.plan_markdown(plan, output.Redactor(redact))
+    elapsed = time.perf_counter() - start
+    assert len(markdown) < 65_536
+    for part in ("#### Needs attention", "#### Changes", "#### Held\\: 100000 users", "<summary>Notes (10000)"):
+        assert part in markdown
+    # every part is cut short with a count of what is left out, none crowds out another
+    assert markdown.count("- ... and ") >= 5 and "| ... | | " in markdown
+    assert markdown.count("<details>") == markdown.count("</details>")
+    assert elapsed < 20, elapsed

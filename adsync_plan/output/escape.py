@@ -28,7 +28,8 @@ _GITHUB_PATTERNS = re.compile(r"(@)|(#)(?=\d)|\b(GH-)(?=\d)|(:)(?=//)|\b(www)(?=
 def clean(text) -> str:
     """Control and bidirectional characters shown as escapes (`\\n`, `\\x1b`, `\\u202e`), so a value can
     neither forge a line of the plan nor colour or reorder a terminal."""
-    return _CONTROL.sub(_visible, str(text))
+    text = str(text)
+    return text if text.isprintable() else _CONTROL.sub(_visible, text)  # the common case, fast
 
 
 def _visible(match: re.Match) -> str:

@@ -20,6 +20,7 @@ VERBS = {"create": "will be created", "update": "will be updated", "orphan": "wi
 LEGEND = "adsync-plan will make these changes (+ create, ~ update, ! orphan; nothing is ever deleted):"
 PLAN_WIDE = "plan"  # the address of a diagnostic about the whole plan (the safety valve)
 NO_REDACTION = Redactor(False)
+NUMBER_LISTS = ("internal_numbers", "external_numbers", "fax_numbers")
 
 
 # -- the summary --------------------------------------------------------------------------------------------
@@ -34,7 +35,7 @@ def summary_line(plan: Plan, redact: Redactor = NO_REDACTION) -> str:
     count = held_count(plan)
     if not count:
         return "No changes. The PBX matches the directory."
-    named = ", ".join(h.address for h in islice(iter_held(plan, redact), 5)) + (", ..." if count > 5 else "")
+    named = clean(", ".join(h.address for h in islice(iter_held(plan, redact), 5))) + (", ..." if count > 5 else "")
     return f"No changes. {_users(count)} held: {named}."
 
 
@@ -72,15 +73,14 @@ def attention(plan: Plan, redact: Redactor = NO_REDACTION) -> list[Attention]:
     move from one user to another (taken from one, given to another in the same apply)."""
     grants, orphans = [], []
     for a in plan.changes:
-        who = _who(a, redact)
         before_admin = a.before is not None and a.before.role == ROLE_ADMIN
         if a.after.role == ROLE_ADMIN and not before_admin:
             verb = "is created as administrator" if a.action == "create" else "becomes administrator"
-            grants.append(Attention(SIGNS[a.action], who, verb))
+            grants.append(Attention(SIGNS[a.action], _who(a, redact), verb))
         elif before_admin and a.after.role != ROLE_ADMIN:
-            grants.append(Attention(SIGNS[a.action], who, "loses administrator"))
+            grants.append(Attention(SIGNS[a.action], _who(a, redact), "loses administrator"))
         if a.action == "orphan":
-            orphans.append(Attention("!", who, "will be orphaned: no counterpart in the directory's scope"))
+            orphans.append(Attention("!", _who(a, redact), "will be orphaned: no counterpart in the directory's scope"))
     return grants + orphans + _moves(plan, redact)
 
 
@@ -94,9 +94,11 @@ def _who(a: Action, redact: Redactor) -> str:
 def _moves(plan: Plan, redact: Redactor) -> list[Attention]:
     taken: dict[str, str] = {}
     for a in plan.changes:
-        if a.before is not None:
+        if a.before is not None and (a.action == "orphan" or any(f in NUMBER_LISTS for f in a.fields)):
             for number in a.before.numbers() - a.after.numbers():
                 taken[number] = a.address
+    if not taken:  # the common case: no number is given up, none can move
+        return []
     moves = []
     for a in plan.changes:
         before = a.before.numbers() if a.before is not None else set()
@@ -113,24 +115,29 @@ def _moves(plan: Plan, redact: Redactor) -> list[Attention]:
 
 def change_line(action: Action, redact: Redactor = NO_REDACTION) -> str:
     """One line per change: a create as `name <email>  numbers`, an update or orphan as its changed fields."""
-    head = f"{SIGNS[action.action]} {clean(redact.address(action.address))}"
+    head = f"{SIGNS[action.action]} {redact.address(action.address)}"
     if action.pbx_user_id:
         head += f" (PBX user {action.pbx_user_id})"
     if action.action == "create":
-        return f"{head}  {_create_summary(action, redact)}"
-    return f"{head}  " + "; ".join(_field_changes(action, redact, compact=True))
+        return clean(f"{head}  {_create_summary(action, redact)}")
+    return clean(f"{head}  " + "; ".join(_field_changes(action, redact, compact=True)))
 
 
 def _create_summary(action: Action, redact: Redactor) -> str:
     u = action.after
-    name = f"{redact('first_name', u.first_name)} {redact('last_name', u.last_name)}"
     numbers = _unique([u.primary_internal_number, *u.internal_numbers, *u.external_numbers])
-    parts = [redact("internal_numbers", n) for n in numbers]
+    if redact.enabled:
+        parts = [redact("internal_numbers", n) for n in numbers]
+        name, email = (
+            f"{redact('first_name', u.first_name)} {redact('last_name', u.last_name)}",
+            redact("email", u.email),
+        )
+    else:  # the common case, at 100,000 users
+        parts, name, email = numbers, f"{u.first_name} {u.last_name}", u.email
     if u.login_id not in numbers:
         parts.insert(0, f"login {redact('login_id', u.login_id)}")
     parts += [f"fax {redact('fax_numbers', n)}" for n in u.fax_numbers]
-    line = f"{name} <{redact('email', u.email)}>  {', '.join(parts)}"
-    return clean(line + ("  administrator" if u.role == ROLE_ADMIN else ""))
+    return f"{name} <{email}>  {', '.join(parts)}" + ("  administrator" if u.role == ROLE_ADMIN else "")
 
 
 def _unique(values) -> list[str]:
@@ -182,7 +189,7 @@ def heading(action: Action, redact: Redactor = NO_REDACTION) -> str:
 
 @dataclass(frozen=True)
 class Held:
-    """A held user, once, with every reason it is held."""
+    """A held user, once, with every reason it is held (values as they are: `line` or `md` makes them safe)."""
 
     address: str
     codes: tuple[str, ...]
@@ -190,7 +197,7 @@ class Held:
     diagnostics: tuple[Diagnostic, ...]
 
     def line(self) -> str:
-        return f"{self.address}  {', '.join(self.codes)}: {' '.join(self.reasons)}"
+        return clean(f"{self.address}  {', '.join(self.codes)}: {' '.join(self.reasons)}")
 
 
 def is_held(d: Diagnostic) -> bool:
@@ -213,13 +220,10 @@ def iter_held(plan: Plan, redact: Redactor = NO_REDACTION) -> Iterator[Held]:
         if is_held(d):
             by_user.setdefault(d.address, []).append(d)
     for found in by_user.values():
-        found = [redact.diagnostic(d) for d in found]
-        yield Held(
-            clean(found[0].address),
-            tuple(dict.fromkeys(d.code for d in found)),
-            tuple(clean(d.message) for d in found),
-            tuple(found),
-        )
+        if redact.enabled:
+            found = [redact.diagnostic(d) for d in found]
+        codes = (found[0].code,) if len(found) == 1 else tuple(dict.fromkeys(d.code for d in found))
+        yield Held(found[0].address, codes, tuple(d.message for d in found), tuple(found))
 
 
 def findings(plan: Plan, severity: str, redact: Redactor = NO_REDACTION) -> Iterator[Diagnostic]:
