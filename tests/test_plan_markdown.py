@@ -48,6 +48,21 @@ def test_demo_markdown_matches_the_golden_file(demo_plan, capsys):
     assert markdown == GOLDEN.read_text()
 
 
+README = HERE.parent / "README.md"
+README_BLOCK = re.compile(r"(<!-- demo-plan-markdown: [^\n]*-->\n)(.*?)(<!-- end demo-plan-markdown -->)", re.S)
+
+
+def test_the_readme_shows_the_golden_comment():
+    """The README's example comment is the golden file, as GitHub renders it; UPDATE_GOLDEN=1 rewrites it."""
+    readme = README.read_text()
+    if os.environ.get("UPDATE_GOLDEN"):
+        readme = README_BLOCK.sub(lambda m: m.group(1) + GOLDEN.read_text() + "\n" + m.group(3), readme)
+        README.write_text(readme)
+    match = README_BLOCK.search(readme)
+    assert match is not None
+    assert match.group(2) == GOLDEN.read_text() + "\n"
+
+
 def test_markdown_structure(demo_plan, capsys):
     """Summary table, then "Needs attention" (open), then the changes (a group of many folded), then the
     held users (folded)."""
