@@ -318,7 +318,7 @@ def sync(
     result = pipeline.sync(cfg, yes, allow_mass_orphan, output.progress())
     planned = result.planned
     _log_decisions(planned)
-    output.out(output.plan_text(planned.plan))
+    output.out(output.plan_text(planned.plan, held_by=_held_by(planned)))
     if planned.refused:
         output.error(
             "the safety valve refused the plan, nothing was applied: "

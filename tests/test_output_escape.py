@@ -1,6 +1,8 @@
 """Safe output for reviewers (issue 10 item 6): whatever a directory or a PBX holds, the pull-request comment
-renders it as plain text. Checked through a real CommonMark/GFM renderer (markdown-it-py with tables, HTML
-and linkify on, as GitHub has them), for plans built here and for a hostile LDIF entry through the CLI."""
+renders it as plain text. Checked through two real CommonMark/GFM renderers: markdown-it-py with tables, HTML
+and linkify on, and cmark-gfm (GitHub's own, through cmarkgfm) with its extensions, for plans built here and
+for a hostile LDIF entry through the CLI. Mentions and issue references, which GitHub adds after rendering,
+are checked in the rendered text with GitHub's patterns."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import cmarkgfm
 import pytest
+from cmarkgfm.cmark import Options
 from markdown_it import MarkdownIt
 
 from adsync_plan import cli, output
@@ -80,14 +84,16 @@ def assert_renders_safely(markdown: str) -> str:
     for t in seen:
         if t.type == "strong_open":  # only the summary line is bold
             assert markdown.count("**") == 2
-    html = md.render(markdown)
-    parsed = _Html()
-    parsed.feed(html)
-    assert set(parsed.tags) <= OWN_TAGS, set(parsed.tags) - OWN_TAGS
-    text = "".join(parsed.text)
-    assert not MENTION.search(text), MENTION.search(text)
-    assert not REFERENCE.search(text), REFERENCE.search(text)
     _assert_tables_keep_columns(tokens)
+    # and GitHub's own renderer, cmark-gfm with its extensions (tables, autolinks, strikethrough), raw HTML on
+    github = cmarkgfm.github_flavored_markdown_to_html(markdown, options=Options.CMARK_OPT_UNSAFE)
+    for html in (md.render(markdown), github):
+        parsed = _Html()
+        parsed.feed(html)
+        assert set(parsed.tags) <= OWN_TAGS, set(parsed.tags) - OWN_TAGS
+        text = "".join(parsed.text)
+        assert not MENTION.search(text), MENTION.search(text)
+        assert not REFERENCE.search(text), REFERENCE.search(text)
     return text
 
 
