@@ -141,7 +141,7 @@ def test_redact_names_replaces_names_in_fields_messages_and_accounts(tmp_path, m
     monkeypatch.chdir(folder)
     assert cli.run(["plan", "-o", "plans/p.plan.json"]) == 0
     capsys.readouterr()
-    names = ("Anton", "Brandt", "Schröder", "Gegangen", "Doppel Zwei", "abrandt", "Kein Vorname")
+    names = ("Anton", "Brandt", "Schröder", "Gegangen", "Doppel Zwei", "abrandt", "Kein Vorname", "Sprechstelle")
     assert cli.run(["show", "plans/p.plan.json", "--markdown", "--redact"]) == 0
     contacts_only = capsys.readouterr().out
     assert all(name in contacts_only for name in names)  # --redact keeps names

@@ -28,6 +28,9 @@ _COUNT_AFTER = re.compile(r"\s*(?:licen[cs]es?\b|(?:managed )?PBX users?\b|users
 _ID_BEFORE = re.compile(r"(?:PBX user|group|serial) $")
 # a DN's naming attribute value, for --redact=names: CN=Anna Schröder,OU=...
 _RDN_NAME = re.compile(r"(?i)\b(CN|UID|DisplayName)=((?:\\,|[^,])+)")
+# the rules name a PBX user as "PBX user 17 (Tür Sprechstelle, login 90)"
+_PBX_USER_NAME = re.compile(r"(PBX user \d+ \()([^,()]+)")
+_WORD = re.compile(r"[^\W\d_][\w'-]*")
 NAME_FIELDS = ("first_name", "last_name")
 NUMBER_FIELDS = ("login_id", "primary_internal_number", "internal_numbers", "external_numbers", "fax_numbers")
 
@@ -39,13 +42,13 @@ class Redactor:
     def __init__(self, enabled: bool = False, names: bool = False):
         self.enabled = enabled or names
         self.names = names
-        self._known_names: re.Pattern | None = None
+        self._name_words: set[str] = set()
 
     def learn_names(self, names) -> None:
-        """Names to replace wherever they appear in free text (a message naming a PBX user, say)."""
-        names = sorted({n for n in names if n and len(n) > 1}, key=len, reverse=True)
-        if self.names and names:
-            self._known_names = re.compile("|".join(r"\b" + re.escape(n) + r"\b" for n in names))
+        """Names to replace wherever they appear in free text, word by word (a set lookup per word, so
+        100,000 names cost no more than ten)."""
+        for name in names:
+            self._name_words.update(w.casefold() for w in _WORD.findall(name or "") if len(w) > 1)
 
     def __call__(self, field: str, value):
         if not self.enabled or value is None:
@@ -74,9 +77,14 @@ class Redactor:
         text = _NUMBER.sub(lambda m: self._number(m, text), text)
         if self.names:
             text = _RDN_NAME.sub(lambda m: f"{m.group(1)}={self.placeholder('name', m.group(2))}", text)
-            if self._known_names is not None:
-                text = self._known_names.sub(lambda m: self.placeholder("name", m.group()), text)
+            text = _PBX_USER_NAME.sub(lambda m: m.group(1) + self.placeholder("name", m.group(2)), text)
+            if self._name_words:
+                text = _WORD.sub(self._name_word, text)
         return text
+
+    def _name_word(self, match: re.Match) -> str:
+        word = match.group()
+        return self.placeholder("name", word) if word.casefold() in self._name_words else word
 
     def _number(self, match: re.Match, text: str) -> str:
         found = match.group()
