@@ -163,3 +163,20 @@ def test_plan_redacts_too(tmp_path, monkeypatch, capsys):
     assert cli.run(["plan", "--markdown", "--redact"]) == 0
     out = capsys.readouterr().out
     assert "Anton" in out and "anton.brandt" not in out.replace("\\", "")
+
+
+def test_accounts_that_are_addresses_are_redacted_in_every_heading(tmp_path, monkeypatch, capsys):
+    """With `attributes.account: mail` every address is `user.<e-mail address>`: in the changes, the
+    attention block, the held users, the JSON."""
+    folder = tmp_path / "demo"
+    shutil.copytree(DEMO, folder, ignore=shutil.ignore_patterns("make_demo.py", "states", "plans", "__pycache__"))
+    with (folder / "adsync.yaml").open("a") as config:
+        config.write("attributes:\n  account: mail\n")
+    monkeypatch.chdir(folder)
+    assert cli.run(["plan", "-o", "plans/p.plan.json"]) == 0
+    assert "user.anton.brandt@example.com" in capsys.readouterr().out  # the check below can fail
+    for args in ([], ["--markdown"], ["--json"], ["--detailed"]):
+        assert cli.run(["show", "plans/p.plan.json", "--redact", *args]) == 0
+        out = capsys.readouterr().out.replace("\\", "").replace("\u2060", "")
+        assert "@example.com" not in out, args
+        assert "user.<email:" in out
