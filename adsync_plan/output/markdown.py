@@ -14,6 +14,7 @@ from adsync_plan.output.redact import Redactor
 from adsync_plan.output.text import (
     attention,
     change_line,
+    finding_count,
     finding_line,
     findings,
     held_count,
@@ -86,11 +87,11 @@ def _findings(plan: Plan, redact: Redactor) -> list[str]:
     refused = list(findings(plan, "error", redact))
     if refused:
         lines += ["#### Refused", ""] + [f"- {md(d.message)}" for d in refused] + [""]
-    warnings = list(findings(plan, "warning", redact))
+    warnings = finding_count(plan, "warning")
     if warnings:
         lines += ["#### Warnings", ""]
-        lines += _bounded((f"- {md(finding_line(d))}" for d in warnings), len(warnings), NOTES_BUDGET, MORE)
-        lines.append("")
+        shown = (f"- {md(finding_line(d))}" for d in findings(plan, "warning", redact))
+        lines += _bounded(shown, warnings, NOTES_BUDGET, MORE) + [""]
     return lines
 
 
@@ -148,11 +149,11 @@ def _fix_in(diagnostics: Iterable) -> str:
 
 
 def _notes(plan: Plan, redact: Redactor) -> list[str]:
-    notes = list(findings(plan, "info", redact))
+    notes = finding_count(plan, "info")
     if not notes:
         return []
-    lines = ["<details>", f"<summary>Notes ({len(notes)})</summary>", ""]
-    lines += _bounded((f"- {md(finding_line(d))}" for d in notes), len(notes), NOTES_BUDGET, MORE)
+    lines = ["<details>", f"<summary>Notes ({notes})</summary>", ""]
+    lines += _bounded((f"- {md(finding_line(d))}" for d in findings(plan, "info", redact)), notes, NOTES_BUDGET, MORE)
     return lines + ["", "</details>", ""]
 
 

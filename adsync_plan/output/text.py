@@ -234,6 +234,10 @@ def findings(plan: Plan, severity: str, redact: Redactor = NO_REDACTION) -> Iter
             yield redact.diagnostic(d)
 
 
+def finding_count(plan: Plan, severity: str) -> int:
+    return sum(1 for d in plan.diagnostics if d.severity == severity and not is_held(d))
+
+
 def finding_line(d: Diagnostic) -> str:
     return clean(f"{d.address}  {d.code}: {d.message}")
 
