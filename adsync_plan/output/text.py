@@ -267,7 +267,7 @@ def plan_text(
     if held:
         lines += [held_heading(len(held), held_by) + ":"] + [f"  {h.line()}" for h in held] + [""]
     if plan.overrides:
-        lines += [f"Overrides used: {', '.join(plan.overrides)}", ""]
+        lines += [clean(f"Overrides used: {', '.join(plan.overrides)}"), ""]
     lines.append(summary_line(plan, redact))
     return "\n".join(lines)
 
