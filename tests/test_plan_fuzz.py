@@ -175,8 +175,8 @@ def mutated_plan(draw, project: Project) -> tuple[bytes, bool]:
 def show(plan) -> None:
     """What `show` prints, in every format (redacted too): it must not fail on any plan it accepts."""
     for render in (output.plan_text, output.plan_markdown, output.plan_json):
-        for redact in (False, True):
-            assert render(plan, output.Redactor(redact))
+        for redactor in (output.Redactor(False), output.Redactor(True), output.Redactor(names=True)):
+            assert render(plan, redactor)
 
 
 def check_one(project: Project, raw: bytes) -> str:
