@@ -36,7 +36,8 @@ def refused(cli, demo: Path, *args) -> str:
     code, out, err = cli(*args)
     assert code == 1, (out, err)
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "Traceback" not in err + out and "This is a bug" not in err, err
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0], err  # one sentence, on one line, the last
+    assert "Traceback" not in err + out and "This is a bug" not in err, err
     assert tree_digest(demo) == before
     return errors[0]
 

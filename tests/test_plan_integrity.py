@@ -294,3 +294,11 @@ def test_a_short_signing_secret_is_refused_without_showing_it(cli, signed, monke
     monkeypatch.setenv(KEY_ENV, "hunter2")
     err = refused(cli, signed, "plan", "-c", signed / "adsync.yaml", "-o", signed / "p.plan.json")
     assert f"The secret in {KEY_ENV}" in err and "too short" in err and "hunter2" not in err
+
+
+def test_a_key_with_a_newline_is_named_on_one_line(cli, demo):
+    """Found by the fuzz test: a binding keyed "\n" made the schema's message two lines."""
+    path = make_plan(cli, demo)
+    edit_plan(path, lambda doc: doc["bindings"].update({"\n": 0}), reseal=True)
+    err = refused(cli, demo, "apply", "-c", demo / "adsync.yaml", path)
+    assert "bindings.'\\n'" in err
