@@ -462,3 +462,69 @@ def test_a_read_that_fails_halfway_fails_as_a_whole(seed, reader_password):
         assert progress.pages() == [500] and progress.calls[-1] == ("done",)
     finally:
         server.stop()
+
+
+# --- Active Directory as it really is: primary groups -------------------------------------------------
+
+CASE_GROUPS = "OU=Groups,DC=example,DC=com"
+PBX_USERS, TEAM = f"CN=PBX-Users,{CASE_GROUPS}", f"CN=Team,{CASE_GROUPS}"
+
+
+@pytest.fixture(scope="module")
+def case_dc():
+    """A domain holding the r3_scope case (PBX-Users ∋ Abteilung ∋ Team), for tests that change it."""
+    from tests.conftest import CASES
+
+    try:
+        domain = samba.start_domain_from_ldif((CASES / "r3_scope" / "directory.ldif").read_text(encoding="utf-8"))
+    except samba.Unavailable as err:
+        _unavailable(f"Samba AD DC unavailable: {err}")
+    yield domain
+    domain.stop()
+
+
+def set_primary_group(domain, user_cn: str, group_dn: str) -> None:
+    """What an administrator does in "Member Of > Set Primary Group": the user must be a member already."""
+    conn = domain.admin_connection()
+    conn.search(group_dn, "(objectClass=group)", ldap3.BASE, attributes=["primaryGroupToken"])
+    token = conn.response[0]["raw_attributes"]["primaryGroupToken"][0].decode()
+    user_dn = f"CN={user_cn},OU=Staff,DC=example,DC=com"
+    assert conn.modify(user_dn, {"primaryGroupID": [(ldap3.MODIFY_REPLACE, [token])]}), conn.result
+    conn.search(user_dn, "(objectClass=user)", ldap3.BASE, attributes=["memberOf"])
+    # the premise: AD lists the primary group in neither memberOf nor the group's member
+    assert group_dn.lower() not in {g.lower() for g in conn.response[0]["attributes"]["memberOf"]}
+    conn.unbind()
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_samba_a_scope_group_as_primary_group_is_membership(case_dc, reader_password, nested):
+    """primaryGroupID = the RID of a scope group makes a member, directly; and with nested groups, through
+    every group containing the group (Team ∈ Abteilung ∈ PBX-Users)."""
+    reader_password(samba.READER_PASSWORD)
+    set_primary_group(case_dc, "Vor Both", PBX_USERS)
+    set_primary_group(case_dc, "Vor Nested", TEAM)
+    settings = dc_settings(
+        case_dc, base_dn="OU=Staff,DC=example,DC=com", bind_dn=case_dc.reader_dn, tls_server_name=case_dc.server_name
+    )
+    directory = read(settings, scope=Scope((), (PBX_USERS,), nested_groups=nested))
+    members = {u.account for u in directory.users if PBX_USERS.lower() in u.groups}
+    # "disabled" is a member through memberOf; "both" and "nested" only through their primary group
+    assert members == ({"both", "disabled", "nested"} if nested else {"both", "disabled"})
+    assert next(u for u in directory.users if u.account == "nested").groups >= ({TEAM.lower()} if nested else set())
+
+
+def test_samba_contacts_and_computers_are_no_users(case_dc, reader_password):
+    """A contact (objectClass person, not user) and a computer (class user) in OU=Staff are not read."""
+    conn = case_dc.admin_connection()
+    contact = "CN=Extern Partner,OU=Staff,DC=example,DC=com"
+    conn.add(contact, ["top", "person", "organizationalPerson", "contact"], {"mail": "p@example.org"})
+    conn.add("CN=PC1,OU=Staff,DC=example,DC=com", ["top", "person", "organizationalPerson", "user", "computer"],
+             {"sAMAccountName": "PC1$", "userAccountControl": 4096})  # fmt: skip
+    conn.modify(PBX_USERS, {"member": [(ldap3.MODIFY_ADD, [contact])]})
+    conn.unbind()
+    reader_password(samba.READER_PASSWORD)
+    settings = dc_settings(
+        case_dc, base_dn="OU=Staff,DC=example,DC=com", bind_dn=case_dc.reader_dn, tls_server_name=case_dc.server_name
+    )
+    accounts = sorted(u.account for u in read(settings, scope=Scope((), (PBX_USERS,))).users)
+    assert accounts == ["both", "disabled", "leiterin", "nested", "outside"]

@@ -36,8 +36,10 @@ from adsync_plan.errors import ConfigError, SourceError
 from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress, normalise_dn
 from adsync_plan.sources.ad import (
     GUID_ATTRIBUTES,
+    SAM_NORMAL_USER_ACCOUNT,
     attribute_map,
     diagnostic_names,
+    primary_group_sid,
     requested_attributes,
     to_directory_user,
 )
@@ -47,8 +49,17 @@ log = logging.getLogger(__name__)
 _BLANKS_AROUND_COMMA = re.compile(r"\s*(?<!\\),\s*")
 IN_CHAIN = "1.2.840.113556.1.4.1941"  # LDAP_MATCHING_RULE_IN_CHAIN
 PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696 simple paged results
-# AD's computers are persons too (objectClass computer derives from user); they never are PBX users.
+# Active Directory's user accounts: no contact (a person without an account), no computer (whose class derives
+# from user), no trust or managed service account. One indexed attribute, as AD's own tools search.
+AD_USER_FILTER = f"(sAMAccountType={SAM_NORMAL_USER_ACCOUNT})"
+# Another server with AD's attribute names has no sAMAccountType, and maybe no class contact (a filter naming
+# an unknown class matches nothing on OpenLDAP): persons but computers.
 USER_FILTER = "(&(objectClass=person)(!(objectClass=computer)))"
+ACTIVE_DIRECTORY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID in the rootDSE's capabilities
+ROOT_DSE_ATTRIBUTES = ["supportedCapabilities"]
+# a user's primary group is named by its RID in primaryGroupID, in the user's own domain (objectSid's prefix)
+PRIMARY_GROUP_ATTRIBUTES = ["objectSid", "primaryGroupID"]
+BINARY_ATTRIBUTES = GUID_ATTRIBUTES | {"objectsid"}
 GROUP_FILTER = "(objectClass=group)"
 NO_ATTRIBUTES = ["1.1"]  # RFC 4511: return no attributes, only DNs
 DEFAULT_PAGE_SIZE = 500
@@ -95,9 +106,11 @@ def read_directory(
     page_size = int(settings.get("page_size", DEFAULT_PAGE_SIZE))
     with _connected(endpoint, bind_dn, password) as conn:
         reader = _Reader(conn, endpoint, page_size)
+        user_filter = user_filter_for(reader.root_dse())
         search_base = reader.require_entry(tidy_dn(base_dn), "The base DN (source.base_dn)")
-        aliases = scope_aliases(reader, scope)
-        users = reader.users(search_base, requested_attributes(attrs), attrs, aliases, progress)
+        groups = scope_groups(reader, scope)
+        wanted = requested_attributes(attrs) + (PRIMARY_GROUP_ATTRIBUTES if groups.primary else [])
+        users = reader.users(search_base, user_filter, wanted, attrs, groups, progress)
     log.info("Read %d users from %s under %s.", len(users), endpoint.url, base_dn)
     users.sort(key=lambda user: user.dn.lower())  # the server's order is arbitrary; output must not be
     return Directory(
@@ -105,6 +118,11 @@ def read_directory(
         attributes=diagnostic_names(attrs),
         origin={"type": "ldap", "url": endpoint.url, "base_dn": base_dn},
     )
+
+
+def user_filter_for(root_dse: Mapping[str, list]) -> str:
+    """Active Directory's own test for user accounts where the server says it is AD, else the classes'."""
+    return AD_USER_FILTER if ACTIVE_DIRECTORY in root_dse.get("supportedcapabilities", ()) else USER_FILTER
 
 
 # --- settings -------------------------------------------------------------------------------------------
@@ -321,14 +339,25 @@ class _Reader:
 
     def require_entry(self, dn: str, what: str) -> str:
         """The entry's DN as the server spells it; a clear error when it does not exist."""
-        if not self._search(dn, "(objectClass=*)", ldap3.BASE, NO_ATTRIBUTES):
+        return self.required_entry(dn, what, NO_ATTRIBUTES)["dn"]
+
+    def required_entry(self, dn: str, what: str, attributes: list[str]) -> dict:
+        """The entry (a searchResEntry response with `attributes`); a clear error when it does not exist."""
+        if not self._search(dn, "(objectClass=*)", ldap3.BASE, attributes):
             if (self.conn.result or {}).get("result") in (NO_SUCH_OBJECT, INVALID_DN_SYNTAX):
                 raise SourceError(
                     f"{what} {dn} does not exist on the LDAP server at {self.endpoint.url}; check the DN."
                 )
             raise self._search_error(dn)
         entries = [e for e in self.conn.response if e.get("type") == "searchResEntry"]
-        return entries[0]["dn"] if entries else dn
+        return entries[0] if entries else {"dn": dn, "raw_attributes": {}}
+
+    def root_dse(self) -> dict[str, list]:
+        """The server's rootDSE (RFC 4512 5.1), attribute names lower case; empty if the server hides it."""
+        if not self._search("", "(objectClass=*)", ldap3.BASE, ROOT_DSE_ATTRIBUTES):
+            return {}
+        entries = [e for e in self.conn.response if e.get("type") == "searchResEntry"]
+        return _entry(entries[0]["raw_attributes"]) if entries else {}
 
     def pages(self, base: str, search_filter: str, attributes: list[str]) -> Iterator[list[dict]]:
         """Every page of a paged subtree search (RFC 2696), as lists of searchResEntry responses."""
@@ -377,15 +406,15 @@ class _Reader:
             "nothing was used from the partial read."
         )
 
-    def users(self, base_dn, wanted, attrs, aliases, progress) -> list[DirectoryUser]:
+    def users(self, base_dn, user_filter, wanted, attrs, groups: ScopeGroups, progress) -> list[DirectoryUser]:
         """All users under base_dn. Pages are mapped on a helper thread while this one waits for the
         server's next page (ssl reads release the GIL), which hides most of the mapping time."""
-        mapper = _PageMapper(attrs, aliases)
+        mapper = _PageMapper(attrs, groups)
         progress.start("Reading the directory (LDAP)")
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adsync-ldap-map") as pool:
                 mapped = []
-                for page in self.pages(base_dn, USER_FILTER, wanted):
+                for page in self.pages(base_dn, user_filter, wanted):
                     if page:  # Samba ends with an empty page
                         mapped.append(pool.submit(mapper.map, page))
                         progress.advance(len(page))
@@ -397,8 +426,8 @@ class _Reader:
 class _PageMapper:
     """Search result entries -> DirectoryUsers (through the shared AD mapping)."""
 
-    def __init__(self, attrs: Mapping, aliases: Mapping[str, frozenset[str]]):
-        self.attrs, self.aliases = attrs, aliases
+    def __init__(self, attrs: Mapping, groups: ScopeGroups):
+        self.attrs, self.aliases, self.primary = attrs, groups.aliases, groups.primary
         self.interned: dict[str, str] = {}  # group DN as read -> one lower-case string shared by all members
 
     def map(self, page: list[dict]) -> list[DirectoryUser]:
@@ -406,8 +435,18 @@ class _PageMapper:
         for response in page:
             entry = _entry(response["raw_attributes"])
             groups = _groups(entry.get("memberof", ()), self.aliases, self.interned)
+            if self.primary:
+                groups |= _primary_groups(entry, self.primary)
             users.append(to_directory_user(response["dn"], entry, self.attrs, groups))
         return users
+
+
+def _primary_groups(entry: Mapping[str, list], primary: Mapping[bytes, frozenset[str]]) -> frozenset[str]:
+    """What the user's primary group implies: AD lists it in neither memberOf nor the group's member."""
+    sid, group_id = entry.get("objectsid"), entry.get("primarygroupid")
+    if not sid or not group_id:
+        return frozenset()
+    return primary.get(primary_group_sid(sid[0], group_id[0]), frozenset())
 
 
 def _entry(raw: Mapping[str, list[bytes]]) -> dict[str, list]:
@@ -415,7 +454,7 @@ def _entry(raw: Mapping[str, list[bytes]]) -> dict[str, list]:
     entry = {}
     for name, values in raw.items():
         key = name.lower()
-        if key in GUID_ATTRIBUTES:
+        if key in BINARY_ATTRIBUTES:
             entry[key] = list(values)
         else:
             entry[key] = [v.decode("utf-8", "replace") for v in values]
@@ -437,30 +476,50 @@ def _groups(member_of, aliases: Mapping[str, frozenset[str]], interned: dict[str
 # --- scope ----------------------------------------------------------------------------------------------
 
 
-def scope_aliases(reader: _Reader, scope: Scope) -> dict[str, frozenset[str]]:
-    """group DN (lower case, as the server spells it) -> the configured scope groups (lower case, as the
-    configuration spells them) that membership in it implies.
+@dataclass(frozen=True)
+class ScopeGroups:
+    """What membership in a group implies for the scope, by the two ways AD records membership.
 
-    A scope group implies itself; with nested groups, so does every group nested in it at any depth, found
+    aliases: group DN (lower case, as the server spells it) -> the configured scope groups (lower case, as
+    the configuration spells them) that membership in it implies;
+    primary: the objectSid of each of those groups -> the same, for the users whose primary group it is."""
+
+    aliases: dict[str, frozenset[str]]
+    primary: dict[bytes, frozenset[str]]
+
+
+def scope_groups(reader: _Reader, scope: Scope) -> ScopeGroups:
+    """A scope group implies itself; with nested groups, so does every group nested in it at any depth, found
     with LDAP_MATCHING_RULE_IN_CHAIN. Mapping to the configuration's spelling lets the rules compare
     lower-cased strings even when the server writes the DN differently (spaces, escapes)."""
     aliases: dict[str, set[str]] = {}
+    sids: dict[str, bytes] = {}  # group DN, lower case -> objectSid (a server other than AD has none)
     for configured in dict.fromkeys((*scope.admin_groups, *scope.user_groups)):
-        actual = reader.require_entry(tidy_dn(configured), "The scope group")
-        members = {actual}
+        actual = reader.required_entry(tidy_dn(configured), "The scope group", ["objectSid"])
+        members = {actual["dn"]: _sid(actual)}
         if scope.nested_groups:
-            members |= nested_groups(reader, actual)
-        for dn in members:
+            members.update(nested_groups(reader, actual["dn"]))
+        for dn, sid in members.items():
             aliases.setdefault(dn.lower(), set()).add(normalise_dn(configured))
-    return {dn: frozenset(names) for dn, names in aliases.items()}
+            if sid:
+                sids[dn.lower()] = sid
+    frozen = {dn: frozenset(names) for dn, names in aliases.items()}
+    primary = {sid: frozen[dn] | {sys.intern(dn)} for dn, sid in sids.items()}
+    return ScopeGroups(frozen, primary)
 
 
-def nested_groups(reader: _Reader, group_dn: str) -> set[str]:
-    """Every group inside `group_dn`, at any depth, searched under the group's domain (its DC= suffix)."""
+def _sid(response: dict) -> bytes | None:
+    values = next((v for k, v in response["raw_attributes"].items() if k.lower() == "objectsid"), None)
+    return bytes(values[0]) if values else None
+
+
+def nested_groups(reader: _Reader, group_dn: str) -> dict[str, bytes | None]:
+    """Every group inside `group_dn`, at any depth, searched under the group's domain (its DC= suffix), with
+    its objectSid."""
     chain = f"(memberOf:{IN_CHAIN}:={escape_filter_chars(group_dn)})"
-    found = set()
-    for page in reader.pages(domain_of(group_dn), f"(&{GROUP_FILTER}{chain})", NO_ATTRIBUTES):
-        found.update(response["dn"] for response in page)
+    found = {}
+    for page in reader.pages(domain_of(group_dn), f"(&{GROUP_FILTER}{chain})", ["objectSid"]):
+        found.update((response["dn"], _sid(response)) for response in page)
     return found
 
 
