@@ -528,3 +528,25 @@ def test_samba_contacts_and_computers_are_no_users(case_dc, reader_password):
     )
     accounts = sorted(u.account for u in read(settings, scope=Scope((), (PBX_USERS,))).users)
     assert accounts == ["both", "disabled", "leiterin", "nested", "outside"]
+
+
+# --- ldap3 upgrades: the lean decoding only with a tested ldap3 ---------------------------------------
+
+
+def test_samba_lean_decoding_only_with_a_tested_ldap3_and_the_fallback_reads_the_same(dc, reader_password, monkeypatch):
+    """The source's own entry decoding relies on ldap3 2.9's message layout. It runs with the installed ldap3
+    (if this fails after an ldap3 upgrade: run this test and benchmarks/ldap_scale.py with the new version, then
+    add it to LEAN_DECODING_TESTED); any other version gets ldap3's own decoding, which reads the same."""
+    from adsync_plan.sources import ldap as ldap_source
+
+    reader_password(samba.READER_PASSWORD)
+    calls = []
+    lean_decoding = ldap_source._decode_entries_lean
+    monkeypatch.setattr(ldap_source, "_decode_entries_lean", lambda conn: calls.append(lean_decoding(conn)))
+    lean = read(dc_settings(dc))
+    assert len(calls) == 1, f"ldap3 {ldap3.__version__} is not among the versions the lean decoding was tested with"
+    monkeypatch.setattr(ldap_source, "LEAN_DECODING_TESTED", frozenset({"2.9.0"}))
+    plain = read(dc_settings(dc))
+    assert len(calls) == 1  # not used with an untested version
+    assert len(plain.users) == SEED_SIZE
+    assert plain == lean  # every field of every user, the groups included

@@ -63,6 +63,7 @@ BINARY_ATTRIBUTES = GUID_ATTRIBUTES | {"objectsid"}
 GROUP_FILTER = "(objectClass=group)"
 NO_ATTRIBUTES = ["1.1"]  # RFC 4511: return no attributes, only DNs
 DEFAULT_PAGE_SIZE = 500
+LEAN_DECODING_TESTED = frozenset({"2.9.1"})  # ldap3 versions _decode_entries_lean is proven against
 DEFAULT_TIMEOUT = 30.0
 LDAP_PORT, LDAPS_PORT = 389, 636
 # LDAP result codes this module turns into sentences
@@ -198,6 +199,13 @@ def _connection(endpoint: Endpoint, bind_dn: str | None, password: str | None) -
     )
 
 
+def lean_decoding_applies() -> bool:
+    """_decode_entries_lean indexes ldap3's decoded messages as ldap3 2.9 lays them out: only with a version
+    the tests ran it against (tests/test_ldap_source.py proves both paths read the same); any other version
+    gets ldap3's own decoding, slower but right."""
+    return ldap3.__version__ in LEAN_DECODING_TESTED
+
+
 def _decode_entries_lean(conn: ldap3.Connection) -> None:
     """Decode search result entries to just `dn` and `raw_attributes` (name -> list of bytes).
 
@@ -246,7 +254,8 @@ class _connected:
                 ep.url,
             )
         self.conn = _connection(ep, self.bind_dn, self.password)
-        _decode_entries_lean(self.conn)
+        if lean_decoding_applies():
+            _decode_entries_lean(self.conn)
         self.password = None
         try:
             self._open_and_bind()
