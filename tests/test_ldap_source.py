@@ -19,8 +19,9 @@ import trustme
 
 from adsync_plan.config import Scope
 from adsync_plan.errors import ConfigError, SourceError
+from adsync_plan.explain import _answered_by
 from adsync_plan.sources import ad
-from adsync_plan.sources.ldap import read_directory
+from adsync_plan.sources.ldap import endpoint_from, read_directory
 from tests.servers import ad_seed, samba, slapd
 from tests.servers.ad_seed import ADMINS, HOSTILE, PEOPLE, STAFF_ALL
 
@@ -206,7 +207,13 @@ def test_samba_every_spec4_mapping(dc, seed, reader_password):
     assert by_account["u00007"].enabled is False and by_account["u00008"].enabled is True
     assert by_account["u00003"].email is None and by_account["u00005"].phones == ()
     assert directory.attributes == ad.diagnostic_names(ad.DEFAULT_ATTRIBUTES)
-    assert directory.origin == {"type": "ldap", "url": dc.ldaps_url, "base_dn": PEOPLE}
+    assert directory.origin == {
+        "type": "ldap",
+        "url": dc.ldaps_url,
+        "base_dn": PEOPLE,
+        "server": samba.SERVER_NAME,  # the domain controller that answered, from its rootDSE
+        "port": "636",
+    }
 
 
 def test_samba_object_guid_is_the_string_windows_shows(dc, reader_password):
@@ -550,3 +557,60 @@ def test_samba_lean_decoding_only_with_a_tested_ldap3_and_the_fallback_reads_the
     assert len(calls) == 1  # not used with an untested version
     assert len(plain.users) == SEED_SIZE
     assert plain == lean  # every field of every user, the groups included
+
+
+# --- forests: the global catalog -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        ("ldaps://dc.example.com", 3269),
+        ("ldap://dc.example.com", 3268),
+        ("ldaps://gc.example.com:3269", 3269),
+        ("ldaps://gc-proxy.example.com:13269", 13269),
+    ],
+)
+def test_global_catalog_port(url, port, tmp_path):
+    assert endpoint_from({"url": url, "global_catalog": True}, tmp_path).port == port
+    assert endpoint_from({"url": url}, tmp_path).port == (port if ":" in url[8:] else 636 if "ldaps" in url else 389)
+
+
+@pytest.mark.parametrize("url", ["ldaps://dc.example.com:636", "ldap://dc.example.com:389"])
+def test_global_catalog_on_a_domain_controllers_own_port_is_refused(url, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        endpoint_from({"url": url, "global_catalog": True}, tmp_path)
+    one_sentence(str(err.value))
+    assert "source.global_catalog" in str(err.value) and "3269" in str(err.value)
+
+
+def test_samba_global_catalog_reads_the_forest(dc, seed, reader_password, monkeypatch):
+    """Samba is a global catalog of its one-domain forest (ports 3268/3269): the same users and groups as from
+    the domain's own port, nested groups searched under the forest's root (the empty DN), and the origin (and
+    explain) says which server and port answered."""
+    from adsync_plan.sources import ldap as ldap_source
+
+    reader_password(samba.READER_PASSWORD)
+    bases = []
+    pages = ldap_source._Reader.pages
+    monkeypatch.setattr(
+        ldap_source._Reader, "pages", lambda self, base, *a: (bases.append(base), pages(self, base, *a))[1]
+    )
+    domain = read(dc_settings(dc))
+    assert bases == [ad_seed.DOMAIN] * 3 + [PEOPLE]  # the in-chain search of each scope group, in its domain
+    bases.clear()
+    forest = read(dc_settings(dc, global_catalog=True))
+    assert bases == ["", "", "", PEOPLE]
+    assert forest.users == domain.users
+    assert forest.origin == {**domain.origin, "port": "3269", "global_catalog": "true"}
+    assert _answered_by(forest.origin) == [
+        f"  read from:  {samba.SERVER_NAME} port 3269 (global catalog: the whole forest)"
+    ]
+
+
+def test_slapd_is_no_global_catalog(openldap, reader_password):
+    reader_password(slapd.READER_PASSWORD)
+    with pytest.raises(SourceError) as err:
+        read(slapd_settings(openldap, global_catalog=True))
+    one_sentence(str(err.value))
+    assert "no global catalog" in str(err.value) and "source.global_catalog: false" in str(err.value)

@@ -56,7 +56,7 @@ AD_USER_FILTER = f"(sAMAccountType={SAM_NORMAL_USER_ACCOUNT})"
 # an unknown class matches nothing on OpenLDAP): persons but computers.
 USER_FILTER = "(&(objectClass=person)(!(objectClass=computer)))"
 ACTIVE_DIRECTORY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID in the rootDSE's capabilities
-ROOT_DSE_ATTRIBUTES = ["supportedCapabilities"]
+ROOT_DSE_ATTRIBUTES = ["supportedCapabilities", "dnsHostName", "isGlobalCatalogReady"]
 # a user's primary group is named by its RID in primaryGroupID, in the user's own domain (objectSid's prefix)
 PRIMARY_GROUP_ATTRIBUTES = ["objectSid", "primaryGroupID"]
 BINARY_ATTRIBUTES = GUID_ATTRIBUTES | {"objectsid"}
@@ -66,6 +66,8 @@ DEFAULT_PAGE_SIZE = 500
 LEAN_DECODING_TESTED = frozenset({"2.9.1"})  # ldap3 versions _decode_entries_lean is proven against
 DEFAULT_TIMEOUT = 30.0
 LDAP_PORT, LDAPS_PORT = 389, 636
+GC_PORT, GC_TLS_PORT = 3268, 3269  # a global catalog: the partial replica of every domain of the forest
+FOREST = ""  # on a global catalog, a subtree search under the empty DN spans every domain of the forest
 # LDAP result codes this module turns into sentences
 INVALID_CREDENTIALS, NO_SUCH_OBJECT, INVALID_DN_SYNTAX = 49, 32, 34
 STRONGER_AUTH_REQUIRED, CONFIDENTIALITY_REQUIRED = 8, 13
@@ -84,6 +86,7 @@ class Endpoint:
     ca_file: str | None
     server_name: str | None
     timeout: float
+    global_catalog: bool = False
 
     @property
     def encrypted(self) -> bool:
@@ -107,7 +110,9 @@ def read_directory(
     page_size = int(settings.get("page_size", DEFAULT_PAGE_SIZE))
     with _connected(endpoint, bind_dn, password) as conn:
         reader = _Reader(conn, endpoint, page_size)
-        user_filter = user_filter_for(reader.root_dse())
+        root_dse = reader.root_dse()
+        check_global_catalog(endpoint, root_dse)
+        user_filter = user_filter_for(root_dse)
         search_base = reader.require_entry(tidy_dn(base_dn), "The base DN (source.base_dn)")
         groups = scope_groups(reader, scope)
         wanted = requested_attributes(attrs) + (PRIMARY_GROUP_ATTRIBUTES if groups.primary else [])
@@ -117,8 +122,29 @@ def read_directory(
     return Directory(
         users=tuple(users),
         attributes=diagnostic_names(attrs),
-        origin={"type": "ldap", "url": endpoint.url, "base_dn": base_dn},
+        origin={"type": "ldap", "url": endpoint.url, "base_dn": base_dn, **answered_by(endpoint, root_dse)},
     )
+
+
+def check_global_catalog(endpoint: Endpoint, root_dse: Mapping[str, list]) -> None:
+    """With source.global_catalog, the server must say it is a global catalog (AD's rootDSE does)."""
+    ready = root_dse.get("isglobalcatalogready")
+    if endpoint.global_catalog and (not ready or ready[0].upper() != "TRUE"):
+        said = f"isGlobalCatalogReady is {ready[0]}" if ready else "its rootDSE has no isGlobalCatalogReady"
+        raise SourceError(
+            f"The LDAP server at {endpoint.url} (port {endpoint.port}) is no global catalog ({said}) but "
+            "source.global_catalog is true; point source.url at a global catalog of the forest, or set "
+            "source.global_catalog: false for a single domain."
+        )
+
+
+def answered_by(endpoint: Endpoint, root_dse: Mapping[str, list]) -> dict[str, str]:
+    """Which domain controller and port answered (explain shows it): behind one DNS name there are many."""
+    host = root_dse.get("dnshostname")
+    out = {"server": host[0] if host else endpoint.host, "port": str(endpoint.port)}
+    if endpoint.global_catalog:
+        out["global_catalog"] = "true"
+    return out
 
 
 def user_filter_for(root_dse: Mapping[str, list]) -> str:
@@ -140,6 +166,13 @@ def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
         raise ConfigError(f"The source.url {url!r} is not an ldap:// or ldaps:// URL with a host name and port.")
     use_ssl = parts.scheme == "ldaps"
     start_tls = bool(settings.get("start_tls")) and not use_ssl
+    global_catalog = bool(settings.get("global_catalog"))
+    if global_catalog and port in (LDAP_PORT, LDAPS_PORT):
+        raise ConfigError(
+            f"The source.url {url!r} names port {port}, a domain controller's own, but source.global_catalog is "
+            f"true; leave the port out (the global catalog's is {GC_TLS_PORT} for ldaps://, {GC_PORT} for "
+            "ldap://) or name the one it listens on."
+        )
     ca_file = settings.get("ca_file")
     if ca_file:
         ca_file = str((Path(base_dir) / ca_file).resolve())
@@ -154,14 +187,21 @@ def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
     return Endpoint(
         url=url,
         host=parts.hostname,
-        port=port or (LDAPS_PORT if use_ssl else LDAP_PORT),
+        port=port or _default_port(use_ssl, global_catalog),
         use_ssl=use_ssl,
         start_tls=start_tls,
         allow_insecure=bool(settings.get("allow_insecure")),
         ca_file=ca_file,
         server_name=settings.get("tls_server_name"),
         timeout=float(settings.get("timeout", DEFAULT_TIMEOUT)),
+        global_catalog=global_catalog,
     )
+
+
+def _default_port(use_ssl: bool, global_catalog: bool) -> int:
+    if global_catalog:
+        return GC_TLS_PORT if use_ssl else GC_PORT
+    return LDAPS_PORT if use_ssl else LDAP_PORT
 
 
 # --- connection -----------------------------------------------------------------------------------------
@@ -507,7 +547,7 @@ def scope_groups(reader: _Reader, scope: Scope) -> ScopeGroups:
         actual = reader.required_entry(tidy_dn(configured), "The scope group", ["objectSid"])
         members = {actual["dn"]: _sid(actual)}
         if scope.nested_groups:
-            members.update(nested_groups(reader, actual["dn"]))
+            members.update(nested_groups(reader, actual["dn"], FOREST if reader.endpoint.global_catalog else None))
         for dn, sid in members.items():
             aliases.setdefault(dn.lower(), set()).add(normalise_dn(configured))
             if sid:
@@ -522,12 +562,13 @@ def _sid(response: dict) -> bytes | None:
     return bytes(values[0]) if values else None
 
 
-def nested_groups(reader: _Reader, group_dn: str) -> dict[str, bytes | None]:
-    """Every group inside `group_dn`, at any depth, searched under the group's domain (its DC= suffix), with
-    its objectSid."""
+def nested_groups(reader: _Reader, group_dn: str, base: str | None = None) -> dict[str, bytes | None]:
+    """Every group inside `group_dn`, at any depth, with its objectSid: searched under `base`, by default the
+    group's domain (its DC= suffix); on a global catalog, the whole forest."""
     chain = f"(memberOf:{IN_CHAIN}:={escape_filter_chars(group_dn)})"
     found = {}
-    for page in reader.pages(domain_of(group_dn), f"(&{GROUP_FILTER}{chain})", ["objectSid"]):
+    base = domain_of(group_dn) if base is None else base
+    for page in reader.pages(base, f"(&{GROUP_FILTER}{chain})", ["objectSid"]):
         found.update((response["dn"], _sid(response)) for response in page)
     return found
 
