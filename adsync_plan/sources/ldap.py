@@ -4,10 +4,14 @@ The only module that imports ldap3. One read is:
 
 1. connect over LDAPS, or ldap:// upgraded with StartTLS, verifying the certificate (ca_file, else the system
    store); a simple bind over plain LDAP only with `allow_insecure: true`, and then with a warning;
-2. check that base_dn and every configured scope group exist (a typo would otherwise empty the scope);
-3. with nested groups, find every group nested (at any depth) in each scope group through the matching rule
+2. read the rootDSE: is it Active Directory (then users are `sAMAccountType` user accounts, no contacts or
+   computers), which domain controller answered, and (with `global_catalog`) is it a global catalog;
+3. check that base_dn and every configured scope group exist (a typo would otherwise empty the scope);
+4. with nested groups, find every group nested (at any depth) in each scope group through the matching rule
    LDAP_MATCHING_RULE_IN_CHAIN, so that a user's direct `memberOf` tells every scope group it belongs to;
-4. one paged search (RFC 2696, always) for the users under base_dn, asking only for the mapped attributes.
+   each group's objectSid tells whose primary group (`primaryGroupID`, which memberOf never lists) it is;
+5. one paged search (RFC 2696, always) for the users under base_dn, asking only for the mapped attributes
+   (and objectSid and primaryGroupID).
 
 Any failure on the way raises SourceError: a half-read directory would orphan the users not yet read.
 """
