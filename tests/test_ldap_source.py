@@ -503,15 +503,21 @@ def set_primary_group(domain, user_cn: str, group_dn: str) -> None:
     conn.unbind()
 
 
+@pytest.mark.parametrize("global_catalog", [False, True], ids=["domain controller", "global catalog"])
 @pytest.mark.parametrize("nested", [False, True])
-def test_samba_a_scope_group_as_primary_group_is_membership(case_dc, reader_password, nested):
+def test_samba_a_scope_group_as_primary_group_is_membership(case_dc, reader_password, nested, global_catalog):
     """primaryGroupID = the RID of a scope group makes a member, directly; and with nested groups, through
-    every group containing the group (Team ∈ Abteilung ∈ PBX-Users)."""
+    every group containing the group (Team ∈ Abteilung ∈ PBX-Users). A domain controller holds one domain: the
+    RID tells the group; a global catalog holds the forest: the user's objectSid tells the domain."""
     reader_password(samba.READER_PASSWORD)
     set_primary_group(case_dc, "Vor Both", PBX_USERS)
     set_primary_group(case_dc, "Vor Nested", TEAM)
     settings = dc_settings(
-        case_dc, base_dn="OU=Staff,DC=example,DC=com", bind_dn=case_dc.reader_dn, tls_server_name=case_dc.server_name
+        case_dc,
+        base_dn="OU=Staff,DC=example,DC=com",
+        bind_dn=case_dc.reader_dn,
+        tls_server_name=case_dc.server_name,
+        global_catalog=global_catalog,
     )
     directory = read(settings, scope=Scope((), (PBX_USERS,), nested_groups=nested))
     members = {u.account for u in directory.users if PBX_USERS.lower() in u.groups}

@@ -45,6 +45,7 @@ from adsync_plan.sources.ad import (
     diagnostic_names,
     primary_group_sid,
     requested_attributes,
+    rid,
     to_directory_user,
 )
 
@@ -61,8 +62,11 @@ AD_USER_FILTER = f"(sAMAccountType={SAM_NORMAL_USER_ACCOUNT})"
 USER_FILTER = "(&(objectClass=person)(!(objectClass=computer)))"
 ACTIVE_DIRECTORY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID in the rootDSE's capabilities
 ROOT_DSE_ATTRIBUTES = ["supportedCapabilities", "dnsHostName", "isGlobalCatalogReady"]
-# a user's primary group is named by its RID in primaryGroupID, in the user's own domain (objectSid's prefix)
-PRIMARY_GROUP_ATTRIBUTES = ["objectSid", "primaryGroupID"]
+# A user's primary group is named by its RID in primaryGroupID, in the user's own domain: a domain controller
+# holds only its own domain, so the RID tells the group; a global catalog holds all, so the user's objectSid
+# (its domain's SID and its own RID) tells the domain.
+PRIMARY_GROUP_ATTRIBUTES = ["primaryGroupID"]
+FOREST_PRIMARY_GROUP_ATTRIBUTES = ["objectSid", "primaryGroupID"]
 BINARY_ATTRIBUTES = GUID_ATTRIBUTES | {"objectsid"}
 GROUP_FILTER = "(objectClass=group)"
 NO_ATTRIBUTES = ["1.1"]  # RFC 4511: return no attributes, only DNs
@@ -119,7 +123,7 @@ def read_directory(
         user_filter = user_filter_for(root_dse)
         search_base = reader.require_entry(tidy_dn(base_dn), "The base DN (source.base_dn)")
         groups = scope_groups(reader, scope)
-        wanted = requested_attributes(attrs) + (PRIMARY_GROUP_ATTRIBUTES if groups.primary else [])
+        wanted = requested_attributes(attrs) + groups.primary_attributes()
         users = reader.users(search_base, user_filter, wanted, attrs, groups, progress)
     log.info("Read %d users from %s under %s.", len(users), endpoint.url, base_dn)
     users.sort(key=lambda user: user.dn.lower())  # the server's order is arbitrary; output must not be
@@ -480,7 +484,7 @@ class _PageMapper:
     """Search result entries -> DirectoryUsers (through the shared AD mapping)."""
 
     def __init__(self, attrs: Mapping, groups: ScopeGroups):
-        self.attrs, self.aliases, self.primary = attrs, groups.aliases, groups.primary
+        self.attrs, self.aliases, self.primary, self.by_sid = attrs, groups.aliases, groups.primary, groups.by_sid
         self.interned: dict[str, str] = {}  # group DN as read -> one lower-case string shared by all members
 
     def map(self, page: list[dict]) -> list[DirectoryUser]:
@@ -489,17 +493,20 @@ class _PageMapper:
             entry = _entry(response["raw_attributes"])
             groups = _groups(entry.get("memberof", ()), self.aliases, self.interned)
             if self.primary:
-                groups |= _primary_groups(entry, self.primary)
+                groups |= _primary_groups(entry, self.primary, self.by_sid)
             users.append(to_directory_user(response["dn"], entry, self.attrs, groups))
         return users
 
 
-def _primary_groups(entry: Mapping[str, list], primary: Mapping[bytes, frozenset[str]]) -> frozenset[str]:
+def _primary_groups(entry: Mapping[str, list], primary: Mapping, by_sid: bool) -> frozenset[str]:
     """What the user's primary group implies: AD lists it in neither memberOf nor the group's member."""
-    sid, group_id = entry.get("objectsid"), entry.get("primarygroupid")
-    if not sid or not group_id:
+    group_id = entry.get("primarygroupid")
+    if not group_id:
         return frozenset()
-    return primary.get(primary_group_sid(sid[0], group_id[0]), frozenset())
+    if not by_sid:
+        return primary.get(group_id[0], frozenset())
+    sid = entry.get("objectsid")
+    return primary.get(primary_group_sid(sid[0], group_id[0]), frozenset()) if sid else frozenset()
 
 
 def _entry(raw: Mapping[str, list[bytes]]) -> dict[str, list]:
@@ -535,10 +542,17 @@ class ScopeGroups:
 
     aliases: group DN (lower case, as the server spells it) -> the configured scope groups (lower case, as
     the configuration spells them) that membership in it implies;
-    primary: the objectSid of each of those groups -> the same, for the users whose primary group it is."""
+    primary: the same for the users whose primary group it is, by the group's objectSid on a global catalog
+    (by_sid), else by its RID as primaryGroupID writes it ("513")."""
 
     aliases: dict[str, frozenset[str]]
-    primary: dict[bytes, frozenset[str]]
+    primary: dict[bytes | str, frozenset[str]]
+    by_sid: bool = False
+
+    def primary_attributes(self) -> list[str]:
+        if not self.primary:
+            return []
+        return FOREST_PRIMARY_GROUP_ATTRIBUTES if self.by_sid else PRIMARY_GROUP_ATTRIBUTES
 
 
 def scope_groups(reader: _Reader, scope: Scope) -> ScopeGroups:
@@ -557,8 +571,9 @@ def scope_groups(reader: _Reader, scope: Scope) -> ScopeGroups:
             if sid:
                 sids[dn.lower()] = sid
     frozen = {dn: frozenset(names) for dn, names in aliases.items()}
-    primary = {sid: frozen[dn] | {sys.intern(dn)} for dn, sid in sids.items()}
-    return ScopeGroups(frozen, primary)
+    by_sid = reader.endpoint.global_catalog
+    primary = {sid if by_sid else str(rid(sid)): frozen[dn] | {sys.intern(dn)} for dn, sid in sids.items()}
+    return ScopeGroups(frozen, primary, by_sid)
 
 
 def _sid(response: dict) -> bytes | None:
