@@ -425,7 +425,10 @@ def _well_known(entry) -> bool:
     sids = entry.get("objectsid") or []
     if not sids:
         return False
-    sid = sids[0] if isinstance(sids[0], bytes) else sids[0].encode("utf-8")
+    sid = sids[0]
+    if isinstance(sid, str) and sid.upper().startswith("S-"):  # the text form S-1-5-21-...-513
+        return int(sid.rsplit("-", 1)[1]) < 1000
+    sid = sid if isinstance(sid, bytes) else sid.encode("utf-8")  # binary that happened to be UTF-8
     return int.from_bytes(sid[-4:], "little") < 1000
 
 
