@@ -19,7 +19,7 @@ from adsync_plan.errors import AdsyncError, InputError, PbxError, PlanRefused
 from adsync_plan.model import NO_PROGRESS, Diagnostic, Directory, Plan, Progress
 from adsync_plan.planfile import check_applicable, load_plan, save_plan
 from adsync_plan.providers import make_provider
-from adsync_plan.rules.directory import render_users
+from adsync_plan.rules.directory import recheck, render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
 from adsync_plan.state import (
     Lock,
@@ -123,10 +123,17 @@ def make_plan(
     """Plan from `rendered` (already rendered), else the desired state at `desired_path`, else the source."""
     if rendered is None and desired_path is None:
         return _plan_from_source(config, refresh_pbx, allow_mass_orphan, progress)
-    desired = rendered if rendered is not None else read_desired(desired_path)
+    desired = rendered if rendered is not None else _read_desired(desired_path, config)
     desired.sha256 = desired.sha256 or desired_sha256(desired, config.sha256)
     snapshot = _snapshot_for_plan(config, refresh_pbx, progress)
     return _plan(config, desired, snapshot, desired_path, allow_mass_orphan)
+
+
+def _read_desired(path: Path, config: Config) -> DesiredState:
+    """A desired state from a file is input, not truth: the rules that need no directory run again."""
+    desired = read_desired(path)
+    desired.rendered = recheck(desired.rendered, config, desired.attributes)
+    return desired
 
 
 def _plan_from_source(config: Config, refresh_pbx: bool, allow_mass_orphan: bool, progress: Progress) -> PlanResult:
