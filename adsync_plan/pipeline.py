@@ -16,9 +16,10 @@ from adsync_plan import __version__, background, diff, sources
 from adsync_plan.config import Config
 from adsync_plan.desired import DesiredState, desired_sha256, read_desired, write_desired
 from adsync_plan.errors import AdsyncError, InputError, PbxError, PlanRefused
-from adsync_plan.model import NO_PROGRESS, Diagnostic, Directory, Plan, Progress
+from adsync_plan.model import NO_PROGRESS, OVERRIDE_MASS_ORPHAN, Diagnostic, Directory, Plan, Progress
 from adsync_plan.planfile import check_applicable, load_plan, save_plan
 from adsync_plan.providers import make_provider
+from adsync_plan.rules import invariants
 from adsync_plan.rules.directory import recheck, render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
 from adsync_plan.state import (
@@ -36,7 +37,6 @@ from adsync_plan.state import (
 from adsync_plan.steps import plan_steps, run_step
 
 log = logging.getLogger(__name__)
-OVERRIDE_MASS_ORPHAN = "allow-mass-orphan"
 # From a snapshot this large (about 4,000 users), plan reads the directory in a child process meanwhile.
 CHILD_FROM_SNAPSHOT_BYTES = 2_000_000
 CHUNK = 5_000  # directory users per message from the child
@@ -199,6 +199,7 @@ def _plan(
         desired.attributes,
     )
     actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
+    invariants.refuse_own_plan(actions, snapshot.state, snapshot.bindings, config)
     diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
     if desired_path is not None and desired.config_sha256 not in ("", config.sha256):
@@ -308,6 +309,7 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
     with make_provider(config.pbx, config.base_dir, config.licenses) as provider:
         live = provider.read(progress)
         _refuse_if_stale(plan, plan_path, live, previous)
+        invariants.refuse_unsound_plan(plan, plan_path, live, previous.bindings if previous else None, config)
         bindings = {**(previous.bindings if previous else {}), **plan.bindings}
         error = _run_steps(plan, provider, bindings, result, progress, on_step)
         provider.flush()

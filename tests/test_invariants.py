@@ -14,6 +14,7 @@ from adsync_plan import diff
 from adsync_plan.config import Block, Config, Numbering, Safety, Scope
 from adsync_plan.model import Directory, DirectoryUser, PbxState
 from adsync_plan.providers.file import FileProvider
+from adsync_plan.rules import invariants
 from adsync_plan.rules.directory import render_users
 from adsync_plan.rules.pbx import reconcile
 from adsync_plan.steps import plan_steps, run_step
@@ -182,6 +183,7 @@ def test_plans_are_safe_executable_and_converge(data):
     protected = protected_ids(state, config, bindings, rendered)
     assert {a.action for a in actions} <= {"create", "update", "orphan"}
     assert not {a.pbx_user_id for a in actions} & protected, "a protected user was touched"
+    assert invariants.violations(actions, state, bindings, config, allow_mass_orphan=True) == []
 
     pbx = MemoryPbx(state, config.licenses)
     new_bindings = {**bindings, **diff.bindings(decisions)}

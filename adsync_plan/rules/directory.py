@@ -267,7 +267,7 @@ def _recheck_user(user: DirectoryUser, shape: PhoneUser, rules: NumberRules, att
     check = _Checker(user, attributes)
     _check_required(check, user, attributes)
     primary = shape.primary_internal_number
-    if primary is None or primary not in shape.internal_numbers:
+    if primary is None or primary not in (*shape.internal_numbers, *shape.fax_numbers):  # a fax primary: as render
         check.error(
             "NO_INTERNAL_NUMBER",
             "phones",
