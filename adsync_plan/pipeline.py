@@ -219,6 +219,7 @@ def _plan(
         snapshot.bindings,
         {u.source_id for u in desired.rendered.desired.values()},
         config.safety,
+        in_scope=len(desired.rendered.desired) + len(desired.rendered.held),
     )
     overrides, refused = [], []
     for problem in problems:
