@@ -389,3 +389,97 @@ def test_plan_refuses_its_own_plan_when_a_bug_breaks_an_invariant(cli, demo, mon
     assert code == 1
     assert "110 is an emergency or reserved service number" in err and "this is a bug of adsync-plan" in err
     assert not out.exists()
+
+
+def _small_world():
+    """Two PBX users and a free number block: the smallest state every invariant can be shown on."""
+    from adsync_plan.model import PbxNumber, PhoneUser
+
+    anna = PhoneUser("20", "Anna", "A", "anna@example.com", "user", "20", ("20",), (PREFIX + "20",))
+    ben = PhoneUser("21", "Ben", "B", "ben@example.com", "user", "21", ("21",))
+    numbers = {
+        "20": PbxNumber("internal", "1", "standard"),
+        PREFIX + "20": PbxNumber("external", "1", "standard"),
+        "21": PbxNumber("internal", "2", "standard"),
+        "22": PbxNumber("internal"),
+        "23": PbxNumber("internal"),
+    }
+    state = PbxState({"1": anna, "2": ben}, frozenset(), numbers)
+    config = Config(
+        path=Path("adsync.yaml"),
+        base_dir=Path("."),
+        sha256="0",
+        source={"type": "ldif"},
+        scope=Scope((ADMINS,), (USERS,)),
+        numbering=Numbering(trunk_prefix="0", blocks=(Block(PREFIX, ""),)),
+        pbx={"type": "file"},
+        safety=Safety(5, 0.5),
+    )
+    return anna, ben, state, config
+
+
+def _new(login="22", **fields):
+    from adsync_plan.model import PhoneUser
+
+    shape = PhoneUser(login, "Cleo", "C", "cleo@example.com", "user", login, (login,)).changed(**fields)
+    return Action("user.cleo", "create", None, None, shape, (), "sid-cleo")
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda a, b: [Action("pbx_user.20", "orphan", "1", a, a.changed(first_name="X", last_name="-A"))], "keeps"),
+        (lambda a, b: [Action("pbx_user.20", "orphan", "1", a, a.changed(last_name="-A"))], "only gets '-'"),
+        (lambda a, b: [_new(login="21", primary_internal_number="22", internal_numbers=("22",))], "login ID 21"),
+        (
+            lambda a, b: [_new(), Action("user.dora", "create", None, None, _new().after, (), "sid-dora")],
+            "login ID 22 would be given to 2 users",
+        ),
+        (lambda a, b: [_new(external_numbers=(PREFIX + "20",))], "belongs to 1, which the plan does not release"),
+        (lambda a, b: [_new(internal_numbers=("22", "99"))], "number 99 does not exist"),
+        (lambda a, b: [_new(primary_internal_number="23")], "primary internal number 23 is not one of its own"),
+        (lambda a, b: [Action("user.ben", "update", "2", b, b.changed(login_id="20"))], "login ID 20 is used by"),
+        (lambda a, b: [Action("user.x", "update", "9", b, b)], "the PBX has no user 9"),
+        (
+            lambda a, b: [_new(), Action("user.y", "update", "2", b, b.changed(last_name="Y"), (), "sid-cleo")],
+            "source id sid-cleo is given to 2 PBX users",
+        ),
+    ],
+    ids=[
+        "orphan-renames",
+        "orphan-keeps-numbers",
+        "login-taken",
+        "login-twice",
+        "number-taken",
+        "no-number",
+        "primary",
+        "update-login-taken",
+        "no-target",
+        "one-source-two-users",
+    ],
+)
+def test_each_invariant_names_the_action_that_breaks_it(make, words):
+    anna, ben, state, config = _small_world()
+    found = invariants.violations(make(anna, ben), state, {}, config)
+    assert any(words in v for v in found), found
+
+
+def test_a_number_moves_from_an_orphan_and_a_login_from_an_update_in_one_plan():
+    """What the rules allow in one apply, the invariants allow too: release first, then take."""
+    anna, ben, state, config = _small_world()
+    orphan = Action("pbx_user.20", "orphan", "1", anna, diff.orphaned(anna))
+    moved = Action("user.ben", "update", "2", ben, ben.changed(login_id="23", internal_numbers=("21", "23")))
+    taker = _new(login="21", primary_internal_number="22", internal_numbers=("22",), external_numbers=(PREFIX + "20",))
+    assert invariants.violations([orphan, moved, taker], state, {}, config) == []
+
+
+def test_ownership_bound_orphans_only_bound_users_and_licences_count_live_users():
+    anna, ben, state, config = _small_world()
+    bound = dataclasses.replace(config, ownership="bound")
+    orphan = Action("pbx_user.20", "orphan", "1", anna, diff.orphaned(anna))
+    assert any("not managed" in v for v in invariants.violations([orphan], state, {}, bound))
+    assert invariants.violations([orphan], state, {"sid-anna": "1"}, bound) == []
+    assert any(
+        "licences" in v for v in invariants.violations([_new()], state, {}, dataclasses.replace(config, licenses=2))
+    )
+    assert invariants.violations([_new()], state, {}, dataclasses.replace(config, licenses=3)) == []
