@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from adsync_plan.config import Config
 from adsync_plan.model import ROLE_ADMIN, ROLE_USER, Diagnostic, Directory, DirectoryUser, PhoneUser, normalise_dn
 from adsync_plan.rules.numbers import NumberRules
-from adsync_plan.rules.values import INVALID_VALUE, TEXT_FIELDS, value_problem
+from adsync_plan.rules.values import INVALID_VALUE, TEXT_FIELDS, all_clean, value_problem
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ REQUIRED = (
 
 def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, config: Config):
     check = _Checker(user, attributes)
-    _check_required(check, user, attributes)
+    if not all_clean(user.account, user.first_name, user.last_name, user.email):
+        _check_required(check, user, attributes)
     numbers = rules.user_numbers(user.phones, user.faxes)
     for value in numbers.invalid:
         check.error(

@@ -21,6 +21,29 @@ _BLANK_LETTERS = "\u115f\u1160\u3164\uffa0\u2800"
 _INVISIBLE_CATEGORIES = {"Cf", "Cc", "Zs", "Zl", "Zp", "Mn", "Me"}
 
 
+_PRINTABLE_BLANKS = " " + _BLANK_LETTERS  # the only blanks str.isprintable lets through
+
+
+def all_clean(account: str | None, first_name: str | None, last_name: str | None, email: str | None) -> bool:
+    """The usual user, in a few C-speed tests: every value set, printable, not blank, not too long. Only a user
+    failing this is looked at value by value (R1 and value_problem), which names what is wrong."""
+    return bool(
+        account
+        and first_name
+        and last_name
+        and email
+        and (account + first_name + last_name + email).isprintable()
+        and len(account) <= 255
+        and len(first_name) <= 255
+        and len(last_name) <= 255
+        and len(email) <= 254
+        and account.strip(_PRINTABLE_BLANKS)
+        and first_name.strip(_PRINTABLE_BLANKS)
+        and last_name.strip(_PRINTABLE_BLANKS)
+        and email.strip(_PRINTABLE_BLANKS)
+    )
+
+
 def value_problem(field: str, value: str) -> str | None:
     """Why `value` of `field` may not reach the PBX, as the end of a sentence; None when it is clean.
 
