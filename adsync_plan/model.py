@@ -15,6 +15,8 @@ ROLE_ADMIN = "admin"
 SERVICE_STANDARD = "standard"
 SERVICE_FAX = "fax"
 INTERNAL = "internal"
+# The override a plan records when it was made with --allow-mass-orphan (R13); apply honours it.
+OVERRIDE_MASS_ORPHAN = "allow-mass-orphan"
 EXTERNAL = "external"
 
 # The fields a PBX user update sets (role and numbers have calls of their own).

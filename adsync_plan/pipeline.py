@@ -16,10 +16,11 @@ from adsync_plan import __version__, background, diff, sources
 from adsync_plan.config import Config
 from adsync_plan.desired import DesiredState, desired_sha256, read_desired, write_desired
 from adsync_plan.errors import AdsyncError, InputError, PbxError, PlanRefused
-from adsync_plan.model import NO_PROGRESS, Diagnostic, Directory, Plan, Progress
+from adsync_plan.model import NO_PROGRESS, OVERRIDE_MASS_ORPHAN, Diagnostic, Directory, Plan, Progress
 from adsync_plan.planfile import check_before_apply, load_plan, save_plan, signing_key
 from adsync_plan.providers import make_provider
-from adsync_plan.rules.directory import render_users
+from adsync_plan.rules import invariants
+from adsync_plan.rules.directory import recheck, render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
 from adsync_plan.state import (
     Lock,
@@ -37,7 +38,6 @@ from adsync_plan.state import (
 from adsync_plan.steps import plan_steps, run_step
 
 log = logging.getLogger(__name__)
-OVERRIDE_MASS_ORPHAN = "allow-mass-orphan"
 # From a snapshot this large (about 4,000 users), plan reads the directory in a child process meanwhile.
 CHILD_FROM_SNAPSHOT_BYTES = 2_000_000
 CHUNK = 5_000  # directory users per message from the child
@@ -124,10 +124,17 @@ def make_plan(
     """Plan from `rendered` (already rendered), else the desired state at `desired_path`, else the source."""
     if rendered is None and desired_path is None:
         return _plan_from_source(config, refresh_pbx, allow_mass_orphan, progress)
-    desired = rendered if rendered is not None else read_desired(desired_path)
+    desired = rendered if rendered is not None else _read_desired(desired_path, config)
     desired.sha256 = desired.sha256 or desired_sha256(desired, config.sha256)
     snapshot = _snapshot_for_plan(config, refresh_pbx, progress)
     return _plan(config, desired, snapshot, desired_path, allow_mass_orphan)
+
+
+def _read_desired(path: Path, config: Config) -> DesiredState:
+    """A desired state from a file is input, not truth: the rules that need no directory run again."""
+    desired = read_desired(path)
+    desired.rendered = recheck(desired.rendered, config, desired.attributes)
+    return desired
 
 
 def _plan_from_source(config: Config, refresh_pbx: bool, allow_mass_orphan: bool, progress: Progress) -> PlanResult:
@@ -193,6 +200,7 @@ def _plan(
         desired.attributes,
     )
     actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
+    invariants.refuse_own_plan(actions, snapshot.state, snapshot.bindings, config)
     diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
     if desired_path is not None and desired.config_sha256 not in ("", config.sha256):
@@ -212,6 +220,7 @@ def _plan(
         snapshot.bindings,
         {u.source_id for u in desired.rendered.desired.values()},
         config.safety,
+        in_scope=len(desired.rendered.desired) + len(desired.rendered.held),
     )
     overrides, refused = [], []
     for problem in problems:
@@ -305,6 +314,7 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
     with make_provider(config.pbx, config.base_dir, config.licenses) as provider:
         live = provider.read(progress)
         _refuse_if_stale(plan, plan_path, live, previous)
+        invariants.refuse_unsound_plan(plan, plan_path, live, previous.bindings if previous else None, config)
         bindings = {**(previous.bindings if previous else {}), **plan.bindings}
         error = _run_steps(plan, provider, bindings, result, progress, on_step)
         provider.flush()
