@@ -78,11 +78,13 @@ class Deferred:
         raise KeyboardInterrupt
 
 
+_TEST_SIGNAL = os.environ.get("ADSYNC_PLAN_TEST_SIGNAL", "")  # read once: test_hook runs at every step
+
+
 def test_hook(point: str) -> None:
     """For the interruption tests only: ADSYNC_PLAN_TEST_SIGNAL=SIG@POINT (e.g. INT@step:3, KILL@flushed)
     makes the process send itself SIG when it reaches POINT, so a test interrupts a real run exactly there."""
-    wanted = os.environ.get("ADSYNC_PLAN_TEST_SIGNAL")
-    if wanted:
-        name, _, at = wanted.partition("@")
+    if _TEST_SIGNAL:
+        name, _, at = _TEST_SIGNAL.partition("@")
         if at == point:
             os.kill(os.getpid(), getattr(signal, f"SIG{name}"))

@@ -390,7 +390,7 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
         run_id = str(uuid.uuid4())
         # from the first step to the last file written, Ctrl-C and SIGTERM wait: the step in flight finishes
         known = previous.bindings if previous else {}
-        with Deferred() as stop, Journal(config.state_dir, plan.plan_id, run_id, not provider.buffered) as ahead:
+        with Deferred() as stop, Journal(config.state_dir, plan.plan_id, run_id, provider.buffered) as ahead:
             ahead.start({s: i for s, i in plan.bindings.items() if known.get(s) != i})
             error = _run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead)
             ahead.sync()  # durable before a buffered PBX writes what the journal announced
