@@ -55,16 +55,20 @@ class Journal:
             self._fh = None
 
     def start(self, new_bindings: dict[str, str]) -> None:
-        self._write(
-            {
-                "run_id": self.run_id,
-                "plan_id": self.plan_id,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "bindings": new_bindings,
-            },
-            durable=True,
+        """The header: on disk before anything else, whatever the PBX (one fsync per apply)."""
+        self._fh.write(
+            orjson.dumps(
+                {
+                    "run_id": self.run_id,
+                    "plan_id": self.plan_id,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "bindings": new_bindings,
+                }
+            )
+            + b"\n"
         )
+        self.sync()
 
     def step(self, number: int, step, action, user_id: str | None) -> None:
         entry = {"step": number, "kind": step.kind, "user": action.address, "pbx_user_id": user_id}

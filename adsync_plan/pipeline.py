@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import socket
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -124,7 +125,8 @@ def recover(config: Config) -> dict | None:
     if entries is None:
         return None
     head = journal.header(entries)
-    if state.alive_here(head.get("host"), head.get("pid")):
+    # we hold the lock, so its run lost it: crashed, or force-unlocked while alive (then leave it be)
+    if head.get("host") == socket.gethostname() and state.alive_here(head.get("host"), head.get("pid")):
         log.warning(
             "%s belongs to a run that is still alive (pid %s); left alone",
             journal.path_in(config.state_dir),
@@ -343,13 +345,30 @@ def _diagnostic_order(d: Diagnostic):
 def _snapshot_for_plan(config: Config, refresh_pbx: bool, progress: Progress) -> Snapshot:
     previous = _previous_snapshot(config)
     if refresh_pbx:
-        return read_pbx(config, previous, progress)
+        return _with_journal(config, read_pbx(config, previous, progress))
     if previous is None:
         raise InputError(
             f"{config.snapshot_path}: no state snapshot to plan against; run `adsync-plan refresh` first "
             "(or plan without --no-refresh)."
         )
     return previous
+
+
+def _with_journal(config: Config, snapshot: Snapshot) -> Snapshot:
+    """A killed apply's journal binds, in this plan already, the users it created (found on the live PBX):
+    plan takes no lock and writes no state, so the next apply, refresh or sync records them."""
+    entries = journal.read(config.state_dir)
+    found = journal.found_bindings(entries, snapshot.state)[0] if entries else {}
+    found = {s: i for s, i in found.items() if snapshot.bindings.get(s) != i}
+    if found:
+        log.warning(
+            "%s: a killed apply left a journal; the %d user(s) it created are bound in this plan, and the next "
+            "apply, refresh or sync records them",
+            journal.path_in(config.state_dir),
+            len(found),
+        )
+        snapshot.bindings.update(found)
+    return snapshot
 
 
 # -- apply ------------------------------------------------------------------------------------------------
@@ -400,7 +419,7 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
             result.snapshot = save_snapshot(config.snapshot_path, final, bindings, provider.describe(), previous)
             append_audit(config.state_dir, _apply_record(plan, run_id, result, error, stop))
             ahead.remove()
-    if stop.requested:
+    if _interrupted(stop, result, error):
         raise Interrupted(
             f"{stop.signal_name} stopped apply after {len(result.done)} of {len(result.done) + len(result.not_done)} "
             f"steps; {len(result.not_done)} were not started. The snapshot, the new users' bindings and the audit "
@@ -415,15 +434,21 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
 
 
 def _apply_record(plan: Plan, run_id: str, result: ApplyResult, error, stop: Deferred) -> dict:
+    interrupted = _interrupted(stop, result, error)
     return {
         "plan_id": plan.plan_id,
         "run_id": run_id,
-        "result": "interrupted" if stop.requested else "failed" if error else "applied",
+        "result": "interrupted" if interrupted else "failed" if error else "applied",
         "steps_done": len(result.done),
         "steps_not_done": len(result.not_done),
         "summary": dict(plan.summary),
-        "error": str(error) if error else stop.signal_name,
+        "error": str(error) if error else stop.signal_name if interrupted else None,
     }
+
+
+def _interrupted(stop: Deferred, result: ApplyResult, error) -> bool:
+    """A signal stopped steps from starting (one after the last step changes nothing: the plan is applied)."""
+    return stop.requested and bool(result.not_done) and error is None
 
 
 def _state_after_steps(provider, live, result: ApplyResult):
