@@ -231,8 +231,20 @@ def _create(path: Path, info: dict) -> bool:
         return True
     except FileExistsError:
         return False
+    except OSError:  # a file system without hard links: create exclusively, then write (not atomic)
+        return _create_exclusive(path, info)
     finally:
         os.unlink(tmp)
+
+
+def _create_exclusive(path: Path, info: dict) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        json.dump(info, fh, indent=1)
+    return True
 
 
 def alive_here(host, pid) -> bool:

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from adsync_plan import providers
+from adsync_plan.errors import PbxError
 from adsync_plan.interrupts import Deferred
+from adsync_plan.model import NO_PROGRESS
 from adsync_plan.planfile import load_plan
+from adsync_plan.providers.file import FileProvider
 from adsync_plan.providers.starface import StarfaceProvider
 from adsync_plan.steps import plan_steps
 from tests.servers.starface import PASSWORD_ENV, StarfaceServer, seed_from_pbx_file
@@ -202,3 +206,32 @@ def test_refresh_plan_and_sync_stopped_end_with_a_sentence_and_leave_nothing_beh
     assert "Traceback" not in done.stderr
     assert leftovers(demo) == [] and not (demo / "p.plan.json").exists()
     assert not (demo / "states" / "pbx.yaml").exists() and audit(demo) == []
+
+
+class UnreadableAfterApply(FileProvider):
+    """The file PBX, which stops answering reads after the first (as a PBX that goes away mid-apply)."""
+
+    reads = 0
+
+    def read(self, progress=NO_PROGRESS):
+        UnreadableAfterApply.reads += 1
+        if UnreadableAfterApply.reads > 1:
+            raise PbxError("the PBX did not answer.")
+        return super().read(progress)
+
+
+def test_when_the_pbx_cannot_be_read_after_apply_the_snapshot_adds_the_steps_done(cli, demo, monkeypatch):
+    cfg = demo / "adsync.yaml"
+    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+    monkeypatch.setitem(providers.PROVIDERS, "file", "tests.test_interrupt:UnreadableAfterApply")
+    UnreadableAfterApply.reads = 0
+    code, _, err = cli("apply", "-c", cfg, demo / "p.plan.json")
+    assert code == 0 and "could not read the PBX after apply" in err, err
+    replayed = json.loads((demo / "states" / "pbx.yaml").read_text())
+    assert len(replayed["bindings"]) == 37  # no created user's binding lost
+    monkeypatch.undo()
+    assert cli("refresh", "-c", cfg)[0] == 0
+    read_back = json.loads((demo / "states" / "pbx.yaml").read_text())
+    # every kind of step (release, create, update, admin, assign, primary) replayed as the PBX carried it out
+    assert (replayed["users"], replayed["numbers"]) == (read_back["users"], read_back["numbers"])
+    assert read_back["fingerprint"] == replayed["fingerprint"] and read_back["serial"] == replayed["serial"]
