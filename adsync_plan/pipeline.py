@@ -418,6 +418,7 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
             final = _state_after_steps(provider, live, result)
             result.snapshot = save_snapshot(config.snapshot_path, final, bindings, provider.describe(), previous)
             append_audit(config.state_dir, _apply_record(plan, run_id, result, error, stop))
+            interrupts.test_hook("audited")
             ahead.remove()
     if _interrupted(stop, result, error):
         raise Interrupted(

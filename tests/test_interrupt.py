@@ -235,3 +235,32 @@ def test_when_the_pbx_cannot_be_read_after_apply_the_snapshot_adds_the_steps_don
     # every kind of step (release, create, update, admin, assign, primary) replayed as the PBX carried it out
     assert (replayed["users"], replayed["numbers"]) == (read_back["users"], read_back["numbers"])
     assert read_back["fingerprint"] == replayed["fingerprint"] and read_back["serial"] == replayed["serial"]
+
+
+def test_kill_9_between_the_audit_and_removing_the_journal_writes_no_second_record(cli, demo):
+    cfg = demo / "adsync.yaml"
+    cli("plan", "-c", cfg, "-o", demo / "p.plan.json")
+    killed = run("apply", "-c", cfg, demo / "p.plan.json", **{HOOK: "KILL@audited"})
+    assert killed.returncode == -signal.SIGKILL and (demo / "states" / ".adsync.journal").exists()
+    assert [r["result"] for r in audit(demo)] == ["applied"]
+    code, _, err = cli("refresh", "-c", cfg)
+    assert code == 0, err
+    assert [r["result"] for r in audit(demo)] == ["applied"] and leftovers(demo) == []
+    assert len(json.loads((demo / "states" / "pbx.yaml").read_text())["bindings"]) == 37
+    assert cli("plan", "-c", cfg, "--detailed-exitcode")[0] == 0
+
+
+def test_a_journal_that_cannot_be_recovered_yet_is_kept_with_a_sentence(cli, demo):
+    cfg = demo / "adsync.yaml"
+    cli("plan", "-c", cfg, "-o", demo / "p.plan.json")
+    assert run("apply", "-c", cfg, demo / "p.plan.json", **{HOOK: "KILL@flushed"}).returncode == -signal.SIGKILL
+    pbx = (demo / "pbx.yaml").read_bytes()
+    (demo / "pbx.yaml").write_text("{broken")  # the PBX does not answer sensibly
+    code, _, err = cli("refresh", "-c", cfg)
+    assert code == 1 and "was killed before it finished, and the PBX cannot be read" in err, err
+    assert "Nothing was changed" in err and (demo / "states" / ".adsync.journal").exists()
+    assert not (demo / "states" / ".adsync.lock").exists() and audit(demo) == []
+    (demo / "pbx.yaml").write_bytes(pbx)
+    code, _, err = cli("refresh", "-c", cfg)
+    assert code == 0 and [r["result"] for r in audit(demo)] == ["recovered"], err
+    assert len(json.loads((demo / "states" / "pbx.yaml").read_text())["bindings"]) == 37
