@@ -55,7 +55,9 @@ class Deferred:
 
     def __enter__(self) -> Deferred:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+            # a signal ignored by whoever started us (nohup, `cmd &` in a script) stays ignored
+            wanted = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+            self._previous = {s: signal.signal(s, self._on_signal) for s in wanted}
         return self
 
     def __exit__(self, *exc) -> None:
