@@ -1,6 +1,6 @@
 """What the apply journal costs: `adsync-plan apply` of N creates on the file PBX, with and without it.
 
-    python benchmarks/apply_journal.py [--users 5000] [--repeat 3] [--workdir DIR]
+    python benchmarks/apply_journal.py [--users 5000] [--repeat 9] [--workdir DIR]
 
 It generates a directory of N users and an empty file PBX with their numbers in its inventory, makes the
 plan once (N creates: each a create, two number assignments and a primary number, 4N steps), then applies
