@@ -289,21 +289,54 @@ def render_document(doc: dict) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, rename: a reader sees the old file or the new one."""
+    """Temporary file in the same folder, fsync, rename: a reader sees the old file or the new one. The file
+    keeps its mode (a new one gets the umask's), and a symbolic link is written through: its target is
+    replaced, the link stays."""
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        target = _write_target(path)
+        mode = _mode_for(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # mkstemp makes it 600
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as err:
         raise InputError(f"{path}: cannot write it: {err.strerror}; check the path and its folder.") from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)  # gone already after the rename
+
+
+def _write_target(path: Path) -> Path:
+    if not path.is_symlink():
+        return path
+    target = path.resolve()
+    if not target.parent.is_dir():
+        raise InputError(
+            f"{path} is a symbolic link to {target}, whose folder does not exist; nothing was written. Point the "
+            "link at an existing folder, or remove the link."
+        )
+    return target
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
 
 
 def write_document(path: Path, doc: dict) -> None:

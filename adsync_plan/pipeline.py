@@ -6,16 +6,21 @@ Stages never call each other; this module hands each one the output of the last.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import socket
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from adsync_plan import __version__, background, diff, sources
+from adsync_plan import __version__, background, diff, interrupts, journal, sources, state
 from adsync_plan.config import Config
 from adsync_plan.desired import DesiredState, desired_sha256, read_desired, write_desired
-from adsync_plan.errors import AdsyncError, InputError, PbxError, PlanRefused
+from adsync_plan.errors import AdsyncError, InputError, Interrupted, PbxError, PlanRefused
+from adsync_plan.interrupts import Deferred
+from adsync_plan.journal import Journal, replay
 from adsync_plan.model import NO_PROGRESS, OVERRIDE_MASS_ORPHAN, Diagnostic, Directory, Plan, Progress
 from adsync_plan.planfile import check_before_apply, load_plan, save_plan, signing_key
 from adsync_plan.providers import make_provider
@@ -96,9 +101,90 @@ def read_pbx(config: Config, previous: Snapshot | None, progress: Progress = NO_
 
 
 def refresh(config: Config, progress: Progress = NO_PROGRESS) -> Snapshot:
+    with state_lock(config, None, "refresh"):  # an apply's bindings are never overwritten by an older read
+        previous = _previous_snapshot(config)
+        live = read_pbx(config, previous, progress)
+        return save_snapshot(config.snapshot_path, live.state, live.bindings, live.pbx, previous)
+
+
+# -- the lock and recovery --------------------------------------------------------------------------------
+
+
+@contextmanager
+def state_lock(config: Config, plan_id: str | None, operation: str):
+    """Every command that writes states/ holds this lock; the first thing it does is recover from the
+    journal a run killed before it could write its snapshot and audit."""
+    with Lock(config.state_dir, plan_id, operation, config.lock_timeout) as lock:
+        recover(config)
+        yield lock
+
+
+def recover(config: Config) -> dict | None:
+    """With the lock held, a journal is a dead run's: bind the users it created (found on the PBX by login
+    ID), write the snapshot and an audit record `recovered`, remove the journal. None when there is none."""
+    entries = journal.read(config.state_dir)
+    if entries is None:
+        return None
+    head = journal.header(entries)
+    # we hold the lock, so its run lost it: crashed, or force-unlocked while alive (then leave it be)
+    if head.get("host") == socket.gethostname() and state.alive_here(head.get("host"), head.get("pid")):
+        log.warning(
+            "%s belongs to a run that is still alive (pid %s); left alone",
+            journal.path_in(config.state_dir),
+            head.get("pid"),
+        )
+        return None
     previous = _previous_snapshot(config)
-    live = read_pbx(config, previous, progress)
-    return save_snapshot(config.snapshot_path, live.state, live.bindings, live.pbx, previous)
+    try:
+        live = read_pbx(config, previous)
+    except AdsyncError as err:
+        raise PbxError(
+            f"{journal.path_in(config.state_dir)}: a run of plan {head.get('plan_id', '?')} was killed before it "
+            f"finished, and the PBX cannot be read to recover from its journal ({err}). Nothing was changed; run "
+            "the command again when the PBX answers."
+        ) from None
+    found, missing = journal.found_bindings(entries, live.state)
+    save_snapshot(config.snapshot_path, live.state, {**live.bindings, **found}, live.pbx, previous)
+    record = {
+        "plan_id": head.get("plan_id"),
+        "run_id": head.get("run_id"),
+        "result": "recovered",
+        "steps_started": sum(1 for e in entries if "step" in e),
+        "created_found": len([e for e in entries if e.get("kind") == "create"]) - len(missing),
+        "created_missing": missing[:100],
+    }
+    if not audited(config.state_dir, head.get("run_id")):  # killed between its audit and removing the journal
+        append_audit(config.state_dir, record)
+    journal.path_in(config.state_dir).unlink(missing_ok=True)
+    log.warning(
+        "recovered from the journal of a killed apply of plan %s: %d step(s) were started, %d new user(s) found "
+        "on the PBX and bound; run plan again to converge",
+        record["plan_id"],
+        record["steps_started"],
+        record["created_found"],
+    )
+    return record
+
+
+def audited(state_dir: Path, run_id: str | None) -> bool:
+    """Whether the last audit record is the run's own (its journal outlived the record by a moment)."""
+    path = state_dir / "audit.jsonl"
+    if run_id is None or not path.exists():
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, 2) - 65536))
+        lines = fh.read().splitlines()
+    try:
+        return bool(lines) and json.loads(lines[-1]).get("run_id") == run_id
+    except ValueError:
+        return False
+
+
+def force_unlock(config: Config, lock_id: str, force: bool = False) -> tuple[dict, dict | None]:
+    """Remove the lock (state.force_unlock says when it may), then recover from a dead run's journal."""
+    info = state.force_unlock(config.state_dir, lock_id, force)
+    with Lock(config.state_dir, None, "force-unlock", config.lock_timeout):
+        return info, recover(config)
 
 
 # -- plan -------------------------------------------------------------------------------------------------
@@ -269,13 +355,30 @@ def _diagnostic_order(d: Diagnostic):
 def _snapshot_for_plan(config: Config, refresh_pbx: bool, progress: Progress) -> Snapshot:
     previous = _previous_snapshot(config)
     if refresh_pbx:
-        return read_pbx(config, previous, progress)
+        return _with_journal(config, read_pbx(config, previous, progress))
     if previous is None:
         raise InputError(
             f"{config.snapshot_path}: no state snapshot to plan against; run `adsync-plan refresh` first "
             "(or plan without --no-refresh)."
         )
     return previous
+
+
+def _with_journal(config: Config, snapshot: Snapshot) -> Snapshot:
+    """A killed apply's journal binds, in this plan already, the users it created (found on the live PBX):
+    plan takes no lock and writes no state, so the next apply, refresh or sync records them."""
+    entries = journal.read(config.state_dir)
+    found = journal.found_bindings(entries, snapshot.state)[0] if entries else {}
+    found = {s: i for s, i in found.items() if snapshot.bindings.get(s) != i}
+    if found:
+        log.warning(
+            "%s: a killed apply left a journal; the %d user(s) it created are bound in this plan, and the next "
+            "apply, refresh or sync records them",
+            journal.path_in(config.state_dir),
+            len(found),
+        )
+        snapshot.bindings.update(found)
+    return snapshot
 
 
 # -- apply ------------------------------------------------------------------------------------------------
@@ -287,6 +390,7 @@ class ApplyResult:
     done: list[str] = field(default_factory=list)
     not_done: list[str] = field(default_factory=list)
     snapshot: Snapshot | None = None
+    steps: list = field(default_factory=list)  # (step, action, PBX user id) of each step done, in order
 
 
 def apply(
@@ -301,7 +405,7 @@ def apply(
     check_writable(config.state_dir)  # before the lock and the first PBX write
     if locked:
         return _apply_locked(config, plan, plan_path, progress, on_step)
-    with Lock(config.state_dir, plan.plan_id, "apply", config.lock_timeout):
+    with state_lock(config, plan.plan_id, "apply"):
         return _apply_locked(config, plan, plan_path, progress, on_step)
 
 
@@ -316,32 +420,62 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
         _refuse_if_stale(plan, plan_path, live, previous)
         invariants.refuse_unsound_plan(plan, plan_path, live, previous.bindings if previous else None, config)
         bindings = {**(previous.bindings if previous else {}), **plan.bindings}
-        error = _run_steps(plan, provider, bindings, result, progress, on_step)
-        provider.flush()
-        try:
-            final = provider.read()
-        except AdsyncError as err:
-            log.warning("could not read the PBX after apply (%s); the snapshot keeps its last content", err)
-            final = previous.state if previous else live
-    result.snapshot = save_snapshot(config.snapshot_path, final, bindings, provider.describe(), previous)
-    append_audit(
-        config.state_dir,
-        {
-            "plan_id": plan.plan_id,
-            "plan_digest": plan.digest,
-            "result": "failed" if error else "applied",
-            "steps_done": len(result.done),
-            "steps_not_done": len(result.not_done),
-            "summary": dict(plan.summary),
-            "error": str(error) if error else None,
-        },
-    )
+        run_id = str(uuid.uuid4())
+        # from the first step to the last file written, Ctrl-C and SIGTERM wait: the step in flight finishes
+        known = previous.bindings if previous else {}
+        with Deferred() as stop, Journal(config.state_dir, plan.plan_id, run_id, provider.buffered) as ahead:
+            ahead.start({s: i for s, i in plan.bindings.items() if known.get(s) != i})
+            error = _run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead)
+            ahead.sync()  # durable before a buffered PBX writes what the journal announced
+            provider.flush()
+            interrupts.test_hook("flushed")
+            final = _state_after_steps(provider, live, result)
+            result.snapshot = save_snapshot(config.snapshot_path, final, bindings, provider.describe(), previous)
+            append_audit(config.state_dir, _apply_record(plan, run_id, result, error, stop))
+            interrupts.test_hook("audited")
+            ahead.remove()
+    if _interrupted(stop, result, error):
+        raise Interrupted(
+            f"{stop.signal_name} stopped apply after {len(result.done)} of {len(result.done) + len(result.not_done)} "
+            f"steps; {len(result.not_done)} were not started. The snapshot, the new users' bindings and the audit "
+            "record are written; run plan again to converge."
+        )
     if error:
         raise PbxError(
             f"apply stopped after {len(result.done)} of {len(result.done) + len(result.not_done)} steps: {error} "
             "What was done is in the snapshot; run plan again to converge."
         )
     return result
+
+
+def _apply_record(plan: Plan, run_id: str, result: ApplyResult, error, stop: Deferred) -> dict:
+    interrupted = _interrupted(stop, result, error)
+    return {
+        "plan_id": plan.plan_id,
+        "plan_digest": plan.digest,
+        "run_id": run_id,
+        "result": "interrupted" if interrupted else "failed" if error else "applied",
+        "steps_done": len(result.done),
+        "steps_not_done": len(result.not_done),
+        "summary": dict(plan.summary),
+        "error": str(error) if error else stop.signal_name if interrupted else None,
+    }
+
+
+def _interrupted(stop: Deferred, result: ApplyResult, error) -> bool:
+    """A signal stopped steps from starting (one after the last step changes nothing: the plan is applied)."""
+    return stop.requested and bool(result.not_done) and error is None
+
+
+def _state_after_steps(provider, live, result: ApplyResult):
+    """The PBX as it is now; if it does not answer, the state before the steps plus the steps done."""
+    try:
+        return provider.read()
+    except AdsyncError as err:
+        log.warning(
+            "could not read the PBX after apply (%s); the snapshot adds the steps done to the state before", err
+        )
+        return replay(live, result.steps)
 
 
 def _refuse_if_stale(plan: Plan, plan_path: Path, live, previous: Snapshot | None) -> None:
@@ -363,13 +497,23 @@ def _refuse_if_stale(plan: Plan, plan_path: Path, live, previous: Snapshot | Non
     )
 
 
-def _run_steps(plan: Plan, provider, bindings: dict, result: ApplyResult, progress, on_step) -> Exception | None:
+def _run_steps(
+    plan: Plan, provider, bindings: dict, result: ApplyResult, progress, on_step, stop=None, ahead=None
+) -> Exception | None:
+    """The plan's steps in order, each announced in the journal `ahead` first; stops before a step when
+    `stop` was requested, and at the first failure."""
     steps = plan_steps(plan.changes)
     ids = {i: a.pbx_user_id for i, a in enumerate(plan.changes)}
     progress.start("Applying the plan", len(steps))
     error = None
     for n, step in enumerate(steps):
+        if stop is not None and stop.requested:
+            result.not_done = [s.text for s in steps[n:]]
+            log.warning("%s: not started (%s)", step.text, stop.signal_name)
+            break
         action = plan.changes[step.index]
+        if ahead is not None:
+            ahead.step(n + 1, step, action, ids[step.index])
         try:
             new_id = run_step(step, action, provider, ids[step.index])
         except Exception as err:  # noqa: BLE001 - whatever stopped it, the snapshot and audit must be written
@@ -385,10 +529,12 @@ def _run_steps(plan: Plan, provider, bindings: dict, result: ApplyResult, progre
             if action.source_id:
                 bindings[action.source_id] = new_id  # bound at once: a failure later never loses it
         result.done.append(step.text)
+        result.steps.append((step, action, ids[step.index]))
         log.info("%s: done", step.text)
         if on_step:
             on_step(step.text)
         progress.advance()
+        interrupts.test_hook(f"step:{n + 1}")
     progress.done()
     return error
 
@@ -423,7 +569,7 @@ def sync(
     """Plan from the source and the live PBX and, when `apply_changes`, save the plan under plans/ and apply
     it at once. The state lock is held for the whole run, so no apply can slip in between plan and apply."""
     check_writable(config.state_dir)  # before the lock, and before anything is planned
-    with Lock(config.state_dir, None, "sync", config.lock_timeout):
+    with state_lock(config, None, "sync"):
         planned = make_plan(config, None, True, allow_mass_orphan, progress)
         result = SyncResult(planned)
         if planned.refused or not apply_changes:

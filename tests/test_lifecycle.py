@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -105,13 +106,29 @@ def test_lock_released_by_the_holder_lets_the_waiter_through(cli, demo):
     assert time.monotonic() - started >= 0.4
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended (and was reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def test_force_unlock_removes_a_crashed_runs_lock(cli, demo):
     cfg = demo / "adsync.yaml"
     lock = Lock(demo / "states", "crashed", "apply", timeout=0).__enter__()
     code, _, err = cli("force-unlock", "-c", cfg, "not-the-id")
     assert code == 1 and lock.path.exists()
+    code, _, err = cli("force-unlock", "-c", cfg, lock.info["id"])  # its holder (this process) is alive
+    assert code == 1 and "still running" in err and "--force" in err and lock.path.exists()
+    lock.path.write_text(json.dumps({**lock.info, "pid": dead_pid()}))  # the holder crashed
     code, out, _ = cli("force-unlock", "-c", cfg, lock.info["id"])
     assert code == 0 and not lock.path.exists()
+
+
+def test_force_unlock_with_force_removes_a_live_holders_lock(cli, demo):
+    lock = Lock(demo / "states", "alive", "apply", timeout=0).__enter__()
+    code, out, err = cli("force-unlock", "-c", demo / "adsync.yaml", lock.info["id"], "--force")
+    assert code == 0 and not lock.path.exists(), err
 
 
 class FailingFileProvider(FileProvider):

@@ -18,6 +18,10 @@ class Provider(ABC):
     `pbx:` section of the configuration, `base_dir` the configuration's folder (for relative paths),
     `licenses` the licence count (None: unlimited)."""
 
+    # True when writes stay in memory until flush() (the file PBX); False when each call is durable on the
+    # PBX as soon as it returns. The apply journal makes its lines durable accordingly (journal.py).
+    buffered = False
+
     def __init__(self, settings: Mapping, base_dir: Path, licenses: int | None = None):
         self.settings = settings
         self.base_dir = base_dir

@@ -17,6 +17,8 @@ from adsync_plan.providers.base import Provider
 
 
 class FileProvider(Provider):
+    buffered = True  # nothing is on disk before flush()
+
     def __init__(self, settings: Mapping, base_dir: Path, licenses: int | None = None):
         super().__init__(settings, base_dir, licenses)
         self.path = (base_dir / settings["path"]).resolve()
