@@ -314,7 +314,7 @@ def test_server_enforces_short_passwords_and_unknown_numbers(server, provider):
     seed_office(server)
     provider.read()
     session = provider._open()
-    headers = {"authToken": provider._token}
+    headers = provider._auth.headers()
     user = {"login": "77", "firstName": "A", "familyName": "B", "email": "a@b.c", "language": "de"}
     short = session.post(server.url + "/rest/users", json={**user, "password": "short"}, headers=headers)
     assert short.status_code == 400 and "8 characters" in short.json()["message"]

@@ -28,20 +28,16 @@ matters:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import time
-from base64 import b64encode
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import orjson
 import requests
 import urllib3
 
-from adsync_plan.config import secret_from_env
 from adsync_plan.errors import PbxError
 from adsync_plan.model import (
     EXTERNAL,
@@ -55,6 +51,7 @@ from adsync_plan.model import (
     Progress,
 )
 from adsync_plan.providers.base import Provider
+from adsync_plan.providers.starface_auth import login_secret, make_sign_in  # noqa: F401 - login_secret re-exported
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +74,6 @@ class _Unanswered(PbxError):
     """A request whose outcome is unknown: the connection broke, it timed out, or the PBX answered 5xx."""
 
 
-class _Secret:
-    """Holds the password so that no repr, log line or traceback local can show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
-
-
 class StarfaceProvider(Provider):
     backoff = 0.5  # seconds before the first retry of a read; doubled for each further one
 
@@ -103,8 +83,7 @@ class StarfaceProvider(Provider):
         self.timeout = float(settings.get("timeout", 30))
         self.retries = int(settings.get("retries", 3))
         self._session: requests.Session | None = None
-        self._password: _Secret | None = None
-        self._token: str | None = None
+        self._auth = make_sign_in(self)  # nonce login or OAuth; nothing else here knows which
         self._number_ids: dict[str, int] | None = None  # "30" / "+4970222797830" -> PhoneNumber id
         self._services: list[dict] | None = None
         self._admin_id: int | None = None
@@ -367,12 +346,10 @@ class StarfaceProvider(Provider):
     def close(self) -> None:
         if self._session is None:
             return
-        if self._token:
-            try:
-                self._send("DELETE", "/login", None, None)
-            except requests.RequestException as err:
-                log.debug("logout from %s failed: %s", self.url, type(err).__name__)
-            self._token = None
+        try:
+            self._auth.sign_out()
+        except (requests.RequestException, PbxError) as err:
+            log.debug("sign-out from %s failed: %s", self.url, type(err).__name__)
         self._session.close()
         self._session = None
 
@@ -382,8 +359,6 @@ class StarfaceProvider(Provider):
         raises `_Unanswered` when no answer came."""
         attempt, relogged = 0, False
         while True:
-            if self._token is None:
-                self._login()
             try:
                 resp = self._send(method, path, body, params)
             except requests.exceptions.SSLError as err:
@@ -401,7 +376,8 @@ class StarfaceProvider(Provider):
             if resp.status_code == 401 and not relogged:
                 # The token expired (4 h) or was revoked; the request was not carried out, so repeat it once.
                 log.debug("%s /rest%s answered 401; logging in again", method, path)
-                self._token, relogged = None, True
+                self._auth.forget()
+                relogged = True
                 continue
             if resp.status_code >= 500 and read and attempt < self.retries:
                 attempt = self._pause(attempt, method, path, f"HTTP {resp.status_code}")
@@ -429,7 +405,7 @@ class StarfaceProvider(Provider):
 
     def _send(self, method: str, path: str, body, params, auth: bool = True) -> requests.Response:
         session = self._open()
-        headers = {"authToken": self._token} if auth and self._token else {}
+        headers = self._auth.headers() if auth else {}
         started = time.perf_counter()
         resp = session.request(
             method,
@@ -464,66 +440,6 @@ class StarfaceProvider(Provider):
             return False
         return True
 
-    def _login(self) -> None:
-        """GET /rest/login for a nonce, POST the secret; retried (new nonce) on 5xx and connection errors."""
-        attempt = 0
-        while True:
-            try:
-                resp = self._send("GET", "/login", None, None, auth=False)
-                if resp.status_code == 200:
-                    template = self._json(resp, "GET", "/login")
-                    resp = self._send("POST", "/login", self._login_body(template), None, auth=False)
-            except requests.exceptions.SSLError as err:
-                raise self._tls_error(err) from None
-            except requests.RequestException as err:  # no answer, or one cut off (ChunkedEncodingError)
-                if attempt < self.retries:
-                    attempt = self._pause(attempt, "POST", "/login", type(err).__name__)
-                    continue
-                raise PbxError(
-                    f"Cannot log in to the STARFACE PBX at {self.url}: {self._transport_cause(err)}."
-                ) from None
-            if resp.status_code >= 500 and attempt < self.retries:
-                attempt = self._pause(attempt, "POST", "/login", f"HTTP {resp.status_code}")
-                continue
-            if 400 <= resp.status_code < 500:
-                raise PbxError(
-                    f"{self.pbx} refused the login of login ID {self.settings['login_id']}: the login ID or "
-                    f"the password (from the environment variable {self.settings['password_env']}) is wrong, "
-                    "or the account is locked."
-                )
-            token = self._json(resp, "POST", "/login").get("token") if resp.status_code == 200 else None
-            if not token:
-                raise PbxError(
-                    f"{self.pbx} answered the login with HTTP {resp.status_code} and no token; "
-                    "check that pbx.url points to a STARFACE PBX (version 6.4.2.12 or later)."
-                )
-            self._token = token
-            log.debug("logged in to %s as login ID %s", self.url, self.settings["login_id"])
-            return
-
-    def _login_body(self, template) -> dict:
-        if not isinstance(template, dict) or not template.get("nonce"):
-            raise PbxError(
-                f"{self.pbx} answered GET /rest/login without a nonce; check that pbx.url "
-                "points to a STARFACE PBX (version 6.4.2.12 or later)."
-            )
-        login_type = template.get("loginType") or self.settings.get("login_type", "Internal")
-        if login_type == "ActiveDirectory" and urlsplit(self.url).scheme != "https":
-            raise PbxError(
-                f"{self.pbx} asks for an Active Directory login, whose secret is the password merely base64-encoded; "
-                "it is not sent over plain http. Use an https:// pbx.url."
-            )
-        login, nonce = self.settings["login_id"], template["nonce"]
-        if self._password is None:
-            self._password = _Secret(
-                secret_from_env("the configuration", "pbx.password_env", self.settings["password_env"])
-            )
-        return {
-            "loginType": login_type,
-            "nonce": nonce,
-            "secret": login_secret(login_type, login, nonce, self._password.reveal()),
-        }
-
     def _json(self, resp: requests.Response, method: str, path: str):
         try:
             return orjson.loads(resp.content)
@@ -552,14 +468,6 @@ class StarfaceProvider(Provider):
         if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text:
             return "the connection was closed without an answer"
         return "the network connection failed; check pbx.url and the network"
-
-
-def login_secret(login_type: str, login: str, nonce: str, password: str) -> str:
-    """The secret of the STARFACE REST login (Internal: SHA-512, lower-case hex; ActiveDirectory: base64)."""
-    if login_type == "ActiveDirectory":
-        return b64encode((login + nonce + password).encode("utf-8")).decode("ascii")
-    inner = hashlib.sha512(password.encode("utf-8")).hexdigest()
-    return login + ":" + hashlib.sha512((login + nonce + inner).encode("utf-8")).hexdigest()
 
 
 def e164(pn: Mapping) -> str:

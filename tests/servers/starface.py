@@ -17,6 +17,7 @@ exactly the users a test put there (as the file PBX does).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import itertools
@@ -56,6 +57,10 @@ DEFAULT_CALL_SERVICES = [
 ]
 SERVICE_BY_KIND = {"standard": 1, "fax": 3}
 TOKEN_TTL = 4 * 3600.0
+ACCESS_TTL = 300.0  # STARFACE 10's access tokens
+REFRESH_TTL = 6 * 3600.0
+TOKEN_PATH = "/auth/realms/pbx/oauth2/token"
+CLIENT_ID = "rest-client-headless"
 _NUM = re.compile(r"/\d+(?=/|$)")
 
 
@@ -123,8 +128,22 @@ class StarfaceServer(ThreadedServer):
         licenses: int | None = None,
         tls: ssl.SSLContext | None = None,
         login_type: str = "Internal",
+        version: str = "6",
+        client_secret: str = "Cl1ent-secret",
+        client_auth: str = "form",
+        edge_node: str | None = None,
+        discovery: bool = True,
     ):
+        """`version` "10" is a STARFACE 10: the nonce login is refused; OAuth at the token endpoint (found
+        through the discovery document unless `discovery` is False), the client secret accepted only as
+        `client_auth` says ("form" or "basic"), `resource=edgenode://<edge_node>` required when set."""
         self.login, self.password, self.login_type = login, password, login_type
+        self.version, self.client_secret, self.client_auth = version, client_secret, client_auth
+        self.edge_node, self.discovery = edge_node, discovery
+        self.api_right = True  # the API user holds "API access with Password Grant"
+        self.refresh_tokens: dict[str, float] = {}  # refresh token -> expiry
+        self.refresh_ttl = REFRESH_TTL
+        self.issued: list[str] = []  # every token handed out, for the tests that look for leaks
         self.data = Pbx(licenses=licenses)
         for pid, name, desc in DEFAULT_PERMISSIONS:
             self.data.permissions[pid] = {"id": pid, "permission": name, "description": desc}
@@ -137,7 +156,7 @@ class StarfaceServer(ThreadedServer):
         self.errors: list[str] = []  # exceptions inside the emulator (bugs), answered as 500
         self.nonces: set[str] = set()
         self.tokens: dict[str, float] = {}  # token -> expiry (server clock)
-        self.token_ttl = TOKEN_TTL
+        self.token_ttl = ACCESS_TTL if version == "10" else TOKEN_TTL  # settable: tests use 2 s
         self.clock_offset = 0.0
         self.tls = tls
 
@@ -149,6 +168,17 @@ class StarfaceServer(ThreadedServer):
         if self.tls:
             httpd.socket = self.tls.wrap_socket(httpd.socket, server_side=True)
         return self.serve(httpd)
+
+    @property
+    def oauth(self) -> bool:
+        return self.version == "10"
+
+    def settings(self) -> dict:
+        """The `pbx:` keys that sign in to this server (the caller sets PASSWORD_ENV and CLIENT_SECRET_ENV)."""
+        out = {"type": "starface", "url": self.url, "login_id": self.login, "password_env": PASSWORD_ENV}
+        if self.oauth:
+            out["client_secret_env"] = CLIENT_SECRET_ENV
+        return out
 
     @property
     def url(self) -> str:
@@ -420,7 +450,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = 500, {"code": 500, "message": "Unexpected error."}
         if fault and fault.after and self._fault(fault):
             return
-        self._send(status, body)
+        self._send(status, body, location=getattr(self, "redirect", None))
+        self.redirect = None
 
     def _fault(self, fault: Fault) -> bool:
         """Carry out a fault; True when it replaced the answer."""
@@ -438,9 +469,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(500, {"code": 500, "message": "Unexpected error."})
         return True
 
-    def _send(self, status: int, body, raw: bytes | None = None, ctype: str = "application/json") -> None:
+    def _send(
+        self, status: int, body, raw: bytes | None = None, ctype: str = "application/json", location: str | None = None
+    ) -> None:
         data = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
         self.send_response(status)
+        if location:
+            self.send_header("Location", location)
         if data:
             self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -450,6 +485,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, query: dict, raw: bytes):
         segs = path.split("/")[1:]
+        if segs and segs[0] in (".well-known", "auth"):
+            return self._keycloak(method, path, raw)
         if not segs or segs[0] != "rest":
             raise ApiError(404, f"{path} was not found.")
         segs = segs[1:]
@@ -464,7 +501,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorise(self) -> None:
         pbx = self.pbx
-        token = self.headers.get("authToken")
+        bearer = self.headers.get("Authorization") or ""
+        token = bearer.removeprefix("Bearer ") if pbx.oauth else self.headers.get("authToken")
         with pbx.lock:
             expiry = pbx.tokens.get(token or "")
             if expiry is None or expiry < pbx.now():
@@ -473,6 +511,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _login(self, method: str, raw: bytes):
         pbx = self.pbx
+        if pbx.oauth:  # what a 10.x answers here is unknown; any 4xx reads as a refused login
+            raise ApiError(403, "The login with a nonce is not available on this PBX; sign in with OAuth.")
         with pbx.lock:
             if method == "GET":
                 nonce = secrets.token_hex(13)
@@ -495,7 +535,67 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "Invalid login.")
             token = secrets.token_urlsafe(24)
             pbx.tokens[token] = pbx.now() + pbx.token_ttl
+            pbx.issued.append(token)
             return 200, {"token": token}
+
+    # -- STARFACE 10: the Keycloak realm `pbx`
+    def _keycloak(self, method: str, path: str, raw: bytes):
+        pbx = self.pbx
+        if not pbx.oauth:
+            raise ApiError(404, f"{path} was not found.")
+        if method == "GET" and path == "/.well-known/openid-configuration" and pbx.discovery:
+            self.redirect = "/auth/realms/pbx/.well-known/openid-configuration"  # as the PBX does
+            return 302, None
+        if method == "GET" and path == "/auth/realms/pbx/.well-known/openid-configuration" and pbx.discovery:
+            doc = {"issuer": f"{pbx.url}/auth/realms/pbx", "token_endpoint": pbx.url + TOKEN_PATH}
+            if pbx.edge_node:
+                doc["edgeNodeId"] = pbx.edge_node
+            return 200, doc
+        if method == "POST" and path == TOKEN_PATH:
+            form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8")).items()}
+            with pbx.lock:
+                pbx.counts[f"token {form.get('grant_type')}"] += 1
+                return self._grant(form)
+        raise ApiError(404, f"{path} was not found.")
+
+    def _grant(self, form: dict):
+        pbx = self.pbx
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        basic = self.headers.get("Authorization") or ""
+        if basic.startswith("Basic "):
+            client_id, _, secret = base64.b64decode(basic[6:]).decode("utf-8").partition(":")
+        by_form = "client_secret" in form
+        if client_id != CLIENT_ID or secret != pbx.client_secret or by_form != (pbx.client_auth == "form"):
+            return 401, {
+                "error": "unauthorized_client",
+                "error_description": "Invalid client or Invalid client credentials",
+            }
+        if pbx.edge_node and form.get("resource") != f"edgenode://{pbx.edge_node}":
+            return 400, {"error": "invalid_request", "error_description": "Missing or wrong resource"}
+        grant = form.get("grant_type")
+        if grant == "password":
+            if form.get("username") != pbx.login or form.get("password") != pbx.password or not pbx.api_right:
+                return 401, {"error": "invalid_grant", "error_description": "Invalid user credentials"}
+            if "login" not in (form.get("scope") or "").split():
+                return 400, {"error": "invalid_scope", "error_description": "Invalid scopes: " + str(form.get("scope"))}
+        elif grant == "refresh_token":
+            expiry = pbx.refresh_tokens.pop(form.get("refresh_token") or "", None)  # single use: rotated
+            if expiry is None or expiry < pbx.now():
+                return 400, {"error": "invalid_grant", "error_description": "Token is not active"}
+        else:
+            return 400, {"error": "unsupported_grant_type", "error_description": "Unsupported grant_type"}
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        pbx.tokens[access] = pbx.now() + pbx.token_ttl
+        pbx.refresh_tokens[refresh] = pbx.now() + pbx.refresh_ttl
+        pbx.issued += [access, refresh]
+        return 200, {
+            "access_token": access,
+            "expires_in": pbx.token_ttl,
+            "refresh_expires_in": pbx.refresh_ttl,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "scope": "login",
+        }
 
 
 def _secret(login_type: str, login: str, password: str, nonce: str) -> str:
@@ -829,13 +929,15 @@ def seed_scale(server: StarfaceServer, count: int, block_id: int = 1) -> None:
 
 
 PASSWORD_ENV = "ADSYNC_TEST_PBX_PASSWORD"
+CLIENT_SECRET_ENV = "ADSYNC_TEST_PBX_CLIENT_SECRET"
 
 
 def provider_for(server: StarfaceServer, base_dir, **settings):
-    """A StarfaceProvider pointed at the server; the caller sets PASSWORD_ENV (monkeypatch.setenv)."""
+    """A StarfaceProvider pointed at the server; the caller sets PASSWORD_ENV (and for a 10.x server
+    CLIENT_SECRET_ENV) with monkeypatch.setenv."""
     from adsync_plan.providers.starface import StarfaceProvider
 
-    config = {"type": "starface", "url": server.url, "login_id": server.login, "password_env": PASSWORD_ENV}
+    config = server.settings()
     config.update(settings)
     provider = StarfaceProvider(config, base_dir, None)
     provider.backoff = 0.01  # keep retry tests fast
