@@ -34,6 +34,7 @@ from adsync_plan.state import (
     save_snapshot,
 )
 from adsync_plan.steps import plan_steps, run_step
+from adsync_plan.verify import VerificationFailed, checkpoints, verify_user
 
 log = logging.getLogger(__name__)
 OVERRIDE_MASS_ORPHAN = "allow-mass-orphan"
@@ -314,7 +315,7 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
         config.state_dir,
         {
             "plan_id": plan.plan_id,
-            "result": "failed" if error else "applied",
+            "result": _audit_result(error),
             "steps_done": len(result.done),
             "steps_not_done": len(result.not_done),
             "summary": dict(plan.summary),
@@ -327,6 +328,12 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
             "What was done is in the snapshot; run plan again to converge."
         )
     return result
+
+
+def _audit_result(error: Exception | None) -> str:
+    if error is None:
+        return "applied"
+    return "verification_failed" if isinstance(error, VerificationFailed) else "failed"
 
 
 def _refuse_if_stale(plan: Plan, plan_path: Path, live, previous: Snapshot | None) -> None:
@@ -350,6 +357,7 @@ def _refuse_if_stale(plan: Plan, plan_path: Path, live, previous: Snapshot | Non
 
 def _run_steps(plan: Plan, provider, bindings: dict, result: ApplyResult, progress, on_step) -> Exception | None:
     steps = plan_steps(plan.changes)
+    points = checkpoints(steps)
     ids = {i: a.pbx_user_id for i, a in enumerate(plan.changes)}
     progress.start("Applying the plan", len(steps))
     error = None
@@ -374,8 +382,21 @@ def _run_steps(plan: Plan, provider, bindings: dict, result: ApplyResult, progre
         if on_step:
             on_step(step.text)
         progress.advance()
+        if n in points and (error := _verified(action, provider, ids[step.index], points[n], steps[n + 1 :], result)):
+            break
     progress.done()
     return error
+
+
+def _verified(action, provider, user_id: str, fields, rest: list, result: ApplyResult) -> Exception | None:
+    """At a user's checkpoint: read it back; a difference (or a failed read) stops the apply here."""
+    try:
+        verify_user(provider, action, user_id, fields)
+    except AdsyncError as err:
+        result.not_done = [s.text for s in rest]
+        log.error("%s: %s", action.address, err)
+        return err
+    return None
 
 
 # -- explain and sync -------------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ the PBX refused. There is deliberately no way to delete a user.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from adsync_plan.model import NO_PROGRESS, PbxState, PhoneUser, Progress
+from adsync_plan.model import NO_PROGRESS, SHAPE_FIELDS, PbxState, PhoneUser, Progress
 
 
 class Provider(ABC):
@@ -51,9 +51,21 @@ class Provider(ABC):
     def release_number(self, user_id: str, number: str) -> None:
         """Remove the user's assignment of the number (the number stays in the inventory)."""
 
+    def change_service(self, user_id: str, number: str, service: str) -> None:
+        """Change the call service of a number the user keeps. This default releases and assigns it again;
+        a provider whose PBX can change it in place (one request, the number never free) overrides it."""
+        self.release_number(user_id, number)
+        self.assign_number(user_id, number, service)
+
     @abstractmethod
     def set_primary_internal_number(self, user_id: str, number: str | None) -> None:
         """Make an internal number the user already owns its primary internal number."""
+
+    def read_user(self, user_id: str, fields: Collection[str] = SHAPE_FIELDS) -> dict:
+        """One user as the PBX has it now, in `PhoneUser.to_dict()` form: at least `fields`, more where they
+        come in the same read (a fixed, small number of requests; apply verifies each user with it). This
+        default reads the whole PBX; providers override it with a cheaper read."""
+        return self.read().users[user_id].to_dict()
 
     def flush(self) -> None:
         """Make every change so far durable (a no-op where each call already is)."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import orjson
@@ -43,8 +43,11 @@ from adsync_plan.model import (
     EXTERNAL,
     INTERNAL,
     NO_PROGRESS,
+    ROLE_ADMIN,
+    ROLE_USER,
     SERVICE_FAX,
     SERVICE_STANDARD,
+    SHAPE_FIELDS,
     PbxAccount,
     PbxNumber,
     PbxState,
@@ -55,10 +58,12 @@ from adsync_plan.providers.starface_auth import login_secret, make_sign_in  # no
 
 log = logging.getLogger(__name__)
 
-ADMIN_PERMISSIONS = ("admin_perm", "administration", "administrator")
+ADMIN_PERMISSIONS = ("admin_perm", "administration", "administrator")  # the default: the first the PBX has
+# Call services by preference: fax numbers get Software Fax2Mail (faxes e-mailed) as the vendor's own AD module
+# configures them, else Software Fax (web UI only).
 SERVICE_NAMES = {
     "standard": ("standard_call", "standard", "standard call"),
-    "fax": ("software_fax", "fax", "software fax"),
+    "fax": ("software fax2mail", "software_fax2mail", "fax2mail", "software_fax", "software fax", "fax"),
 }
 # PhoneUser field -> STARFACE User field
 USER_FIELDS = {"login_id": "login", "first_name": "firstName", "last_name": "familyName", "email": "email"}
@@ -85,8 +90,10 @@ class StarfaceProvider(Provider):
         self._session: requests.Session | None = None
         self._auth = make_sign_in(self)  # nonce login or OAuth; nothing else here knows which
         self._number_ids: dict[str, int] | None = None  # "30" / "+4970222797830" -> PhoneNumber id
+        self._numbers_by_id: dict[int, tuple[str, str]] = {}  # PhoneNumber id -> (number, internal|external)
         self._services: list[dict] | None = None
-        self._admin_id: int | None = None
+        self._permissions: list[dict] | None = None
+        self._admin_ids: tuple[int, ...] | None = None  # the permissions that make an administrator
         self._names: dict[str, str] = {}  # PBX user id -> "login ID 30 (Jane Doe)", for messages
 
     @property
@@ -104,8 +111,11 @@ class StarfaceProvider(Provider):
         phone_numbers = self._get_list("/phonenumbers", progress)
         accounts = self._get_list("/accounts", progress)
         self._services = self._get_list("/callservices", progress)
-        admin_id = self._admin_permission(self._get_list("/permissions", progress))
-        admins = {str(u.get("id")) for u in self._get_list(f"/permissions/{admin_id}/users", progress)}
+        self._permissions = self._get_list("/permissions", progress)
+        admins = set()  # holding any of the administrator permissions makes an administrator (protected)
+        for pid in self._admin_permissions():
+            admins |= {str(u.get("id")) for u in self._get_list(f"/permissions/{pid}/users")}
+        progress.advance()
         progress.done()
         numbers = self._inventory(phone_numbers)
         primary = {
@@ -151,7 +161,7 @@ class StarfaceProvider(Provider):
         """Internal and external numbers (other types, e.g. RESERVED or NT, are not assignable to users)."""
         fax_ids = self._fax_service_ids()
         numbers: dict[str, PbxNumber] = {}
-        self._number_ids = {}
+        self._number_ids, self._numbers_by_id = {}, {}
         for pn in phone_numbers:
             kind = {"INTERNAL": INTERNAL, "EXTERNAL": EXTERNAL}.get(pn.get("type"))
             if kind is None or not pn.get("number"):
@@ -168,29 +178,86 @@ class StarfaceProvider(Provider):
             owner, service = _owner(pn, fax_ids)
             numbers[text] = PbxNumber(type=kind, owner=owner, service=service)
             self._number_ids[text] = pn["id"]
+            self._numbers_by_id[pn["id"]] = (text, kind)
         return numbers
 
     def _fax_service_ids(self) -> set[int]:
         """Every service whose name or label says fax (Software Fax, Fax2Mail, ...) and the configured one."""
         ids = {s.get("serviceId") for s in self._services or () if "fax" in _service_text(s)}
         configured = self.settings.get("call_services", {}).get("fax")
-        if configured:
-            ids |= {s.get("serviceId") for s in self._services or () if configured.lower() in _service_names(s)}
+        if configured is not None:
+            ids |= {s.get("serviceId") for s in self._services or () if _is_named(s, configured)}
         return ids
 
-    def _admin_permission(self, permissions: list[dict]) -> int:
-        configured = self.settings.get("admin_permission")
-        wanted = (configured.lower(),) if configured else ADMIN_PERMISSIONS
-        by_name = {str(p.get("permission", "")).lower(): p.get("id") for p in permissions}
-        for name in wanted:
-            if by_name.get(name) is not None:
-                self._admin_id = by_name[name]
-                return self._admin_id
-        have = ", ".join(sorted(str(p.get("permission")) for p in permissions)) or "none"
+    def _admin_permissions(self) -> tuple[int, ...]:
+        """The ids of pbx.admin_permissions (names or ids), else of the first default name the PBX has."""
+        if self._admin_ids is not None:
+            return self._admin_ids
+        if self._permissions is None:
+            self._permissions = self._get_list("/permissions")
+        configured = self.settings.get("admin_permissions")
+        if configured is None and self.settings.get("admin_permission"):
+            configured = [self.settings["admin_permission"]]  # the older single-name setting
+        if configured:
+            found = [self._permission_id(wanted) for wanted in configured]
+        else:
+            ids = (self._permission_id(name, quiet=True) for name in ADMIN_PERMISSIONS)
+            default = next((pid for pid in ids if pid is not None), None)
+            found = [default if default is not None else self._permission_id(ADMIN_PERMISSIONS)]
+        self._admin_ids = tuple(found)
+        return self._admin_ids
+
+    def _permission_id(self, wanted, quiet: bool = False) -> int | None:
+        for p in self._permissions or ():
+            if p.get("id") == wanted or str(p.get("permission", "")).lower() == str(wanted).lower():
+                return p["id"]
+        if quiet:
+            return None
+        names = " or ".join(wanted) if isinstance(wanted, tuple) else repr(wanted)
+        have = ", ".join(f"{p.get('id')} {p.get('permission')}" for p in self._permissions or ()) or "none"
         raise PbxError(
-            f"{self.pbx} has no permission named {' or '.join(wanted)} (it has: {have}); "
-            "set pbx.admin_permission in the configuration to the name of its administrator permission."
+            f"{self.pbx} has no permission {names} (it has: {have}); set pbx.admin_permissions in the "
+            "configuration to the names or ids of the permissions that make an administrator."
         )
+
+    def read_user(self, user_id: str, fields: Collection[str] = SHAPE_FIELDS) -> dict:
+        """One request per part the fields need: the user (names, e-mail, login ID), its permissions (role),
+        its number assignments (numbers and their services), its number configuration (primary number)."""
+        uid, wanted, out = int(user_id), set(fields), {}
+        if wanted & set(USER_FIELDS):
+            user = self._get_one(f"/users/{uid}", user_id)
+            out |= {field: str(user.get(key) or "") for field, key in USER_FIELDS.items()}
+        if "role" in wanted:
+            admin = set(self._admin_permissions())
+            held = {p.get("id") for p in self._get_list(f"/permissions/users/{uid}")}
+            out["role"] = ROLE_ADMIN if held & admin else ROLE_USER
+        if wanted & {"internal_numbers", "external_numbers", "fax_numbers"}:
+            out |= self._user_numbers(uid)
+        if "primary_internal_number" in wanted:
+            config = self._get_one(f"/users/{uid}/phonenumberconfig", user_id)
+            primary = self._numbers_by_id.get(config.get("primaryInternalNumberId"))
+            out["primary_internal_number"] = primary[0] if primary else None
+        return out
+
+    def _user_numbers(self, uid: int) -> dict[str, list[str]]:
+        self._load_inventory()
+        fax_ids = self._fax_service_ids()
+        out: dict[str, list[str]] = {"internal_numbers": [], "external_numbers": [], "fax_numbers": []}
+        for assignment in self._get_list(f"/users/{uid}/phonenumberconfig/phonenumbers"):
+            number, kind = self._numbers_by_id.get(assignment.get("phoneNumberId"), (None, None))
+            if number is None:
+                number, kind = f"PhoneNumber id {assignment.get('phoneNumberId')}", INTERNAL  # not in the inventory
+            out["fax_numbers" if assignment.get("serviceId") in fax_ids else f"{kind}_numbers"].append(number)
+        return {kind: sorted(numbers) for kind, numbers in out.items()}
+
+    def _get_one(self, path: str, user_id: str) -> dict:
+        resp = self._call("GET", path, read=True)
+        if resp.status_code == 404:
+            raise PbxError(f"{self.pbx} no longer has {self._who(user_id)}; run refresh and plan again.")
+        data = self._json(self._checked(resp, "read", self._who(user_id), "GET", path), "GET", path)
+        if not isinstance(data, dict):
+            raise PbxError(f"{self.pbx} answered GET /rest{path} with JSON that is not an object.")
+        return data
 
     # ---- writing ---------------------------------------------------------------------------------------
     def create_user(self, user) -> str:
@@ -263,10 +330,14 @@ class StarfaceProvider(Provider):
             )
 
     def set_admin(self, user_id: str, admin: bool) -> None:
-        pid = self._admin_id if self._admin_id is not None else self._admin_permission(self._get_list("/permissions"))
-        path = f"/permissions/{pid}/users"
-        doing = "grant the administrator permission to" if admin else "revoke the administrator permission of"
-        self._write("PUT", path, [int(user_id)], doing, self._who(user_id), params={"granted": str(admin).lower()})
+        """Grant or revoke every administrator permission: one request per permission (a fixed, small number),
+        each touching only that permission, so the user's other permissions stay as they are."""
+        names = {p.get("id"): p.get("permission") for p in self._permissions or ()}
+        for pid in self._admin_permissions():
+            which = f"the administrator permission {names.get(pid)} ({pid})"
+            doing = f"grant {which} to" if admin else f"revoke {which} of"
+            params = {"granted": str(admin).lower()}
+            self._write("PUT", f"/permissions/{pid}/users", [int(user_id)], doing, self._who(user_id), params=params)
 
     def assign_number(self, user_id: str, number: str, service: str) -> None:
         who = self._who(user_id)
@@ -284,11 +355,35 @@ class StarfaceProvider(Provider):
         path = f"/users/{int(user_id)}/phonenumberconfig/phonenumbers/{self._number_id(number)}"
         self._write("DELETE", path, None, f"remove the number {number} from", self._who(user_id))
 
+    def change_service(self, user_id: str, number: str, service: str) -> None:
+        """In place, as STARFACE's own client does (updateUserPhoneNumberServiceId): the number is never free."""
+        body = [
+            {
+                "accountId": int(user_id),
+                "phoneNumberId": self._number_id(number),
+                "serviceId": self._service_id(service),
+            }
+        ]
+        path = f"/users/{int(user_id)}/phonenumberconfig/phonenumbers"
+        self._write("PUT", path, body, f"make the number {number} a {service} number of", self._who(user_id))
+
     def set_primary_internal_number(self, user_id: str, number: str | None) -> None:
-        # A partial PhoneNumberConfig, as STARFACE's own PHP client sends it (tested on 6.7.0.22).
-        body = {"primaryInternalNumberId": self._number_id(number) if number else None}
-        doing = f"make {number} the primary internal number of" if number else "clear the primary internal number of"
-        self._write("PUT", f"/users/{int(user_id)}/phonenumberconfig", body, doing, self._who(user_id))
+        """Read the user's PhoneNumberConfig and write it back whole with the one field changed (no public
+        source shows a partial body or a null accepted; STARFACE's PHP client carries a TODO about it). Never
+        sends null: a primary number goes when its number is released, so None only checks that it is gone."""
+        who, path = self._who(user_id), f"/users/{int(user_id)}/phonenumberconfig"
+        config = self._get_one(path, user_id)
+        if number is None:
+            if config.get("primaryInternalNumberId") is not None:
+                current = self._numbers_by_id.get(config["primaryInternalNumberId"], ("?",))[0]
+                raise PbxError(
+                    f"{self.pbx} still has {current} as the primary internal number of {who}, and the API cannot "
+                    "clear it; release that number from the user on the PBX, then run plan again."
+                )
+            return
+        body = {k: v for k, v in config.items() if v is not None}  # whole, without nulls
+        body["primaryInternalNumberId"] = self._number_id(number)
+        self._write("PUT", path, body, f"make {number} the primary internal number of", who)
 
     def _write(self, method: str, path: str, body, doing: str, who: str, params: dict | None = None) -> None:
         try:
@@ -315,10 +410,14 @@ class StarfaceProvider(Provider):
         name = self._names.get(str(user_id))
         return f"user {user_id}, {name}" if name else f"user {user_id}"
 
-    def _number_id(self, number: str) -> int:
+    def _load_inventory(self) -> None:
+        """The number inventory, when no read() loaded it yet (a provider used for writes only)."""
         if self._number_ids is None:
             self._services = self._services or self._get_list("/callservices")
             self._inventory(self._get_list("/phonenumbers"))
+
+    def _number_id(self, number: str) -> int:
+        self._load_inventory()
         try:
             return self._number_ids[number]
         except KeyError:
@@ -328,18 +427,20 @@ class StarfaceProvider(Provider):
             ) from None
 
     def _service_id(self, kind: str) -> int:
+        """The call service for standard or fax numbers: pbx.call_services.<kind> (a name or an id), else the
+        first of SERVICE_NAMES[kind] the PBX has (fax: Software Fax2Mail before Software Fax)."""
         if self._services is None:
             self._services = self._get_list("/callservices")
         configured = self.settings.get("call_services", {}).get(kind)
-        wanted = (configured.lower(),) if configured else SERVICE_NAMES[kind]
+        wanted = (configured,) if configured is not None else SERVICE_NAMES[kind]
         for name in wanted:
             for service in self._services:
-                if name in _service_names(service):
+                if _is_named(service, name):
                     return service["serviceId"]
-        have = ", ".join(sorted(str(s.get("serviceName")) for s in self._services)) or "none"
+        have = ", ".join(f"{s.get('serviceId')} {s.get('serviceName')}" for s in self._services) or "none"
         raise PbxError(
-            f"{self.pbx} has no call service named {' or '.join(wanted)} (it has: {have}); "
-            f"set pbx.call_services.{kind} in the configuration to the name of its {kind} call service."
+            f"{self.pbx} has no call service {' or '.join(map(repr, wanted))} (it has: {have}); "
+            f"set pbx.call_services.{kind} in the configuration to the name or id of its {kind} call service."
         )
 
     # ---- the session -----------------------------------------------------------------------------------
@@ -506,6 +607,13 @@ def _owner(pn: Mapping, fax_ids: set[int]) -> tuple[str | None, str | None]:
 
 def _service_names(service: Mapping) -> set[str]:
     return {str(service.get("serviceName") or "").lower(), str(service.get("label") or "").lower()}
+
+
+def _is_named(service: Mapping, wanted) -> bool:
+    """A call service by id (an int) or by name or label (case-insensitive)."""
+    if isinstance(wanted, int):
+        return service.get("serviceId") == wanted
+    return str(wanted).lower() in _service_names(service)
 
 
 def _service_text(service: Mapping) -> str:
