@@ -399,6 +399,15 @@ def _verified(action, provider, user_id: str, fields, rest: list, result: ApplyR
     return None
 
 
+# -- doctor -----------------------------------------------------------------------------------------------
+
+
+def doctor(config: Config) -> dict:
+    """The PBX's profile from a read-only first contact (see Provider.profile)."""
+    with make_provider(config.pbx, config.base_dir, config.licenses) as provider:
+        return provider.profile()
+
+
 # -- explain and sync -------------------------------------------------------------------------------------
 
 

@@ -67,6 +67,28 @@ class Provider(ABC):
         default reads the whole PBX; providers override it with a cheaper read."""
         return self.read().users[user_id].to_dict()
 
+    def profile(self) -> dict:
+        """What `doctor` reports, as data (see StarfaceProvider.profile for the keys). This default, for a
+        PBX without sign-in or mappings, reports the number inventory only."""
+        numbers: dict[str, dict[str, int]] = {}
+        for info in self.read().numbers.values():
+            entry = numbers.setdefault(info.type.upper(), {"total": 0, "users": 0})
+            entry["total"] += 1
+            entry["users"] += info.owner is not None and ":" not in info.owner
+        return {
+            "pbx": f"The {self.settings['type']} PBX",
+            "sign_in": "none needed",
+            "version": None,
+            "services": [],
+            "permissions": [],
+            "numbers": dict(sorted(numbers.items())),
+            "examples": [],
+            "system_users": [],
+            "assumptions": [],
+            "warnings": [],
+            "problems": [],
+        }
+
     def flush(self) -> None:
         """Make every change so far durable (a no-op where each call already is)."""
 

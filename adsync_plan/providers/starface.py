@@ -29,6 +29,7 @@ matters:
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from collections.abc import Collection, Mapping
@@ -65,6 +66,8 @@ SERVICE_NAMES = {
     "standard": ("standard_call", "standard", "standard call"),
     "fax": ("software fax2mail", "software_fax2mail", "fax2mail", "software_fax", "software fax", "fax"),
 }
+MIN_E164_DIGITS = 8  # fewer digits after "+" than any real subscriber number with its country code
+SYSTEM_NAME = re.compile(r"\b(api|system|service|starface|admin|administrator|test|rest|fax|noreply)\b", re.I)
 # PhoneUser field -> STARFACE User field
 USER_FIELDS = {"login_id": "login", "first_name": "firstName", "last_name": "familyName", "email": "email"}
 FIELD_WORDS = {
@@ -117,6 +120,8 @@ class StarfaceProvider(Provider):
             admins |= {str(u.get("id")) for u in self._get_list(f"/permissions/{pid}/users")}
         progress.advance()
         progress.done()
+        if problems := self.mapping_problems():  # refuse before a plan that apply could not carry out
+            raise PbxError(problems[0])
         numbers = self._inventory(phone_numbers)
         primary = {
             str(a.get("accountId")): a.get("primaryInternalPhoneNumber") or None
@@ -208,9 +213,14 @@ class StarfaceProvider(Provider):
         return self._admin_ids
 
     def _permission_id(self, wanted, quiet: bool = False) -> int | None:
-        for p in self._permissions or ():
-            if p.get("id") == wanted or str(p.get("permission", "")).lower() == str(wanted).lower():
-                return p["id"]
+        ids = sorted({p["id"] for p in self._permissions or () if _is_permission(p, wanted)})
+        if len(ids) > 1:
+            raise PbxError(
+                f"{self.pbx} has {len(ids)} permissions named {wanted!r} (ids {', '.join(map(str, ids))}); "
+                "set pbx.admin_permissions in the configuration to the ids of the ones that make an administrator."
+            )
+        if ids:
+            return ids[0]
         if quiet:
             return None
         names = " or ".join(wanted) if isinstance(wanted, tuple) else repr(wanted)
@@ -258,6 +268,112 @@ class StarfaceProvider(Provider):
         if not isinstance(data, dict):
             raise PbxError(f"{self.pbx} answered GET /rest{path} with JSON that is not an object.")
         return data
+
+    # ---- doctor ----------------------------------------------------------------------------------------
+    def profile(self) -> dict:
+        """What doctor reports: a read-only first contact (GETs only), as data; output.py prints it."""
+        users = self._get_list("/users")
+        phone_numbers = self._get_list("/phonenumbers")
+        self._services = self._get_list("/callservices")
+        self._permissions = self._get_list("/permissions")
+        problems = self.mapping_problems()
+        numbers = self._inventory(phone_numbers)
+        externals = sorted((pn for pn in phone_numbers if pn.get("type") == "EXTERNAL"), key=lambda pn: pn.get("id"))
+        return {
+            "pbx": self.pbx,
+            "sign_in": self._auth.describe(),
+            "version": self._version(),
+            "services": self._mapped_services(),
+            "permissions": self._mapped_permissions(),
+            "numbers": _inventory_counts(phone_numbers),
+            "examples": [{"fields": _number_fields(pn), "e164": e164(pn)} for pn in externals[:3]],
+            "system_users": [found for u in users if (found := self._system_user(u))],
+            "assumptions": self._assumptions(phone_numbers, problems),
+            "warnings": [
+                f"The external number {n} reads as implausibly short ({len(n) - 1} digits); check its country and "
+                "area code in the line's settings."
+                for n, info in sorted(numbers.items())
+                if info.type == EXTERNAL and len(n) - 1 < MIN_E164_DIGITS
+            ],
+            "problems": problems,
+        }
+
+    def _version(self) -> str | None:
+        resp = self._call("GET", "/server/version", read=True)  # "Server/Version" in the current API's sections
+        data = _json_or_none(resp) if resp.status_code == 200 else None
+        if isinstance(data, dict):
+            data = data.get("version") or data.get("productVersion")
+        return str(data) if isinstance(data, str | int | float) and data else None
+
+    def _safe(self, find) -> int | tuple | None:
+        try:
+            return find()
+        except PbxError:
+            return None
+
+    def _mapped_services(self) -> list[dict]:
+        used = {self._safe(lambda: self._service_id("standard")): "standard numbers"}
+        used[self._safe(lambda: self._service_id("fax"))] = "fax numbers"
+        fax = self._fax_service_ids()
+        return [
+            {
+                "id": s.get("serviceId"),
+                "name": s.get("serviceName"),
+                "label": s.get("label"),
+                "mapped_to": used.get(s.get("serviceId")) or ("read as fax" if s.get("serviceId") in fax else ""),
+            }
+            for s in self._services or ()
+        ]
+
+    def _mapped_permissions(self) -> list[dict]:
+        admin = set(self._safe(self._admin_permissions) or ())
+        return [
+            {
+                "id": p.get("id"),
+                "name": p.get("permission"),
+                "description": p.get("description"),
+                "mapped_to": "administrator" if p.get("id") in admin else "",
+            }
+            for p in self._permissions or ()
+        ]
+
+    def _system_user(self, user: dict) -> dict | None:
+        """A user that looks like a system or API account: the tool's own login, no e-mail, a technical name."""
+        login, name = str(user.get("login") or ""), f"{user.get('firstName') or ''} {user.get('familyName') or ''}"
+        why = []
+        if login == self.settings["login_id"]:
+            why.append("the login ID adsync-plan signs in with")
+        if SYSTEM_NAME.search(name):
+            why.append("a technical name")
+        if not user.get("email"):
+            why.append("no e-mail address")
+        if not why:
+            return None
+        return {"id": user.get("id"), "login": login, "name": name.strip(), "why": ", ".join(why)}
+
+    def _assumptions(self, phone_numbers: list[dict], problems: list[str]) -> list[str]:
+        found = []
+        user_numbers = [pn for pn in phone_numbers if pn.get("assignedUserAccountId") is not None]
+        blind = sum(1 for pn in user_numbers if pn.get("assignedServiceId") is None)
+        if blind:
+            found.append(
+                f"{blind} of {len(user_numbers)} user numbers have no assignedServiceId; their call service is "
+                "taken as standard (a fax number among them would read as a phone number)."
+            )
+        if not any(_is_named(s, "software fax2mail") or _is_named(s, "fax2mail") for s in self._services or ()):
+            found.append("The PBX has no Software Fax2Mail call service; fax numbers get Software Fax (web UI only).")
+        if "admin_permissions" not in self.settings and "admin_permission" not in self.settings:
+            found.append(
+                "Administrators are taken to be the holders of the permission marked administrator above; the "
+                "vendor's PowerShell module grants ids 11, 25-30, 32 and 36: set pbx.admin_permissions if your "
+                "PBX's administrators hold more."
+            )
+        if any(pn.get("type") == "EXTERNAL" for pn in phone_numbers):
+            found.append(
+                "External numbers are read as + nationalPrefix + localPrefix (without its leading 0) + number; "
+                "check the examples above against the numbers you know."
+            )
+        return found
 
     # ---- writing ---------------------------------------------------------------------------------------
     def create_user(self, user) -> str:
@@ -428,20 +544,37 @@ class StarfaceProvider(Provider):
 
     def _service_id(self, kind: str) -> int:
         """The call service for standard or fax numbers: pbx.call_services.<kind> (a name or an id), else the
-        first of SERVICE_NAMES[kind] the PBX has (fax: Software Fax2Mail before Software Fax)."""
+        first of SERVICE_NAMES[kind] the PBX has (fax: Software Fax2Mail before Software Fax). Two services
+        answering to the chosen name are ambiguous: the configuration must then give the id."""
         if self._services is None:
             self._services = self._get_list("/callservices")
         configured = self.settings.get("call_services", {}).get(kind)
         wanted = (configured,) if configured is not None else SERVICE_NAMES[kind]
         for name in wanted:
-            for service in self._services:
-                if _is_named(service, name):
-                    return service["serviceId"]
+            ids = sorted({s["serviceId"] for s in self._services if _is_named(s, name)})
+            if len(ids) == 1:
+                return ids[0]
+            if ids:
+                raise PbxError(
+                    f"{self.pbx} has {len(ids)} call services named {name!r} (ids {', '.join(map(str, ids))}); "
+                    f"set pbx.call_services.{kind} in the configuration to the id of the one for {kind} numbers."
+                )
         have = ", ".join(f"{s.get('serviceId')} {s.get('serviceName')}" for s in self._services) or "none"
         raise PbxError(
             f"{self.pbx} has no call service {' or '.join(map(repr, wanted))} (it has: {have}); "
             f"set pbx.call_services.{kind} in the configuration to the name or id of its {kind} call service."
         )
+
+    def mapping_problems(self) -> list[str]:
+        """Each mapping apply needs (standard and fax call service, administrator permissions) that is missing
+        or ambiguous on this PBX, as the sentence plan and doctor both say."""
+        problems = []
+        for find in (lambda: self._service_id("standard"), lambda: self._service_id("fax"), self._admin_permissions):
+            try:
+                find()
+            except PbxError as err:
+                problems.append(str(err))
+        return problems
 
     # ---- the session -----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -607,6 +740,34 @@ def _owner(pn: Mapping, fax_ids: set[int]) -> tuple[str | None, str | None]:
 
 def _service_names(service: Mapping) -> set[str]:
     return {str(service.get("serviceName") or "").lower(), str(service.get("label") or "").lower()}
+
+
+def _json_or_none(resp: requests.Response):
+    try:
+        return orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _inventory_counts(phone_numbers: list[dict]) -> dict[str, dict[str, int]]:
+    """PhoneNumber type -> how many, and how many of them are assigned to a user."""
+    out: dict[str, dict[str, int]] = {}
+    for pn in phone_numbers:
+        entry = out.setdefault(str(pn.get("type")), {"total": 0, "users": 0})
+        entry["total"] += 1
+        entry["users"] += pn.get("assignedUserAccountId") is not None
+    return dict(sorted(out.items()))
+
+
+def _number_fields(pn: Mapping) -> str:
+    keys = ("exitCode", "nationalPrefix", "localPrefix", "number")
+    return ", ".join(f"{k} {pn.get(k)!s}" for k in keys if pn.get(k) not in (None, ""))
+
+
+def _is_permission(permission: Mapping, wanted) -> bool:
+    if isinstance(wanted, int):
+        return permission.get("id") == wanted
+    return str(permission.get("permission", "")).lower() == str(wanted).lower()
 
 
 def _is_named(service: Mapping, wanted) -> bool:

@@ -135,6 +135,9 @@ class NonceSignIn(_SignIn):
     def forget(self) -> None:
         self._token = None
 
+    def describe(self) -> str:
+        return f"the nonce login (STARFACE before 10) as login ID {self.settings['login_id']}"
+
     def sign_out(self) -> None:
         if self._token is not None:
             self.conn._send("DELETE", "/login", None, None)
@@ -199,6 +202,7 @@ class OAuthSignIn(_SignIn):
         self._endpoint: tuple[str, str | None] | None = None  # (token URL, edge node id)
         self._basic = False  # the client secret goes as HTTP Basic (after the PBX refused it as a form field)
         self._client_secret: Secret | None = None
+        self._source = ""  # where the token endpoint came from, for doctor
 
     def headers(self) -> dict[str, str]:
         if self._access is not None and time.monotonic() >= self._refresh_at:
@@ -210,6 +214,13 @@ class OAuthSignIn(_SignIn):
 
     def forget(self) -> None:
         self._access = self._refresh = None
+
+    def describe(self) -> str:
+        url, edge = self.endpoint()
+        client = self.settings.get("client_id", DEFAULT_CLIENT_ID)
+        text = f"OAuth (STARFACE 10 and later) as login ID {self.settings['login_id']}, client {client}, "
+        text += f"token endpoint {url} ({self._source})"
+        return text + (f", edge node {edge}" if edge else "")
 
     def sign_out(self) -> None:
         self.forget()  # the tokens expire on their own; Keycloak's logout endpoint is not needed
@@ -297,6 +308,7 @@ class OAuthSignIn(_SignIn):
     def _discover(self) -> tuple[str, str | None]:
         conn = self.conn
         if self.settings.get("token_url"):
+            self._source = "pbx.token_url"
             return self.settings["token_url"], None
         session = conn._open()
         doc = None
@@ -308,8 +320,10 @@ class OAuthSignIn(_SignIn):
         except requests.RequestException as err:
             log.info("no discovery document at %s (%s)", conn.url + DISCOVERY, type(err).__name__)
         if isinstance(doc, dict) and doc.get("token_endpoint"):
+            self._source = "from the discovery document"
             return str(doc["token_endpoint"]), (str(doc["edgeNodeId"]) if doc.get("edgeNodeId") else None)
         log.info("no usable discovery document at %s; using %s", conn.url + DISCOVERY, TOKEN_PATH)
+        self._source = "the realm's default: the PBX has no discovery document"
         return conn.url + TOKEN_PATH, None
 
 

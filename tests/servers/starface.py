@@ -147,6 +147,7 @@ class StarfaceServer(ThreadedServer):
         # misbehaviour for the verified-apply tests: body fields accepted (2xx) but silently not stored, e.g.
         # "familyName" (POST/PUT /users) or "primaryInternalNumberId" (PUT .../phonenumberconfig)
         self.ignored: set[str] = set()
+        self.product_version = "10.0.2.6" if version == "10" else None  # GET /rest/server/version (None: 404)
         self.pnc_bodies: list[dict] = []  # bodies of PUT /users/{id}/phonenumberconfig, as sent
         self.data = Pbx(licenses=licenses)
         for pid, name, desc in DEFAULT_PERMISSIONS:
@@ -650,6 +651,7 @@ class _Operations:
             ),
             (n == 1 and s[0] == "callservices", {"GET": lambda: (200, list(self.d.services.values()))}),
             (n == 1 and s[0] == "groups", {"GET": self.list_groups}),
+            (n == 2 and s == ["server", "version"], {"GET": self.server_version}),
         ]
         for matched, methods in routes:
             if matched:
@@ -906,6 +908,11 @@ class _Operations:
         for uid in self.body:
             (self.d.grants[pid].add if granted == "true" else self.d.grants[pid].discard)(uid)
         return 200, None
+
+    def server_version(self):
+        if self.server.product_version is None:  # not in the 6.7 API description
+            raise ApiError(404, "/server/version was not found.")
+        return 200, {"version": self.server.product_version}
 
     def list_groups(self):
         return 200, [
