@@ -19,6 +19,7 @@ from adsync_plan.errors import AdsyncError, InputError, PbxError, PlanRefused
 from adsync_plan.model import NO_PROGRESS, Diagnostic, Directory, Plan, Progress
 from adsync_plan.planfile import check_applicable, load_plan, save_plan
 from adsync_plan.providers import make_provider
+from adsync_plan.providers.base import short_external_numbers
 from adsync_plan.rules.directory import render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
 from adsync_plan.state import (
@@ -195,6 +196,7 @@ def _plan(
     actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
     diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
+    diagnostics += _pbx_warnings(snapshot.state)
     if desired_path is not None and desired.config_sha256 not in ("", config.sha256):
         diagnostics.append(
             Diagnostic(
@@ -251,6 +253,13 @@ def _plan(
         bindings=diff.bindings(decisions),
     )
     return PlanResult(plan, refused, decisions, desired, snapshot)
+
+
+def _pbx_warnings(state) -> list[Diagnostic]:
+    """What looks wrong in the PBX itself (doctor says the same): implausibly short external numbers."""
+    return [
+        Diagnostic("warning", "SHORT_EXTERNAL_NUMBER", "pbx", text) for text in short_external_numbers(state.numbers)
+    ]
 
 
 def _diagnostic_order(d: Diagnostic):

@@ -10,7 +10,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from adsync_plan.model import NO_PROGRESS, SHAPE_FIELDS, PbxState, PhoneUser, Progress
+from adsync_plan.model import EXTERNAL, NO_PROGRESS, SHAPE_FIELDS, PbxNumber, PbxState, PhoneUser, Progress
+
+MIN_E164_DIGITS = 8  # fewer digits after "+" than any real number with its country code (Niue's are 7 at most)
+
+
+def short_external_numbers(numbers: Mapping[str, PbxNumber]) -> list[str]:
+    """A sentence per external number that reads as implausibly short: usually a line whose settings lack the
+    number block, or an E.164 reading that went wrong (plan and doctor warn)."""
+    return [
+        f"The external number {n} reads as implausibly short ({len(n) - 1} digits); check its country and area "
+        "code in the line's settings."
+        for n, info in sorted(numbers.items())
+        if info.type == EXTERNAL and n.startswith("+") and len(n) - 1 < MIN_E164_DIGITS
+    ]
 
 
 class Provider(ABC):

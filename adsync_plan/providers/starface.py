@@ -54,7 +54,7 @@ from adsync_plan.model import (
     PbxState,
     Progress,
 )
-from adsync_plan.providers.base import Provider
+from adsync_plan.providers.base import Provider, short_external_numbers
 from adsync_plan.providers.starface_auth import login_secret, make_sign_in  # noqa: F401 - login_secret re-exported
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ SERVICE_NAMES = {
     "standard": ("standard_call", "standard", "standard call"),
     "fax": ("software fax2mail", "software_fax2mail", "fax2mail", "software_fax", "software fax", "fax"),
 }
-MIN_E164_DIGITS = 8  # fewer digits after "+" than any real subscriber number with its country code
 SYSTEM_NAME = re.compile(r"\b(api|system|service|starface|admin|administrator|test|rest|fax|noreply)\b", re.I)
 # PhoneUser field -> STARFACE User field
 USER_FIELDS = {"login_id": "login", "first_name": "firstName", "last_name": "familyName", "email": "email"}
@@ -289,12 +288,7 @@ class StarfaceProvider(Provider):
             "examples": [{"fields": _number_fields(pn), "e164": e164(pn)} for pn in externals[:3]],
             "system_users": [found for u in users if (found := self._system_user(u))],
             "assumptions": self._assumptions(phone_numbers, problems),
-            "warnings": [
-                f"The external number {n} reads as implausibly short ({len(n) - 1} digits); check its country and "
-                "area code in the line's settings."
-                for n, info in sorted(numbers.items())
-                if info.type == EXTERNAL and len(n) - 1 < MIN_E164_DIGITS
-            ],
+            "warnings": short_external_numbers(numbers),
             "problems": problems,
         }
 
@@ -384,7 +378,7 @@ class StarfaceProvider(Provider):
             "familyName": user.last_name,
             "email": user.email,
             "language": "default",
-            "password": secrets.token_urlsafe(18),
+            "password": initial_password(),
             "missedCallReport": False,
             "faxCoverPage": False,
             "faxEmailJournal": False,
@@ -704,9 +698,28 @@ class StarfaceProvider(Provider):
         return "the network connection failed; check pbx.url and the network"
 
 
+PASSWORD_CLASSES = ("ABCDEFGHJKLMNPQRSTUVWXYZ", "abcdefghijkmnopqrstuvwxyz", "23456789", "!#%+-.:=?@_")
+
+
+def initial_password(length: int = 24) -> str:
+    """A random password nobody knows that meets a typical policy: upper and lower case, a digit and a special
+    character, 16 characters or more (a PBX with such a policy would refuse a create otherwise)."""
+    alphabet = "".join(PASSWORD_CLASSES)
+    chars = [secrets.choice(group) for group in PASSWORD_CLASSES]
+    chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
+
+
+# Countries whose national numbers keep their leading zero in E.164 (no trunk prefix): Italy, San Marino,
+# Vatican City (+39 06 ... for Rome).
+KEEPS_LEADING_ZERO = frozenset({"39", "378", "379"})
+
+
 def e164(pn: Mapping) -> str:
     """An EXTERNAL PhoneNumber as E.164: "+" country code (nationalPrefix) + area code without its trunk
-    prefix (localPrefix) + subscriber number (number). A number already written with "+" or "00" is kept."""
+    prefix (localPrefix; Italy's leading zero stays) + subscriber number (number). A number already written
+    with "+" or "00" is kept."""
     number = "".join(ch for ch in str(pn.get("number") or "") if ch.isdigit())
     raw = str(pn.get("number") or "").strip()
     if raw.startswith("+"):
@@ -714,7 +727,9 @@ def e164(pn: Mapping) -> str:
     if raw.startswith("00"):
         return "+" + number[2:]
     country = "".join(ch for ch in str(pn.get("nationalPrefix") or "") if ch.isdigit()).removeprefix("00")
-    area = "".join(ch for ch in str(pn.get("localPrefix") or "") if ch.isdigit()).lstrip("0")
+    area = "".join(ch for ch in str(pn.get("localPrefix") or "") if ch.isdigit())
+    if country not in KEEPS_LEADING_ZERO:
+        area = area.lstrip("0")  # the trunk prefix: "07022" is +49 7022
     if not country:
         log.warning("External number %s (id %s) has no country code; kept as the PBX writes it.", raw, pn.get("id"))
         return raw

@@ -149,6 +149,7 @@ class StarfaceServer(ThreadedServer):
         self.ignored: set[str] = set()
         self.product_version = "10.0.2.6" if version == "10" else None  # GET /rest/server/version (None: 404)
         self.pnc_bodies: list[dict] = []  # bodies of PUT /users/{id}/phonenumberconfig, as sent
+        self.password_policy = False  # True: 16+ characters with upper, lower, digit and special character
         self.data = Pbx(licenses=licenses)
         for pid, name, desc in DEFAULT_PERMISSIONS:
             self.data.permissions[pid] = {"id": pid, "permission": name, "description": desc}
@@ -249,7 +250,8 @@ class StarfaceServer(ThreadedServer):
                 "numberBlockId": block_id,
                 "exitCode": exit_code,
                 "nationalPrefix": national,
-                "localPrefix": "0" + local,  # as a line's settings write it, with the trunk prefix
+                # as a line's settings write it: with the trunk prefix 0 (Italy: the 0 is part of the number)
+                "localPrefix": local if national == "39" else "0" + local,
             }
         )
 
@@ -405,7 +407,8 @@ def _user(uid: int, login: str, first: str, last: str, email: str, **extra) -> d
 def _e164(n: dict) -> str:
     if n["type"] != "EXTERNAL":
         return n["number"]
-    return "+" + n["nationalPrefix"] + n["localPrefix"].lstrip("0") + n["number"]
+    area = n["localPrefix"] if n["nationalPrefix"] == "39" else n["localPrefix"].lstrip("0")  # Italy keeps its 0
+    return "+" + n["nationalPrefix"] + area + n["number"]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -691,6 +694,8 @@ class _Operations:
             raise ApiError(400, f"The login ID {login} is already in use.")
         if b.get("password") and len(b["password"]) < 8:
             raise ApiError(400, "The password must be at least 8 characters long.")
+        if b.get("password") and self.server.password_policy and not _strong(b["password"]):
+            raise ApiError(400, "The password does not meet the password policy.")
         return b
 
     # -- users
@@ -919,6 +924,12 @@ class _Operations:
             {"id": g["id"], "groupname": g["name"], "groupinternalnumber": "", "groupexternalnumber": ""}
             for g in self.d.groups.values()
         ]
+
+
+def _strong(password: str) -> bool:
+    """A typical password policy: 16 characters or more, upper and lower case, a digit, a special character."""
+    tests = (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
+    return len(password) >= 16 and all(any(test(c) for c in password) for test in tests)
 
 
 def _account(aid: int, kind: str, first: str, last: str, pin: str) -> dict:
