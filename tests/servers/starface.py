@@ -210,7 +210,7 @@ class StarfaceServer(ThreadedServer):
 
     @property
     def total_requests(self) -> int:
-        return sum(self.counts.values())
+        return sum(c for key, c in self.counts.items() if not key.startswith("token "))  # those count grant types
 
     # ---- seeding -----------------------------------------------------------------------------------------
     def add_user(
