@@ -403,7 +403,7 @@ def _verified(action, provider, user_id: str, fields, rest: list, result: ApplyR
         verify_user(provider, action, user_id, fields)
     except AdsyncError as err:
         result.not_done = [s.text for s in rest]
-        log.error("%s: %s", action.address, err)
+        log.error("verification failed: %s", err)
         return err
     return None
 

@@ -101,3 +101,29 @@ def test_a_missing_or_ambiguous_mapping_fails_doctor_and_plan_with_one_sentence(
         code, out, err = cli("plan", "-c", case / "adsync.yaml")
         assert code == 1 and sentence in " ".join(err.split()), err
         assert writes(srv) == 0
+
+
+def test_doctor_on_the_file_pbx_reports_its_inventory(cli, demo):
+    code, out, err = cli("doctor", "-c", demo / "adsync.yaml")
+    assert code == 0, err
+    assert (
+        "signed in with no credentials (a file on disk)" in out
+        and "INTERNAL: " in out
+        and "Every mapping apply needs was found." in out
+    )
+
+
+def test_the_new_pbx_keys_validate(cli, tmp_path):
+    with StarfaceServer(version="10") as srv:
+        case = doctor_case(srv, tmp_path)
+        config = case / "adsync.yaml"
+        text = config.read_text().replace(
+            '"type": "starface",',
+            '"type": "starface", "auth": "oauth", "client_id": "rest-client-headless", "scope": "login", '
+            '"admin_permissions": ["admin_perm", 25], "call_services": {"fax": 4, "standard": "Standard Call"},',
+        )
+        config.write_text(text)
+        assert cli("validate", "-c", config)[0] == 0
+        code, out, err = cli("doctor", "-c", config)
+    assert code == 0, err
+    assert "25 admin_user_perm (Administration of users) -> administrator" in out

@@ -90,7 +90,7 @@ class Provider(ABC):
             entry["users"] += info.owner is not None and ":" not in info.owner
         return {
             "pbx": f"The {self.settings['type']} PBX",
-            "sign_in": "none needed",
+            "sign_in": "no credentials (a file on disk)",
             "version": None,
             "services": [],
             "permissions": [],
