@@ -4,23 +4,30 @@ The only module that makes HTTP requests to the PBX. Facts about the API, with s
 are in shared/reference/starface-rest-api-notes.md; what this module assumes beyond them is said where it
 matters:
 
+- Signing in (nonce login before STARFACE 10, OAuth from 10 on) is providers/starface_auth.py's; this
+  module only asks it for headers, and tells it when the PBX answered 401.
 - Refresh costs a fixed number of requests whatever the user count: /users, /phonenumbers, /accounts,
-  /callservices, /permissions and /permissions/{id}/users, plus the two of the login. The call service of a
-  user's number is read from `PhoneNumber.assignedServiceId` (the id of the service it is assigned with);
-  were a PBX to leave that empty for user numbers, the per-user read
+  /callservices, /permissions and /permissions/{id}/users per administrator permission, plus the sign-in.
+  The call service of a user's number is read from `PhoneNumber.assignedServiceId` (the id of the service
+  it is assigned with); were a PBX to leave that empty for user numbers, the per-user read
   GET /users/{id}/phonenumberconfig/phonenumbers would cost one request per user.
 - External numbers are written as E.164 from the PhoneNumber fields: `nationalPrefix` is the country code
   ("49"), `localPrefix` the area code (with or without its trunk prefix, "07022" or "7022"), `number` the
-  subscriber number after it ("2797830"); `exitCode` ("00") only matters for dialling and is ignored. This
+  subscriber number after it ("2797830"); `exitCode` ("00") only matters for dialling and is ignored; in
+  Italy (+39) the area code keeps its leading zero. This
   matches the four fields of `AssignableNumber` (countryCode, localAreaCode, extension, exitCode); it is
   unverified on a real PBX.
-- A new user gets a random initial password that nobody knows (the API requires one to be set at creation
+- A new user gets a random initial password that nobody knows and that meets a typical policy (16+
+  characters, upper and lower case, digit, special character; the API requires one to be set at creation
   on a real PBX's UI, and an account must not be left without one); users sign in after an administrator or
   the user's own password reset, or through Active Directory login.
 - Requests per change: create = POST /users + GET /users?searchTerm=<login> (its id; the full list only if
   the search misses); field update = GET + PUT /users/{id} (the full user goes back); one request per number
-  assigned or released, per primary number and per admin grant. The API would take several assignments in
-  one POST, but the provider contract is one change per call.
+  assigned or released, per call-service change (in place, PUT of the assignment) and per administrator
+  permission granted or revoked; primary number = GET + PUT of the whole PhoneNumberConfig (never a null).
+  The API would take several assignments in one POST, but the provider contract is one change per call.
+  Verified apply reads a user back with read_user(): one GET per part the plan changed (user, permissions,
+  number assignments, number configuration).
 - Reads (GET) are retried with backoff on 5xx and connection errors; writes never are. A create whose
   answer is lost is never repeated: the login ID is looked up instead, and the user found is taken as the
   one just created when its e-mail address matches.
