@@ -50,6 +50,15 @@ class LogFormat(StrEnum):
 
 
 ConfigOpt = Annotated[Path, typer.Option("-c", "--config", help="The configuration file.")]
+DetailedOpt = Annotated[bool, typer.Option("--detailed", help="Every field of every change, not one line each.")]
+RedactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--redact", help="Replace e-mail addresses and phone numbers by placeholders; --redact=names: names too."
+    ),
+]
+# `--redact=names` is rewritten to this before parsing (see `run`): click has no flag with an optional value
+RedactNamesOpt = Annotated[bool, typer.Option("--redact-names", hidden=True)]
 DEFAULT_CONFIG = Path("adsync.yaml")
 
 
@@ -105,7 +114,11 @@ def render(
     """Read the directory, apply the rules, write the desired state."""
     cfg = load_config(config)
     state, path = pipeline.render_to_file(cfg, out, output.progress())
-    output.out(f"Wrote {path}: {len(state.rendered.desired)} users, {len(state.rendered.held)} held.")
+    held = len(state.rendered.held)
+    output.out(
+        f"Wrote {path}: {len(state.rendered.desired)} users; {held} held by the directory rules "
+        "(`plan` adds the PBX rules)."
+    )
     return EXIT_OK
 
 
@@ -134,13 +147,16 @@ def plan(
     allow_mass_orphan: Annotated[
         bool, typer.Option("--allow-mass-orphan", help="Override the safety valve (R13).")
     ] = False,
+    detailed: DetailedOpt = False,
+    redact: RedactOpt = False,
+    redact_names: RedactNamesOpt = False,
 ) -> int:
     """Diff the desired state against the PBX, check every rule, print the plan and save it."""
     _exclusive(json_out, markdown)
     cfg = load_config(config)
     result = pipeline.make_plan(cfg, desired, not no_refresh, allow_mass_orphan, output.progress())
     _log_decisions(result)
-    _print_plan(result.plan, json_out, markdown)
+    _print_plan(result.plan, json_out, markdown, output.Redactor(redact, redact_names), detailed, _held_by(result))
     if result.refused:
         output.error(
             "the safety valve refused the plan: "
@@ -163,15 +179,16 @@ def show(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print as Markdown for a pull request.")] = False,
-    redact: Annotated[
-        bool, typer.Option("--redact", help="Replace e-mail addresses and numbers by placeholders.")
-    ] = False,
+    detailed: DetailedOpt = False,
+    redact: RedactOpt = False,
+    redact_names: RedactNamesOpt = False,
 ) -> int:
     """Print a saved plan."""
     _exclusive(json_out, markdown)
     from adsync_plan.planfile import load_plan
 
-    _print_plan(load_plan(planfile or _newest_plan(Path("plans"))), json_out, markdown, redact)
+    plan_obj = load_plan(planfile or _newest_plan(Path("plans")))
+    _print_plan(plan_obj, json_out, markdown, output.Redactor(redact, redact_names), detailed)
     return EXIT_OK
 
 
@@ -301,7 +318,7 @@ def sync(
     result = pipeline.sync(cfg, yes, allow_mass_orphan, output.progress())
     planned = result.planned
     _log_decisions(planned)
-    output.out(output.plan_text(planned.plan))
+    output.out(output.plan_text(planned.plan, held_by=_held_by(planned)))
     if planned.refused:
         output.error(
             "the safety valve refused the plan, nothing was applied: "
@@ -359,14 +376,22 @@ def _exclusive(json_out: bool, markdown: bool) -> None:
         raise click.UsageError("--json and --markdown cannot be used together.")
 
 
-def _print_plan(plan_obj, json_out: bool, markdown: bool, redact: bool = False) -> None:
-    redactor = output.Redactor(redact)
+def _print_plan(plan_obj, json_out: bool, markdown: bool, redactor, detailed: bool = False, held_by=None) -> None:
+    if redactor.names:  # names in messages too, wherever the plan knows them
+        output.learn_names(redactor, plan_obj)
     if json_out:
         output.out(output.plan_json(plan_obj, redactor))
     elif markdown:
-        output.out(output.plan_markdown(plan_obj, redactor))
+        output.out(output.plan_markdown(plan_obj, redactor, held_by))
     else:
-        output.out(output.plan_text(plan_obj, redactor))
+        output.out(output.plan_text(plan_obj, redactor, detailed, held_by))
+
+
+def _held_by(result) -> tuple[int, int] | None:
+    """How many users the directory rules held (what render reports) and how many the PBX rules added."""
+    if result.desired is None or result.decisions is None:
+        return None
+    return len(result.desired.rendered.held), len(result.decisions.held)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -388,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code: usage errors 64, user errors 1 with one sentence."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv = ["--redact-names" if arg == "--redact=names" else arg for arg in argv]
     if single_dash := _terraform_style_option(argv):
         output.error(
             f"{single_dash}: long options take two dashes here: --{single_dash.lstrip('-')} "

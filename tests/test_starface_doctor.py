@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from adsync_plan.output import md
 from adsync_plan.providers.starface import StarfaceProvider
 from tests.conftest import ROOT, copy_case
 from tests.servers.starface import CLIENT_SECRET_ENV, PASSWORD_ENV, StarfaceServer
@@ -62,7 +63,8 @@ def test_doctor_markdown_report_is_a_golden_file(cli, tmp_path):
         case, url = doctor_case(srv, tmp_path), srv.url
         code, out, err = cli("doctor", "-c", case / "adsync.yaml", "--markdown")
     assert code == 0, err
-    check_golden(GOLDEN, out.replace(url, "https://pbx.example.com").encode())
+    out = out.replace(md(url), md("https://pbx.example.com"))  # the server's port differs per run
+    check_golden(GOLDEN, out.encode())
 
 
 def test_doctor_with_the_nonce_login_and_no_version(cli, tmp_path):
