@@ -350,6 +350,21 @@ def _log_decisions(result) -> None:
     log_decisions(result)
 
 
+@app.command()
+def doctor(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="A report to attach when asking for help (Markdown).")
+    ] = False,
+) -> int:
+    """Read-only first contact with the PBX: sign-in, version, call services and permissions and what they
+    map to, the number inventory, system-looking users, unconfirmed assumptions. Exit 1 when a mapping
+    apply needs is missing or ambiguous."""
+    profile = pipeline.doctor(load_config(config))
+    output.out(output.doctor_markdown(profile) if markdown else output.doctor_text(profile))
+    return EXIT_ERROR if profile["problems"] else EXIT_OK
+
+
 @app.command("force-unlock")
 def force_unlock(
     lock_id: Annotated[str, typer.Argument(help="The id shown in the lock message (`broken` for a broken lock file).")],

@@ -24,6 +24,7 @@ from adsync_plan.journal import Journal, replay
 from adsync_plan.model import NO_PROGRESS, OVERRIDE_MASS_ORPHAN, Diagnostic, Directory, Plan, Progress
 from adsync_plan.planfile import check_before_apply, load_plan, save_plan, signing_key
 from adsync_plan.providers import make_provider
+from adsync_plan.providers.base import short_external_numbers
 from adsync_plan.rules import invariants
 from adsync_plan.rules.directory import recheck, render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
@@ -41,6 +42,7 @@ from adsync_plan.state import (
     save_snapshot,
 )
 from adsync_plan.steps import plan_steps, run_step
+from adsync_plan.verify import VerificationFailed, checkpoints, verify_user
 
 log = logging.getLogger(__name__)
 # From a snapshot this large (about 4,000 users), plan reads the directory in a child process meanwhile.
@@ -289,6 +291,7 @@ def _plan(
     invariants.refuse_own_plan(actions, snapshot.state, snapshot.bindings, config)
     diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
+    diagnostics += _pbx_warnings(snapshot.state)
     if desired_path is not None and desired.config_sha256 not in ("", config.sha256):
         diagnostics.append(
             Diagnostic(
@@ -346,6 +349,13 @@ def _plan(
         bindings=diff.bindings(decisions),
     )
     return PlanResult(plan, refused, decisions, desired, snapshot)
+
+
+def _pbx_warnings(state) -> list[Diagnostic]:
+    """What looks wrong in the PBX itself (doctor says the same): implausibly short external numbers."""
+    return [
+        Diagnostic("warning", "SHORT_EXTERNAL_NUMBER", "pbx", text) for text in short_external_numbers(state.numbers)
+    ]
 
 
 def _diagnostic_order(d: Diagnostic):
@@ -454,7 +464,7 @@ def _apply_record(plan: Plan, run_id: str, result: ApplyResult, error, stop: Def
         "plan_id": plan.plan_id,
         "plan_digest": plan.digest,
         "run_id": run_id,
-        "result": "interrupted" if interrupted else "failed" if error else "applied",
+        "result": "interrupted" if interrupted else _audit_result(error),
         "steps_done": len(result.done),
         "steps_not_done": len(result.not_done),
         "summary": dict(plan.summary),
@@ -476,6 +486,12 @@ def _state_after_steps(provider, live, result: ApplyResult):
             "could not read the PBX after apply (%s); the snapshot adds the steps done to the state before", err
         )
         return replay(live, result.steps)
+
+
+def _audit_result(error: Exception | None) -> str:
+    if error is None:
+        return "applied"
+    return "verification_failed" if isinstance(error, VerificationFailed) else "failed"
 
 
 def _refuse_if_stale(plan: Plan, plan_path: Path, live, previous: Snapshot | None) -> None:
@@ -503,6 +519,7 @@ def _run_steps(
     """The plan's steps in order, each announced in the journal `ahead` first; stops before a step when
     `stop` was requested, and at the first failure."""
     steps = plan_steps(plan.changes)
+    points = checkpoints(steps)
     ids = {i: a.pbx_user_id for i, a in enumerate(plan.changes)}
     progress.start("Applying the plan", len(steps))
     error = None
@@ -534,9 +551,31 @@ def _run_steps(
         if on_step:
             on_step(step.text)
         progress.advance()
+        if n in points and (error := _verified(action, provider, ids[step.index], points[n], steps[n + 1 :], result)):
+            break
         interrupts.test_hook(f"step:{n + 1}")
     progress.done()
     return error
+
+
+def _verified(action, provider, user_id: str, fields, rest: list, result: ApplyResult) -> Exception | None:
+    """At a user's checkpoint: read it back; a difference (or a failed read) stops the apply here."""
+    try:
+        verify_user(provider, action, user_id, fields)
+    except AdsyncError as err:
+        result.not_done = [s.text for s in rest]
+        log.error("verification failed: %s", err)
+        return err
+    return None
+
+
+# -- doctor -----------------------------------------------------------------------------------------------
+
+
+def doctor(config: Config) -> dict:
+    """The PBX's profile from a read-only first contact (see Provider.profile)."""
+    with make_provider(config.pbx, config.base_dir, config.licenses) as provider:
+        return provider.profile()
 
 
 # -- explain and sync -------------------------------------------------------------------------------------
