@@ -150,7 +150,7 @@ def replay(state: PbxState, done: list) -> PbxState:
             numbers[step.args[0]] = PbxNumber(numbers[step.args[0]].type)
             if accounts[user_id].primary_internal_number == step.args[0]:
                 accounts[user_id] = replace(accounts[user_id], primary_internal_number=None)
-        elif step.kind == "assign":
+        elif step.kind in ("assign", "service"):  # a service change keeps the owner, with the new service
             number, service = step.args
             numbers[number] = PbxNumber(numbers[number].type, user_id, service)
         elif step.kind == "primary":

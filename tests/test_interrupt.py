@@ -264,3 +264,19 @@ def test_a_journal_that_cannot_be_recovered_yet_is_kept_with_a_sentence(cli, dem
     code, _, err = cli("refresh", "-c", cfg)
     assert code == 0 and [r["result"] for r in audit(demo)] == ["recovered"], err
     assert len(json.loads((demo / "states" / "pbx.yaml").read_text())["bindings"]) == 37
+
+
+def test_replay_carries_a_service_change_over():
+    """A fax number whose call service changed in place is replayed with its owner and the new service."""
+    from adsync_plan.journal import replay
+    from adsync_plan.model import PbxAccount, PbxNumber, PbxState
+    from adsync_plan.steps import Step
+
+    before = PbxState.from_parts(
+        [PbxAccount("7", "30", "Ada", "Muster", "ada@example.com", False, "30")],
+        {"30": PbxNumber("internal", "7", "standard"), "+4970222797899": PbxNumber("external", "7", "standard")},
+    )
+    step = Step(0, "service", ("+4970222797899", "fax"), "user.ada: make +4970222797899 fax")
+    after = replay(before, [(step, None, "7")])
+    assert after.numbers["+4970222797899"] == PbxNumber("external", "7", "fax")
+    assert after.users["7"].fax_numbers == ("+4970222797899",) and after.users["7"].external_numbers == ()
