@@ -400,9 +400,9 @@ def test_samba_refuses_simple_bind_without_encryption(dc, reader_password):
 
 
 def _mapped(dn: str, raw: dict, attributes=None):
-    from adsync_plan.sources.ldap import _PageMapper
+    from adsync_plan.sources.ldap import ScopeGroups, _PageMapper
 
-    mapper = _PageMapper(ad.attribute_map(attributes or {}), {})
+    mapper = _PageMapper(ad.attribute_map(attributes or {}), ScopeGroups({}, {}))
     return mapper.map([{"dn": dn, "raw_attributes": raw}])
 
 
