@@ -390,6 +390,59 @@ def force_unlock(
     return EXIT_OK
 
 
+state_app = typer.Typer(
+    help="Inspect and edit the bindings in the state snapshot (list, show, rm).", no_args_is_help=True
+)
+app.add_typer(state_app, name="state")
+AddressArg = Annotated[
+    str, typer.Argument(help="user.<account>, pbx_user.<login>, a source id or a PBX user id.", show_default=False)
+]
+
+
+@state_app.command("list")
+def state_list(config: ConfigOpt = DEFAULT_CONFIG) -> int:
+    """One line per binding: address, source id, PBX user id, login."""
+    output.out(output.state_list_text(pipeline.state_list(load_config(config))))
+    return EXIT_OK
+
+
+@state_app.command("show")
+def state_show(address: AddressArg, config: ConfigOpt = DEFAULT_CONFIG) -> int:
+    """One binding and its PBX user as the snapshot has it."""
+    binding, user = pipeline.state_show(load_config(config), address)
+    output.out(output.state_show_text(binding, user))
+    return EXIT_OK
+
+
+@state_app.command("rm")
+def state_rm(address: AddressArg, config: ConfigOpt = DEFAULT_CONFIG, lock_timeout: LockTimeoutOpt = None) -> int:
+    """Forget a binding; the PBX user itself is not touched (the next plan matches it by e-mail again)."""
+    cfg = _with_lock_timeout(load_config(config), lock_timeout)
+    binding = pipeline.state_rm(cfg, address)
+    output.out(
+        f"Removed the binding {binding.address or binding.source_id} -> PBX user {binding.pbx_user_id} "
+        f"from {cfg.snapshot_path}."
+    )
+    return EXIT_OK
+
+
+@app.command("import")
+def import_(
+    account: Annotated[str, typer.Argument(help="The directory user's account (as in the desired state).")],
+    pbx_user_id: Annotated[str, typer.Argument(help="The id of an existing PBX user (see states/pbx.yaml).")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    lock_timeout: LockTimeoutOpt = None,
+) -> int:
+    """Bind a directory user to an existing PBX user by hand (the next plan updates it, never creates it)."""
+    cfg = _with_lock_timeout(load_config(config), lock_timeout)
+    binding = pipeline.import_user(cfg, account, pbx_user_id)
+    output.out(
+        f"Imported {binding.address}: bound to PBX user {binding.pbx_user_id} (login {binding.login_id}) "
+        f"in {cfg.snapshot_path}."
+    )
+    return EXIT_OK
+
+
 def _exclusive(json_out: bool, markdown: bool) -> None:
     if json_out and markdown:
         raise click.UsageError("--json and --markdown cannot be used together.")

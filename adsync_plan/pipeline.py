@@ -626,3 +626,145 @@ def sync(
         log.info("saved the plan to %s; applying it", result.plan_path)
         result.applied = apply(config, result.plan_path, progress, on_step, locked=True)
         return result
+
+
+# -- state list / show / rm, import -----------------------------------------------------------------------
+
+
+@dataclass
+class Binding:
+    """One binding of the snapshot, with the address the desired state gives it (None when unknown)."""
+
+    address: str | None
+    source_id: str
+    pbx_user_id: str
+    login_id: str | None
+
+
+def _committed_snapshot(config: Config) -> Snapshot:
+    if not config.snapshot_path.exists():
+        raise InputError(f"{config.snapshot_path}: no state snapshot yet; run `adsync-plan refresh` first.")
+    return load_snapshot(config.snapshot_path)
+
+
+def _accounts_by_source_id(config: Config) -> dict[str, str]:
+    """source id -> account, from the desired state when there is one (state commands work without it)."""
+    if not config.desired_path.exists():
+        return {}
+    return {u.source_id: account for account, u in read_desired(config.desired_path).rendered.desired.items()}
+
+
+def _bindings(snap: Snapshot, accounts: dict[str, str]) -> list[Binding]:
+    users = snap.state.users
+    return [
+        Binding(
+            f"user.{accounts[sid]}" if sid in accounts else None,
+            sid,
+            pbx_id,
+            users[pbx_id].login_id if pbx_id in users else None,
+        )
+        for sid, pbx_id in snap.bindings.items()
+    ]
+
+
+def state_list(config: Config) -> list[Binding]:
+    """Every binding of the committed snapshot, by address (unknown ones last), then PBX user id."""
+    bindings = _bindings(_committed_snapshot(config), _accounts_by_source_id(config))
+    return sorted(bindings, key=lambda b: (b.address is None, b.address or "", len(b.pbx_user_id), b.pbx_user_id))
+
+
+def _find_binding(snap: Snapshot, accounts: dict[str, str], address: str, path: Path) -> Binding:
+    """ADDRESS as user.<account>, pbx_user.<login>, a source id or a PBX user id; an error sentence otherwise."""
+    by_pbx_id = {pbx_id: sid for sid, pbx_id in snap.bindings.items()}
+    if address.startswith("user."):
+        wanted = address[len("user.") :].lower()
+        sid = next((s for s, account in accounts.items() if account == wanted), None)
+    elif address.startswith("pbx_user."):
+        login = address[len("pbx_user.") :]
+        sid = by_pbx_id.get(next((i for i, u in snap.state.users.items() if u.login_id == login), None))
+    else:
+        sid = address if address in snap.bindings else by_pbx_id.get(address)
+    if sid is None or sid not in snap.bindings:
+        raise InputError(
+            f"{address}: no binding in {path} has this address; `adsync-plan state list` shows them "
+            "(write user.<account>, pbx_user.<login>, a source id or a PBX user id)."
+        )
+    return next(b for b in _bindings(snap, accounts) if b.source_id == sid)
+
+
+def state_show(config: Config, address: str) -> tuple[Binding, dict | None]:
+    """The binding and its PBX user as the snapshot has it (5.4 shape and is_admin; None if gone)."""
+    snap = _committed_snapshot(config)
+    binding = _find_binding(snap, _accounts_by_source_id(config), address, config.snapshot_path)
+    user = snap.state.users.get(binding.pbx_user_id)
+    shown = {**user.to_dict(), "is_admin": binding.pbx_user_id in snap.state.admins} if user else None
+    return binding, shown
+
+
+def state_rm(config: Config, address: str) -> Binding:
+    """Forget one binding (the PBX user is not touched): under the lock, written atomically, audited."""
+    accounts = _accounts_by_source_id(config)
+    with state_lock(config, None, "state rm"):
+        snap = _committed_snapshot(config)
+        binding = _find_binding(snap, accounts, address, config.snapshot_path)
+        bindings = {s: i for s, i in snap.bindings.items() if s != binding.source_id}
+        _save_bindings(config, snap, bindings, "state rm", "binding removed", binding)
+    return binding
+
+
+def import_user(config: Config, account: str, pbx_user_id: str) -> Binding:
+    """Bind a directory user (from the desired state) to an existing PBX user by hand. Refused, with one
+    sentence and nothing written, for an unknown account or id, a protected user, or a taken binding."""
+    account = account.lower().removeprefix("user.")
+    if not config.desired_path.exists():
+        raise InputError(f"{config.desired_path}: no desired state yet; run `adsync-plan render` first.")
+    desired = read_desired(config.desired_path).rendered.desired
+    user = desired.get(account)
+    if user is None:
+        raise InputError(
+            f"{account}: no such user in the desired state {config.desired_path} (held users cannot be "
+            "imported); check the account with `adsync-plan explain` or run `adsync-plan render`."
+        )
+    accounts = {u.source_id: a for a, u in desired.items()}
+    with state_lock(config, None, "import"):
+        snap = _committed_snapshot(config)
+        _check_importable(config, snap, accounts, user, pbx_user_id)
+        binding = Binding(f"user.{account}", user.source_id, pbx_user_id, snap.state.users[pbx_user_id].login_id)
+        _save_bindings(config, snap, {**snap.bindings, user.source_id: pbx_user_id}, "import", "imported", binding)
+    return binding
+
+
+def _check_importable(config: Config, snap: Snapshot, accounts: dict[str, str], user, pbx_user_id: str) -> None:
+    pbx_user = snap.state.users.get(pbx_user_id)
+    where = config.snapshot_path
+    if pbx_user is None:
+        raise InputError(
+            f"{pbx_user_id}: no PBX user has this id in {where}; `adsync-plan refresh` reads the PBX again, "
+            "and the id is the key under users: there."
+        )
+    if pbx_user_id in snap.state.admins or pbx_user.login_id in config.protect_logins:
+        raise InputError(
+            f"PBX user {pbx_user_id} (login {pbx_user.login_id}) is protected (an administrator or listed in "
+            "protect.logins) and is never managed; import another PBX user."
+        )
+    owner = next((s for s, i in snap.bindings.items() if i == pbx_user_id), None)
+    if owner is not None and owner != user.source_id:
+        who = f"user.{accounts[owner]}" if owner in accounts else f"source id {owner}"
+        raise InputError(
+            f"PBX user {pbx_user_id} (login {pbx_user.login_id}) is bound to {who} already; "
+            f"run `adsync-plan state rm {pbx_user_id}` first if that binding is wrong."
+        )
+    bound = snap.bindings.get(user.source_id)
+    if bound is not None:
+        what = "this PBX user" if bound == pbx_user_id else f"PBX user {bound}"
+        raise InputError(
+            f"{user.address} is bound to {what} already; run `adsync-plan state rm {user.address}` first to "
+            "bind it anew."
+        )
+
+
+def _save_bindings(config: Config, snap: Snapshot, bindings: dict, operation: str, result: str, b: Binding) -> None:
+    """Write the snapshot with new bindings (atomic) and record it in the audit log (not as an apply)."""
+    save_snapshot(config.snapshot_path, snap.state, bindings, snap.pbx, snap)
+    record = {"operation": operation, "result": result, "address": b.address, "source_id": b.source_id}
+    append_audit(config.state_dir, {**record, "pbx_user_id": b.pbx_user_id})

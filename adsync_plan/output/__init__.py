@@ -115,6 +115,7 @@ from adsync_plan.output.escape import clean, md  # noqa: E402
 from adsync_plan.output.jsondoc import plan_json  # noqa: E402
 from adsync_plan.output.markdown import MARKDOWN_LIMIT, plan_markdown  # noqa: E402
 from adsync_plan.output.redact import Redactor, learn_names  # noqa: E402
+from adsync_plan.output.state import state_list_text, state_show_text  # noqa: E402
 from adsync_plan.output.text import SIGNS, plan_text, summary_line  # noqa: E402
 
 __all__ = [
@@ -129,5 +130,7 @@ __all__ = [
     "plan_json",
     "plan_markdown",
     "plan_text",
+    "state_list_text",
+    "state_show_text",
     "summary_line",
 ]
