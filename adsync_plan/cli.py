@@ -158,11 +158,21 @@ def plan(
     detailed: DetailedOpt = False,
     redact: RedactOpt = False,
     redact_names: RedactNamesOpt = False,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            help="Plan only this user (user.<account> or pbx_user.<login ID>); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Diff the desired state against the PBX, check every rule, print the plan and save it."""
     _exclusive(json_out, markdown)
     cfg = load_config(config)
-    result = pipeline.make_plan(cfg, desired, not no_refresh, allow_mass_orphan, output.progress())
+    result = pipeline.make_plan(
+        cfg, desired, not no_refresh, allow_mass_orphan, output.progress(), targets=tuple(target or ())
+    )
     _log_decisions(result)
     _print_plan(result.plan, json_out, markdown, output.Redactor(redact, redact_names), detailed, _held_by(result))
     if result.refused:
@@ -461,7 +471,7 @@ def _print_plan(plan_obj, json_out: bool, markdown: bool, redactor, detailed: bo
 
 def _held_by(result) -> tuple[int, int] | None:
     """How many users the directory rules held (what render reports) and how many the PBX rules added."""
-    if result.desired is None or result.decisions is None:
+    if result.desired is None or result.decisions is None or result.plan.targets:  # whole-plan counts
         return None
     return len(result.desired.rendered.held), len(result.decisions.held)
 

@@ -208,14 +208,16 @@ def make_plan(
     allow_mass_orphan: bool = False,
     progress: Progress = NO_PROGRESS,
     rendered: DesiredState | None = None,
+    targets: tuple[str, ...] = (),
 ) -> PlanResult:
-    """Plan from `rendered` (already rendered), else the desired state at `desired_path`, else the source."""
+    """Plan from `rendered` (already rendered), else the desired state at `desired_path`, else the source.
+    With `targets` (addresses, `--target`), only those users' changes are planned."""
     if rendered is None and desired_path is None:
-        return _plan_from_source(config, refresh_pbx, allow_mass_orphan, progress)
+        return _plan_from_source(config, refresh_pbx, allow_mass_orphan, progress, targets)
     desired = rendered if rendered is not None else _read_desired(desired_path, config)
     desired.sha256 = desired.sha256 or desired_sha256(desired, config.sha256)
     snapshot = _snapshot_for_plan(config, refresh_pbx, progress)
-    return _plan(config, desired, snapshot, desired_path, allow_mass_orphan)
+    return _plan(config, desired, snapshot, desired_path, allow_mass_orphan, targets=targets)
 
 
 def _read_desired(path: Path, config: Config) -> DesiredState:
@@ -225,14 +227,17 @@ def _read_desired(path: Path, config: Config) -> DesiredState:
     return desired
 
 
-def _plan_from_source(config: Config, refresh_pbx: bool, allow_mass_orphan: bool, progress: Progress) -> PlanResult:
+def _plan_from_source(
+    config: Config, refresh_pbx: bool, allow_mass_orphan: bool, progress: Progress, targets: tuple[str, ...] = ()
+) -> PlanResult:
     """At scale, a child process reads the directory while this one reads the PBX (or its snapshot), then
     computes the desired state's digest while this one plans: the reads overlap, on two cores or as two
     network waits."""
     if not (background.available and _snapshot_size(config) >= CHILD_FROM_SNAPSHOT_BYTES):
         desired = render(config, progress)
         desired.sha256 = desired_sha256(desired, config.sha256)
-        return _plan(config, desired, _snapshot_for_plan(config, refresh_pbx, progress), None, allow_mass_orphan)
+        snapshot = _snapshot_for_plan(config, refresh_pbx, progress)
+        return _plan(config, desired, snapshot, None, allow_mass_orphan, targets=targets)
     with background.Forked(lambda: _read_then_digest(config, progress)) as child:
         try:
             snapshot = _snapshot_for_plan(config, refresh_pbx, NO_PROGRESS)  # one progress bar: the child's
@@ -241,7 +246,7 @@ def _plan_from_source(config: Config, refresh_pbx: bool, allow_mass_orphan: bool
                 pass
             raise
         desired = render_directory(_streamed_directory(child), config)
-        return _plan(config, desired, snapshot, None, allow_mass_orphan, digest=child.next)
+        return _plan(config, desired, snapshot, None, allow_mass_orphan, digest=child.next, targets=targets)
 
 
 def _read_then_digest(config: Config, progress: Progress):
@@ -276,6 +281,7 @@ def _plan(
     desired_path: Path | None,
     allow_mass_orphan: bool,
     digest: Callable[[], str] | None = None,
+    targets: tuple[str, ...] = (),
 ) -> PlanResult:
     """Rules that need the PBX, the diff, the safety valve: the plan. `digest` supplies the desired state's
     sha256 when it is computed elsewhere meanwhile."""
@@ -289,9 +295,14 @@ def _plan(
     )
     actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
     invariants.refuse_own_plan(actions, snapshot.state, snapshot.bindings, config)
+    targeted = _Targeted.of(targets, desired, snapshot, decisions, actions) if targets else None
+    if targeted:
+        actions = targeted.actions(actions, snapshot, config)
     diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
     diagnostics += _pbx_warnings(snapshot.state)
+    if targeted:
+        diagnostics = [d for d in diagnostics if targeted.keeps(d.address)]
     if desired_path is not None and desired.config_sha256 not in ("", config.sha256):
         diagnostics.append(
             Diagnostic(
@@ -319,13 +330,15 @@ def _plan(
     if overrides:
         overrides = [OVERRIDE_MASS_ORPHAN]
     held_count = len(desired.rendered.held) + len(decisions.held)
+    if targeted:
+        held_count, unchanged = targeted.counts(actions, diagnostics)
     summary = {
         "create": sum(1 for a in actions if a.action == "create"),
         "update": sum(1 for a in actions if a.action == "update"),
         "orphan": orphan_count,
         "unchanged": unchanged,
         "held": held_count,
-        "protected": len(decisions.protected),
+        "protected": len(decisions.protected) if not targeted else targeted.protected(decisions),
     }
     if digest is not None:
         desired.sha256 = digest()
@@ -346,9 +359,74 @@ def _plan(
         diagnostics=tuple(sorted(diagnostics, key=_diagnostic_order)),
         overrides=tuple(overrides),
         summary=summary,
-        bindings=diff.bindings(decisions),
+        bindings=targeted.bindings(decisions) if targeted else diff.bindings(decisions),
+        targets=targeted.record() if targeted else None,
     )
     return PlanResult(plan, refused, decisions, desired, snapshot)
+
+
+@dataclass
+class _Targeted:
+    """`plan --target`: the addresses planned, and how many users the whole plan would consider."""
+
+    given: tuple[str, ...]
+    addresses: set[str]
+    total: int
+
+    @classmethod
+    def of(cls, targets, desired: DesiredState, snapshot: Snapshot, decisions: Decisions, actions) -> _Targeted:
+        rendered = desired.rendered
+        considered = {f"user.{account}" for account in rendered.desired} | {h.address for h in rendered.held}
+        considered |= {a.address for a in actions if a.action == "orphan"}
+        by_login = {u.login_id: i for i, u in snapshot.state.users.items()}
+        by_pbx_id = {pbx_id: f"user.{account}" for account, (_, pbx_id, _) in decisions.matches.items()}
+        by_pbx_id |= {pbx_id: f"user.{account}" for account, pbx_id in decisions.protected.items()}
+        addresses = set()
+        for target in targets:
+            address = target.lower() if target.startswith(("user.", "pbx_user.")) else f"user.{target.lower()}"
+            if address.startswith("pbx_user.") and address not in considered:
+                address = by_pbx_id.get(by_login.get(target[len("pbx_user.") :]), address)
+            if address not in considered:
+                raise InputError(
+                    f"--target {target}: no user in scope or PBX user to orphan has this address; write "
+                    "user.<account> or pbx_user.<login ID> (`adsync-plan explain` tells what happens to a user)."
+                )
+            addresses.add(address)
+        return cls(tuple(targets), addresses, len(considered))
+
+    def actions(self, actions, snapshot: Snapshot, config: Config) -> list:
+        """The targeted changes, refused when they need a change left out (a number or login ID set free)."""
+        kept = [a for a in actions if a.address in self.addresses]
+        found = invariants.violations(kept, snapshot.state, snapshot.bindings, config, allow_mass_orphan=True)
+        if found:
+            raise PlanRefused(
+                f"the targeted plan needs changes of users it leaves out ({'; '.join(found[:5])}); add their "
+                "addresses with --target, or plan without --target. Nothing was planned."
+            )
+        return kept
+
+    def keeps(self, address: str) -> bool:
+        """A diagnostic of a user outside the targets is left out; the plan's own (R13, the PBX) stay."""
+        return not address.startswith(("user.", "pbx_user.")) or address in self.addresses
+
+    def counts(self, actions, diagnostics) -> tuple[int, int]:
+        """held and unchanged among the targets."""
+        held = {d.address for d in diagnostics if d.severity == "error" and d.address in self.addresses}
+        changed = {a.address for a in actions}
+        return len(held), len(self.addresses - held - changed)
+
+    def protected(self, decisions: Decisions) -> int:
+        return sum(1 for account in decisions.protected if f"user.{account}" in self.addresses)
+
+    def bindings(self, decisions: Decisions) -> dict[str, str]:
+        return {
+            user.source_id: pbx_id
+            for account, (user, pbx_id, _) in decisions.matches.items()
+            if f"user.{account}" in self.addresses
+        }
+
+    def record(self) -> dict:
+        return {"addresses": sorted(self.addresses), "considered": len(self.addresses), "of": self.total}
 
 
 def _pbx_warnings(state) -> list[Diagnostic]:

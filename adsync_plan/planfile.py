@@ -33,7 +33,7 @@ MADE_BY = "a plan is what `adsync-plan plan -o FILE` writes"
 
 
 def to_document(plan: Plan) -> dict:
-    return {
+    doc = {
         "format_version": FORMAT_VERSION,
         "plan_id": plan.plan_id,
         "created_at": plan.created_at,
@@ -48,6 +48,9 @@ def to_document(plan: Plan) -> dict:
         "summary": dict(plan.summary),
         "bindings": dict(plan.bindings),
     }
+    if plan.targets is not None:  # only in a targeted plan: other plans keep their exact bytes
+        doc["targets"] = dict(plan.targets)
+    return doc
 
 
 def content_digest(doc: dict) -> str:
@@ -89,6 +92,7 @@ def load_plan(path: Path) -> Plan:
         overrides=tuple(data["overrides"]),
         summary=data["summary"],
         bindings=data["bindings"],
+        targets=data.get("targets"),
         digest=data[DIGEST],
         signature=data.get(SIGNATURE, ""),
     )

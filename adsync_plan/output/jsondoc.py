@@ -18,4 +18,6 @@ def plan_json(plan: Plan, redact: Redactor | None = None) -> str:
                 if change[side]:
                     change[side] = {k: redact(k, v) for k, v in change[side].items()}
         doc["diagnostics"] = [redact.diagnostic(d).to_dict() for d in plan.diagnostics]
+        if "targets" in doc:
+            doc["targets"]["addresses"] = [redact.address(a) for a in doc["targets"]["addresses"]]
     return json.dumps(doc, indent=2, ensure_ascii=False)

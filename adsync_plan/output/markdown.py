@@ -21,6 +21,7 @@ from adsync_plan.output.text import (
     held_heading,
     iter_held,
     summary_line,
+    targeted_line,
 )
 
 # GitHub refuses comments over 65,536 characters; GitLab notes allow more, but nobody reads that much.
@@ -61,6 +62,8 @@ def _summary(plan: Plan, redact: Redactor) -> list[str]:
     if plan.overrides:
         made_with = ", ".join(f"--{md(o)}" for o in plan.overrides)
         lines += ["> [!WARNING]", f"> Made with {made_with}: a safety limit was overridden.", ""]
+    if plan.targets:
+        lines += ["> [!NOTE]", f"> {md(targeted_line(plan, redact))}", ""]
     lines += [
         f"**{md(summary_line(plan, redact))}**",
         "",

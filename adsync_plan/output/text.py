@@ -268,8 +268,20 @@ def plan_text(
         lines += [held_heading(len(held), held_by) + ":"] + [f"  {h.line()}" for h in held] + [""]
     if plan.overrides:
         lines += [clean(f"Overrides used: {', '.join(plan.overrides)}"), ""]
+    if plan.targets:
+        lines += [targeted_line(plan, redact), ""]
     lines.append(summary_line(plan, redact))
     return "\n".join(lines)
+
+
+def targeted_line(plan: Plan, redact: Redactor) -> str:
+    """`plan --target`: how many users were considered, of how many, and which."""
+    t = plan.targets
+    listed = ", ".join(redact.address(a) for a in t["addresses"])
+    return clean(
+        f"This is a targeted plan: {t['considered']} of {t['of']} users considered (--target {listed}); "
+        "changes for other users are left out."
+    )
 
 
 def _detailed_changes(plan: Plan, redact: Redactor) -> list[str]:
