@@ -166,10 +166,16 @@ def plan(
             show_default=False,
         ),
     ] = None,
+    refresh_only: Annotated[
+        bool,
+        typer.Option("--refresh-only", help="Only show what changed on the PBX since the committed snapshot."),
+    ] = False,
 ) -> int:
     """Diff the desired state against the PBX, check every rule, print the plan and save it."""
     _exclusive(json_out, markdown)
     cfg = load_config(config)
+    if refresh_only:
+        return _plan_refresh_only(cfg, out, json_out, markdown, detailed_exitcode, target or desired or no_refresh)
     result = pipeline.make_plan(
         cfg, desired, not no_refresh, allow_mass_orphan, output.progress(), targets=tuple(target or ())
     )
@@ -188,6 +194,20 @@ def plan(
         save_plan(out, result.plan, signing_key(cfg, needed=False))
         output.info(f"Saved the plan to {out}; apply it with `adsync-plan apply {out}`.")
     return EXIT_CHANGES if detailed_exitcode and result.plan.has_changes else EXIT_OK
+
+
+def _plan_refresh_only(cfg, out: Path | None, json_out: bool, markdown: bool, detailed_exitcode: bool, other) -> int:
+    if other:
+        raise click.UsageError("--refresh-only reads only the PBX: leave out --target, --desired and --no-refresh.")
+    plan_obj = pipeline.plan_refresh_only(cfg, output.progress())
+    _print_plan(plan_obj, json_out, markdown, output.Redactor(False, False))
+    if out:
+        from adsync_plan.planfile import save_plan, signing_key
+
+        save_plan(out, plan_obj, signing_key(cfg, needed=False))
+        output.info(f"Saved the plan to {out}; `adsync-plan apply {out}` writes the snapshot, nothing on the PBX.")
+    changed = bool(plan_obj.refresh_only["pbx_changes"])
+    return EXIT_CHANGES if detailed_exitcode and changed else EXIT_OK
 
 
 @app.command()
@@ -245,6 +265,12 @@ def apply(
     """Carry out a saved plan; nothing else ever writes to the PBX."""
     cfg = _with_lock_timeout(load_config(config), lock_timeout)
     result = pipeline.apply(cfg, planfile, output.progress())
+    if result.plan.refresh_only is not None:
+        serial = result.snapshot.serial if result.snapshot else "?"
+        output.out(
+            f"Apply complete: {cfg.snapshot_path} records the PBX as read (serial {serial}); nothing changed on it."
+        )
+        return EXIT_OK
     output.out(
         f"Apply complete: {len(result.done)} steps. {output.summary_line(result.plan).replace('Plan: ', 'Applied: ')}"
     )

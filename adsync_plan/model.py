@@ -278,6 +278,7 @@ class Plan:
     summary: Mapping[str, int]
     bindings: Mapping[str, str] = field(default_factory=dict)
     targets: Mapping[str, object] | None = None  # `plan --target`: addresses, considered, of (all users)
+    refresh_only: Mapping[str, object] | None = None  # `plan --refresh-only`: what changed on the PBX
     format_version: int = 1
     digest: str = ""  # of the saved file's content (planfile.content_digest); set when a plan file is read
     signature: str = ""  # HMAC of the digest, when the plan was signed (plan.signing_key_env)

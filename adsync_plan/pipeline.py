@@ -429,6 +429,36 @@ class _Targeted:
         return {"addresses": sorted(self.addresses), "considered": len(self.addresses), "of": self.total}
 
 
+def plan_refresh_only(config: Config, progress: Progress = NO_PROGRESS) -> Plan:
+    """`plan --refresh-only`: what changed on the PBX since the committed snapshot, as a plan without changes.
+    Its base state is the PBX as read now, so its apply (stale if the PBX changed again) only writes the
+    snapshot; the directory is not read."""
+    previous = _previous_snapshot(config)
+    if previous is None:
+        raise InputError(
+            f"{config.snapshot_path}: no committed snapshot to compare the PBX with; run `adsync-plan refresh` to "
+            "write the first one."
+        )
+    live = _with_journal(config, read_pbx(config, previous, progress))
+    changed = [] if live.fingerprint == previous.fingerprint else describe_changes(previous.state, live.state, 200)
+    created = now_utc()
+    return Plan(
+        plan_id=str(uuid.uuid4()),
+        created_at=iso(created),
+        expires_at=iso(created + config.plan_ttl),
+        tool_version=__version__,
+        config_sha256=config.sha256,
+        desired_sha256="",
+        base_state={"lineage": previous.lineage, "serial": previous.serial, "fingerprint": live.fingerprint},
+        changes=(),
+        diagnostics=tuple(_pbx_warnings(live.state)),
+        overrides=(),
+        summary={"create": 0, "update": 0, "orphan": 0, "unchanged": len(live.state.users), "held": 0, "protected": 0},
+        bindings={},
+        refresh_only={"since_serial": previous.serial, "pbx_changes": changed},
+    )
+
+
 def _pbx_warnings(state) -> list[Diagnostic]:
     """What looks wrong in the PBX itself (doctor says the same): implausibly short external numbers."""
     return [

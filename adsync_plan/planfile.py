@@ -50,6 +50,8 @@ def to_document(plan: Plan) -> dict:
     }
     if plan.targets is not None:  # only in a targeted plan: other plans keep their exact bytes
         doc["targets"] = dict(plan.targets)
+    if plan.refresh_only is not None:
+        doc["refresh_only"] = dict(plan.refresh_only)
     return doc
 
 
@@ -93,6 +95,7 @@ def load_plan(path: Path) -> Plan:
         summary=data["summary"],
         bindings=data["bindings"],
         targets=data.get("targets"),
+        refresh_only=data.get("refresh_only"),
         digest=data[DIGEST],
         signature=data.get(SIGNATURE, ""),
     )

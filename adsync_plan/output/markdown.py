@@ -20,6 +20,7 @@ from adsync_plan.output.text import (
     held_count,
     held_heading,
     iter_held,
+    refresh_only_text,
     summary_line,
     targeted_line,
 )
@@ -38,6 +39,8 @@ MORE = "- ... and {} more; see `adsync-plan show PLANFILE`"
 
 def plan_markdown(plan: Plan, redact: Redactor | None = None, held_by: tuple[int, int] | None = None) -> str:
     redact = redact or Redactor(False)
+    if plan.refresh_only is not None:  # PBX user ids, login IDs and numbers of the PBX: nothing to redact
+        return _refresh_only(plan)
     lines = _summary(plan, redact)
     lines += _attention(plan, redact)
     lines += _findings(plan, redact)
@@ -52,6 +55,14 @@ def plan_markdown(plan: Plan, redact: Redactor | None = None, held_by: tuple[int
     return (
         text + "\n" + f"<sub>plan {md(plan.plan_id)}, made {md(plan.created_at)}, expires {md(plan.expires_at)}</sub>"
     )
+
+
+def _refresh_only(plan: Plan) -> str:
+    text = refresh_only_text(plan).splitlines()
+    if len(text) == 1:
+        return f"### adsync-plan\n\n{md(text[0])}\n"
+    items = [f"- {md(line.strip())}" for line in text[1:-2]]
+    return "\n".join(["### adsync-plan", "", md(text[0]), "", *items, "", f"**{md(text[-1])}**", ""])
 
 
 def _summary(plan: Plan, redact: Redactor) -> list[str]:

@@ -249,6 +249,8 @@ def plan_text(
     plan: Plan, redact: Redactor | None = None, detailed: bool = False, held_by: tuple[int, int] | None = None
 ) -> str:
     redact = redact or NO_REDACTION
+    if plan.refresh_only is not None:
+        return refresh_only_text(plan)
     lines = []
     refused = list(findings(plan, "error", redact))
     if refused:
@@ -271,6 +273,20 @@ def plan_text(
     if plan.targets:
         lines += [targeted_line(plan, redact), ""]
     lines.append(summary_line(plan, redact))
+    return "\n".join(lines)
+
+
+def refresh_only_text(plan: Plan) -> str:
+    """`plan --refresh-only`: the PBX's own changes since the committed snapshot; no user changes."""
+    changed, serial = plan.refresh_only["pbx_changes"], plan.refresh_only["since_serial"]
+    if not changed:
+        return f"No changes. The PBX matches the committed snapshot (serial {serial})."
+    lines = [f"Refresh only: the PBX changed since the committed snapshot (serial {serial}):"]
+    lines += [f"  {clean(line)}" for line in changed] + [""]
+    lines.append(
+        f"Refresh only: {len(changed)} change(s) on the PBX; applying this plan writes them to the snapshot and "
+        "changes nothing on the PBX."
+    )
     return "\n".join(lines)
 
 
