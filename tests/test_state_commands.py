@@ -237,3 +237,22 @@ def test_state_rm_then_import_rebinds(synced, capsys):
     assert adsync(capsys, "import", "user.abrandt", "6")[0] == 0
     assert load_snapshot(synced / "states/pbx.yaml").bindings[ABRANDT_SID] == "6"
     assert [r["result"] for r in audit(synced)] == ["applied", "binding removed", "imported"]
+
+
+def test_state_rm_first_recovers_the_journal_of_a_killed_apply(demo, capsys):  # noqa: F811
+    import signal
+
+    from tests.test_interrupt import HOOK, run
+
+    assert adsync(capsys, "render")[0] == 0
+    assert adsync(capsys, "plan", "-o", "p.plan.json")[0] == 0
+    killed = run("apply", "-c", demo / "adsync.yaml", demo / "p.plan.json", **{HOOK: "KILL@flushed"})
+    assert killed.returncode == -signal.SIGKILL
+    assert (demo / "states/.adsync.journal").exists()
+    code, out, err = adsync(capsys, "state", "rm", "user.abrandt")
+    assert code == 0, err
+    assert "recovered from the journal" in err
+    assert not (demo / "states/.adsync.journal").exists()
+    bindings = load_snapshot(demo / "states/pbx.yaml").bindings
+    assert len(bindings) == 36 and ABRANDT_SID not in bindings  # 37 recovered, one removed
+    assert [r["result"] for r in audit(demo)] == ["recovered", "binding removed"]
