@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,23 @@ def copy_case(name: str, tmp_path: Path) -> Path:
     target = tmp_path / name
     shutil.copytree(CASES / name, target, ignore=shutil.ignore_patterns("expected_*"))
     return target
+
+
+def golden_update_requested() -> bool:
+    """UPDATE_GOLDEN=1 rewrites the golden files, which then only compare with themselves: allowed on a
+    developer's machine (review the diff), never in CI (env CI set), where it would make the tests blind."""
+    if not os.environ.get("UPDATE_GOLDEN"):
+        return False
+    if os.environ.get("CI"):
+        pytest.fail("UPDATE_GOLDEN is set in CI (env CI): the golden tests would compare files with themselves.")
+    return True
+
+
+def check_golden(path: Path, actual: str) -> None:
+    """`actual` must equal the golden file; with UPDATE_GOLDEN (never in CI) the file is rewritten first."""
+    if golden_update_requested() and (not path.exists() or path.read_text(encoding="utf-8") != actual):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+        warnings.warn(f"UPDATE_GOLDEN rewrote {path}: review the diff before committing it", stacklevel=2)
+    assert path.exists(), f"{path} is missing; run with UPDATE_GOLDEN=1 (not in CI) and review it"
+    assert actual == path.read_text(encoding="utf-8"), f"{path} differs (UPDATE_GOLDEN=1 rewrites it)"

@@ -14,7 +14,7 @@ import pytest
 from adsync_plan import diff, pipeline
 from adsync_plan.config import Safety, load_config
 from adsync_plan.planfile import save_plan
-from tests.conftest import copy_case
+from tests.conftest import check_golden, copy_case
 
 
 def set_config(demo, old: str, new: str) -> None:
@@ -213,3 +213,29 @@ def test_a_number_added_to_the_inventory_alone_makes_the_plan_stale(cli, demo):
     code, err, edited = _plan_then_edit_pbx(cli, demo, add)
     assert code == 1 and "stale" in err and "1 number(s) changed owner or were added/removed: +4930123456789" in err
     assert (demo / "pbx.yaml").read_bytes() == edited
+
+
+# -- the golden files cannot be rewritten in CI ---------------------------------------------------------
+
+
+def test_update_golden_fails_in_ci(tmp_path, monkeypatch):
+    golden = tmp_path / "expected.txt"
+    golden.write_text("old\n")
+    monkeypatch.setenv("UPDATE_GOLDEN", "1")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="UPDATE_GOLDEN is set in CI"):
+        check_golden(golden, "new\n")
+    assert golden.read_text() == "old\n"
+
+
+def test_update_golden_rewrites_locally_and_a_difference_fails_otherwise(tmp_path, monkeypatch):
+    golden = tmp_path / "expected.txt"
+    golden.write_text("old\n")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("UPDATE_GOLDEN", raising=False)
+    with pytest.raises(AssertionError, match="differs"):
+        check_golden(golden, "new\n")
+    monkeypatch.setenv("UPDATE_GOLDEN", "1")
+    with pytest.warns(UserWarning, match="review the diff"):
+        check_golden(golden, "new\n")
+    assert golden.read_text() == "new\n"
