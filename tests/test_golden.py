@@ -40,3 +40,14 @@ def test_golden_case(name, cli, tmp_path):
     code, out, err = cli("plan", "-c", case / "adsync.yaml", "--detailed-exitcode")
     assert code == 0, f"a second plan right after apply still has changes:\n{out}"
     assert "No changes." in out
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_the_case_ldif_is_written_from_the_case_data(name):
+    """Samba and the Graph tenant are seeded from the case's data (tests/cases/make_cases.py), the ldif
+    source reads the committed file: the two must be the same directory, or "ldap == ldif" proves nothing."""
+    from tests import ldifgen
+    from tests.cases.make_cases import case_entries
+
+    written = ldifgen.document([ldifgen.entry(dn, attrs) for dn, attrs in case_entries(name)])
+    assert (CASES / name / "directory.ldif").read_text(encoding="utf-8") == written

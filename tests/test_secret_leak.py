@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -233,14 +234,14 @@ def run_all_succeeding(folder: Path, secrets: dict[str, str], account: str) -> l
 
 
 @pytest.fixture
-def demo_domain():
-    """A Samba AD DC holding the demo's directory (tests/servers/samba.py)."""
+def case_domain():
+    """A Samba AD DC (tests/servers/samba.py) holding the users of the golden case create_basic."""
+    from tests.cases.make_cases import case_entries
     from tests.servers import samba
 
-    text = (DEMO / "directory.ldif").read_text(encoding="utf-8")
     groups = ["CN=PBX-Admins,OU=Groups,DC=example,DC=com", "CN=PBX-Users,OU=Groups,DC=example,DC=com"]
     try:
-        domain = samba.start_domain_from_ldif(text, groups)
+        domain = samba.start_domain_from_entries(case_entries("create_basic"), groups)
     except samba.Unavailable as err:
         if os.environ.get("ADSYNC_REQUIRE_LDAP_SERVERS") == "1":
             pytest.fail(f"ADSYNC_REQUIRE_LDAP_SERVERS=1 but: {err}")
@@ -259,25 +260,26 @@ def set_reader_password(domain, password: str) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:ssl.match_hostname:DeprecationWarning")
-def test_every_command_with_a_successful_ldap_bind_at_trace_level(tmp_path, demo_domain):
-    folder = copy_demo(tmp_path)
+def test_every_command_with_a_successful_ldap_bind_at_trace_level(tmp_path, case_domain):
+    from tests.conftest import copy_case
+
+    folder = copy_case("create_basic", tmp_path)
     secrets = {**SECRETS, "ADSYNC_LDAP_PASSWORD": f"Ldap-{uuid.uuid4().hex}!"}
-    set_reader_password(demo_domain, secrets["ADSYNC_LDAP_PASSWORD"])
-    replace_source(
-        folder,
-        f"""source:
-  type: ldap
-  url: {demo_domain.ldaps_url}
-  bind_dn: {demo_domain.reader_dn}
-  password_env: ADSYNC_LDAP_PASSWORD
-  base_dn: DC=example,DC=com
-  ca_file: {demo_domain.ca_file}
-  tls_server_name: {demo_domain.server_name}
-  timeout: 30
-""",
-    )
+    set_reader_password(case_domain, secrets["ADSYNC_LDAP_PASSWORD"])
+    config = json.loads((folder / "adsync.yaml").read_text())  # the golden cases' configurations are JSON
+    config["source"] = {
+        "type": "ldap",
+        "url": case_domain.ldaps_url,
+        "bind_dn": case_domain.reader_dn,
+        "password_env": "ADSYNC_LDAP_PASSWORD",
+        "base_dn": "DC=example,DC=com",
+        "ca_file": str(case_domain.ca_file),
+        "tls_server_name": case_domain.server_name,
+        "timeout": 30,
+    }
+    (folder / "adsync.yaml").write_text(json.dumps(config, indent=1))
     results = run_all_succeeding(folder, secrets, "jmueller")
-    assert f"users from {demo_domain.ldaps_url}" in results[1].stderr, results[1].stderr[-800:]  # bound, and read
+    assert f"users from {case_domain.ldaps_url}" in results[1].stderr, results[1].stderr[-800:]  # bound, and read
     assert_no_secret(folder, results, secrets)
 
 

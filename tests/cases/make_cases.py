@@ -58,7 +58,7 @@ DOOR = {
 
 
 def person(n, account, first="Vor", last=None, mail=None, phones=("",), uac=512, groups=(USERS,), **extra):
-    """A directory user; `phones` are telephoneNumber then otherTelephone values."""
+    """A directory user as data, (dn, attributes); `phones` are telephoneNumber then otherTelephone values."""
     last = last if last is not None else account.capitalize()
     mail = mail if mail is not None else f"{account}@example.com"
     attrs = {"sAMAccountName": account or None, "givenName": first or None, "sn": last or None, "mail": mail or None}
@@ -69,19 +69,32 @@ def person(n, account, first="Vor", last=None, mail=None, phones=("",), uac=512,
         attrs["otherTelephone"] = phones[1:]
     attrs.update(extra)
     attrs["memberOf"] = list(groups)
-    return ldifgen.user(n, f"{first or 'X'} {last or account or n}", uac=uac, **attrs)[1]
+    return ldifgen.user_entry(n, f"{first or 'X'} {last or account or n}", uac=uac, **attrs)
 
 
-def directory(people: list[str], nested_user_groups: bool = False) -> str:
-    groups = [ldifgen.group("PBX-Admins", [], n=1)[1]]
+def directory_entries(people: list[tuple[str, dict]], nested_user_groups: bool = False) -> list[tuple[str, dict]]:
+    """Every entry of a case's directory as data: the people, then the groups."""
+    groups = [ldifgen.group_entry("PBX-Admins", [], n=1)]
     if nested_user_groups:  # PBX-Users > Abteilung > Team: three deep
         team = f"CN=Team,OU=Groups,{ldifgen.BASE}"
-        groups.append(ldifgen.group("PBX-Users", [f"CN=Abteilung,OU=Groups,{ldifgen.BASE}"], n=2)[1])
-        groups.append(ldifgen.group("Abteilung", [team], n=3)[1])
-        groups.append(ldifgen.group("Team", [], n=4)[1])
+        groups.append(ldifgen.group_entry("PBX-Users", [f"CN=Abteilung,OU=Groups,{ldifgen.BASE}"], n=2))
+        groups.append(ldifgen.group_entry("Abteilung", [team], n=3))
+        groups.append(ldifgen.group_entry("Team", [], n=4))
     else:
-        groups.append(ldifgen.group("PBX-Users", [], n=2)[1])
-    return ldifgen.document(people + groups)
+        groups.append(ldifgen.group_entry("PBX-Users", [], n=2))
+    return [*people, *groups]
+
+
+def directory(people: list[tuple[str, dict]], nested_user_groups: bool = False) -> str:
+    """The case's directory.ldif, written from the data by ldifgen (never read back by the project's parser)."""
+    return ldifgen.document([ldifgen.entry(dn, attrs) for dn, attrs in directory_entries(people, nested_user_groups)])
+
+
+def case_entries(name: str) -> list[tuple[str, dict]]:
+    """The entries of a case's directory.ldif as data: what tests seed Samba and the Graph tenant from, so
+    that a bug of the LDIF parser cannot cancel out in "ldap result == ldif result"."""
+    spec = cases()[name]
+    return directory_entries(spec["people"], spec.get("nested", False))
 
 
 def inventory(owners: dict | None = None) -> list[dict]:

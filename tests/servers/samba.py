@@ -325,14 +325,15 @@ class UnsupportedDirectory(Exception):
     """The LDIF holds something Active Directory itself refuses (e.g. two users with one sAMAccountName)."""
 
 
-def start_domain_from_ldif(text: str, extra_groups=(), realm: str = LDIF_REALM) -> SambaDomain:
-    """A domain whose users and groups are exactly those of the LDIF, objectGUIDs included.
+def start_domain_from_entries(entries, extra_groups=(), realm: str = LDIF_REALM) -> SambaDomain:
+    """A domain whose users and groups are exactly `entries` (data: (dn, {attribute: value}) as
+    tests/cases/make_cases.py makes them, objectGUIDs included), never read through the project's LDIF parser.
 
     AD never lets a client choose an objectGUID, so the entries are added offline with ldbadd and the
     relax control (as Samba's provisioning does), before the server starts. Group membership comes from the
     users' memberOf values and the groups' member values (Samba computes memberOf itself); `extra_groups`
-    (the configured scope groups) are created when the LDIF does not name them."""
-    adds, members = samba_ldif(text, extra_groups, domain_dn(realm))
+    (the configured scope groups) are created when the entries do not name them."""
+    adds, members = samba_ldif(entries, extra_groups, domain_dn(realm))
     ensure_samba()
     base = _base_tarball(realm)
     root = Path(tempfile.mkdtemp(prefix="adsync-samba-"))
@@ -379,11 +380,14 @@ def _norm(dn: str) -> str:
     return ",".join(part.strip() for part in dn.lower().split(","))
 
 
-def samba_ldif(text: str, extra_groups, domain: str) -> tuple[str, str]:
-    """(entries to add, member modifications) for ldbadd/ldbmodify, from an LDIF export."""
-    from adsync_plan.sources.ldif import parse_ldif  # the core's RFC 2849 reader
+def _as_values(entry: dict) -> dict[str, list]:
+    """Attribute names in lower case (LDAP's are case-insensitive), every value a list."""
+    return {name.lower(): list(value) if isinstance(value, list) else [value] for name, value in entry.items()}
 
-    entries = list(parse_ldif(text))
+
+def samba_ldif(entries, extra_groups, domain: str) -> tuple[str, str]:
+    """(entries to add, member modifications) for ldbadd/ldbmodify, from directory entries given as data."""
+    entries = [(dn, _as_values(entry)) for dn, entry in entries]
     users = [(dn, e) for dn, e in entries if "group" not in _classes(e) and {"person", "user"} & _classes(e)]
     groups = {_norm(dn): [dn, e, list(e.get("member", []))] for dn, e in entries if "group" in _classes(e)}
     for dn, entry in users + [(g[0], g[1]) for g in list(groups.values())]:
