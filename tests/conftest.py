@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from adsync_plan.cli import run
+
+# Property tests: a fixed seed in CI (env CI set), so a red build can be run again and stays red, and the
+# same examples run on every push; a random one on developers' machines, so that over time more are tried.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", derandomize=False)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
@@ -65,3 +73,12 @@ def check_golden(path: Path, actual: str) -> None:
         warnings.warn(f"UPDATE_GOLDEN rewrote {path}: review the diff before committing it", stacklevel=2)
     assert path.exists(), f"{path} is missing; run with UPDATE_GOLDEN=1 (not in CI) and review it"
     assert actual == path.read_text(encoding="utf-8"), f"{path} differs (UPDATE_GOLDEN=1 rewrites it)"
+
+
+@pytest.fixture
+def closed_port():
+    """A port on 127.0.0.1 that is bound but never listens: a connection to it is refused at once, and no
+    other process can take it while the test runs (a port picked free and closed could be taken meanwhile)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

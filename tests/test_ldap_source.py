@@ -353,9 +353,9 @@ def test_samba_refuses_simple_bind_without_encryption(dc, reader_password):
 # --- connection failures without a directory -----------------------------------------------------------
 
 
-def test_unreachable_server(reader_password):
+def test_unreachable_server(reader_password, closed_port):
     reader_password("whatever")
-    port = slapd.free_port()  # nothing listens there
+    port = closed_port  # bound, never listening
     with pytest.raises(SourceError) as err:
         read(bare_settings(f"ldaps://127.0.0.1:{port}", timeout=2))
     one_sentence(str(err.value))

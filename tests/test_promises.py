@@ -239,3 +239,12 @@ def test_update_golden_rewrites_locally_and_a_difference_fails_otherwise(tmp_pat
     with pytest.warns(UserWarning, match="review the diff"):
         check_golden(golden, "new\n")
     assert golden.read_text() == "new\n"
+
+
+def test_property_tests_are_derandomised_exactly_in_ci():
+    """tests/conftest.py loads the hypothesis profile "ci" (fixed seed) when env CI is set, else "dev"."""
+    import os
+
+    from hypothesis import settings
+
+    assert settings.default.derandomize is bool(os.environ.get("CI"))

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -44,15 +43,6 @@ def markers(secrets: dict[str, str] = SECRETS) -> list[str]:
         found += [value, hashlib.sha512(value.encode()).hexdigest(), value.encode().hex()]
         found += [value.encode("utf-16-le").hex(), base64.b64encode(value.encode()).decode()]
     return found
-
-
-@pytest.fixture
-def closed_port():
-    """A port that is bound but never listens: a connection to it is refused, and no other process can take
-    it while the test runs (a port picked free and released could be taken in between)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield s.getsockname()[1]
 
 
 def command_of(result: subprocess.CompletedProcess) -> list[str]:
