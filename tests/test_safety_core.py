@@ -1,0 +1,183 @@
+"""Gaps found by mutation testing of the safety core (benchmarks/mutation.py): the snapshot's identity and
+fingerprint check, the lock's life cycle and force-unlock's answers, and the exact edge of a plan's expiry."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from adsync_plan.errors import InputError, LockError, PlanRefused
+from adsync_plan.planfile import check_applicable, load_plan, parse_time
+from adsync_plan.state import Lock, force_unlock, load_snapshot, read_lock
+
+# -- the snapshot ---------------------------------------------------------------------------------------
+
+
+def refreshed(cli, demo):
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
+    path = demo / "states" / "pbx.yaml"
+    return path, json.loads(path.read_text())
+
+
+def test_a_loaded_snapshot_keeps_the_files_lineage_serial_pbx_and_bindings(cli, demo):
+    cfg = demo / "adsync.yaml"
+    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+    assert cli("apply", "-c", cfg, demo / "p.plan.json")[0] == 0
+    path = demo / "states" / "pbx.yaml"
+    doc = json.loads(path.read_text())
+    snap = load_snapshot(path)
+    assert (snap.lineage, snap.serial, snap.pbx, snap.bindings) == (
+        doc["lineage"],
+        doc["serial"],
+        doc["pbx"],
+        doc["bindings"],
+    )
+    assert snap.pbx  # the provider's description, kept
+    assert snap.fingerprint == doc["fingerprint"] and len(snap.bindings) == 37
+
+
+def test_a_snapshot_without_its_pbx_description_loads_with_an_empty_one(cli, demo):
+    path, doc = refreshed(cli, demo)
+    del doc["pbx"]  # not covered by the fingerprint, and optional in the schema
+    path.write_text(json.dumps(doc))
+    assert load_snapshot(path).pbx == {}
+
+
+def test_a_hand_edited_snapshot_is_refused_with_the_fix(cli, demo):
+    path, doc = refreshed(cli, demo)
+    doc["users"]["3"]["last_name"] = "Mueller"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError) as err:
+        load_snapshot(path)
+    assert str(err.value) == (
+        f"{path}: the fingerprint does not match the content; the file was edited by hand. "
+        "Run `adsync-plan refresh` to read the PBX again."
+    )
+
+
+def test_a_snapshot_that_is_no_yaml_names_the_file_as_the_state_snapshot(tmp_path):
+    path = tmp_path / "pbx.yaml"
+    path.write_text("")
+    with pytest.raises(InputError, match="the state snapshot is empty"):
+        load_snapshot(path)
+
+
+# -- the lock -------------------------------------------------------------------------------------------
+
+
+def test_the_lock_creates_missing_folders_and_holds_who_and_what(tmp_path):
+    state_dir = tmp_path / "deep" / "er" / "states"
+    with Lock(state_dir, "plan-1", "apply", timeout=0) as lock:
+        info = read_lock(state_dir / ".adsync.lock")
+        assert info == lock.info and info["plan_id"] == "plan-1" and info["operation"] == "apply"
+    assert not (state_dir / ".adsync.lock").exists()
+
+
+def test_a_lock_removed_by_force_unlock_while_held_ends_quietly(tmp_path):
+    with Lock(tmp_path, None, "sync", timeout=0) as lock:
+        assert force_unlock(tmp_path, lock.info["id"])["operation"] == "sync"
+    assert not (tmp_path / ".adsync.lock").exists()  # and leaving raised nothing
+
+
+def test_force_unlock_without_a_lock(tmp_path):
+    with pytest.raises(LockError) as err:
+        force_unlock(tmp_path, "any")
+    assert str(err.value) == f"{tmp_path / '.adsync.lock'}: there is no lock to remove."
+
+
+def test_force_unlock_of_an_unreadable_lock_names_no_id_and_keeps_it(tmp_path):
+    path = tmp_path / ".adsync.lock"
+    path.write_text("not json")
+    with pytest.raises(LockError) as err:
+        force_unlock(tmp_path, "abc")
+    assert str(err.value) == f"{path}: the lock's id is ?, not abc; nothing was removed."
+    assert path.exists()
+
+
+# -- expiry ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_plan(cli, demo):
+    assert cli("plan", "-c", demo / "adsync.yaml", "-o", demo / "p.plan.json")[0] == 0
+    return demo / "p.plan.json"
+
+
+def test_a_plan_has_expired_at_the_second_of_expires_at(saved_plan):
+    plan = load_plan(saved_plan)
+    expires = parse_time(plan.expires_at)
+    check_applicable(plan, saved_plan, expires - timedelta(seconds=1), set())
+    with pytest.raises(PlanRefused, match="expired at"):
+        check_applicable(plan, saved_plan, expires, set())
+
+
+def test_an_expiry_that_is_no_time_is_refused_with_a_sentence(cli, demo, saved_plan):
+    doc = json.loads(saved_plan.read_text())
+    doc["expires_at"] = "2026-13-45T99:99:99Z"  # the schema's shape, but no time
+    saved_plan.write_text(json.dumps(doc))
+    code, _, err = cli("apply", "-c", demo / "adsync.yaml", saved_plan)
+    assert code == 1
+    assert f"{saved_plan}: expires_at '2026-13-45T99:99:99Z' is no valid time; make a new plan." in err
+
+
+# -- protection of administrators (R10) -----------------------------------------------------------------
+
+JMUELLER_DN_B64 = "Q049SsO8cmdlbiBNw7xsbGVyLE9VPVN0YWZmLERDPWV4YW1wbGUsREM9Y29t"
+
+
+def applied_demo(cli, demo) -> None:
+    """The demo applied once: Jürgen Müller (PBX user 3, login 20) is now a PBX administrator, bound to his
+    directory entry, which is in PBX-Admins."""
+    cfg = demo / "adsync.yaml"
+    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+    assert cli("apply", "-c", cfg, demo / "p.plan.json")[0] == 0
+    pbx = json.loads((demo / "pbx.yaml").read_text())
+    assert next(u for u in pbx["users"] if u["id"] == 3)["is_admin"] is True
+
+
+def edit_ldif(demo, old: str, new: str) -> None:
+    path = demo / "directory.ldif"
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def plan_json(cli, demo) -> dict:
+    code, out, err = cli("plan", "-c", demo / "adsync.yaml", "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_an_administrator_this_tool_bound_as_one_is_managed(cli, demo):
+    applied_demo(cli, demo)
+    edit_ldif(demo, "sn:: TcO8bGxlcg==", "sn: Mueller-Neu")
+    plan = plan_json(cli, demo)
+    [change] = [c for c in plan["changes"] if c["address"] == "user.jmueller"]
+    assert change["action"] == "update" and change["fields"] == ["last_name"]
+    assert change["after"]["last_name"] == "Mueller-Neu" and change["after"]["role"] == "admin"
+
+
+def test_an_administrator_whose_directory_user_left_the_admin_group_is_protected(cli, demo):
+    applied_demo(cli, demo)
+    edit_ldif(demo, f"member:: {JMUELLER_DN_B64}\n", "")
+    edit_ldif(
+        demo,
+        "member: CN=Vertrieb,OU=Groups,DC=example,DC=com\n",
+        f"member: CN=Vertrieb,OU=Groups,DC=example,DC=com\nmember:: {JMUELLER_DN_B64}\n",
+    )
+    edit_ldif(demo, "sn:: TcO8bGxlcg==", "sn: Mueller-Neu")
+    plan = plan_json(cli, demo)
+    assert not [c for c in plan["changes"] if c["pbx_user_id"] == "3" or c["address"] == "user.jmueller"]
+    assert ("PROTECTED_USER", "user.jmueller") in {(d["code"], d["address"]) for d in plan["diagnostics"]}
+
+
+def test_an_administrator_listed_in_protect_logins_is_protected_even_when_bound_as_one(cli, demo):
+    applied_demo(cli, demo)
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace('logins: ["0001", "90"]', 'logins: ["0001", "90", "20"]'))
+    edit_ldif(demo, "sn:: TcO8bGxlcg==", "sn: Mueller-Neu")
+    plan = plan_json(cli, demo)
+    assert not [c for c in plan["changes"] if c["pbx_user_id"] == "3" or c["address"] == "user.jmueller"]
+    assert ("PROTECTED_USER", "user.jmueller") in {(d["code"], d["address"]) for d in plan["diagnostics"]}
