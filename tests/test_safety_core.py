@@ -181,3 +181,67 @@ def test_an_administrator_listed_in_protect_logins_is_protected_even_when_bound_
     plan = plan_json(cli, demo)
     assert not [c for c in plan["changes"] if c["pbx_user_id"] == "3" or c["address"] == "user.jmueller"]
     assert ("PROTECTED_USER", "user.jmueller") in {(d["code"], d["address"]) for d in plan["diagnostics"]}
+
+
+# -- R9 and the fingerprint -----------------------------------------------------------------------------
+
+
+def test_an_orphan_keeps_only_its_primary_internal_number_and_is_marked_once():
+    from adsync_plan.diff import orphaned
+    from adsync_plan.model import PhoneUser
+
+    user = PhoneUser.from_dict(
+        {
+            "login_id": "30",
+            "first_name": "Gustav",
+            "last_name": "Gegangen",
+            "email": "g@example.com",
+            "role": "user",
+            "primary_internal_number": "30",
+            "internal_numbers": ["30", "31"],
+            "external_numbers": ["+4970222797830"],
+            "fax_numbers": ["+4970222797899"],
+        }
+    )
+    after = orphaned(user)
+    assert (after.last_name, after.internal_numbers, after.external_numbers, after.fax_numbers) == (
+        "-Gegangen",
+        ("30",),
+        (),
+        (),
+    )
+    assert orphaned(after) == after  # the mark is put once
+    assert (after.login_id, after.first_name, after.email, after.primary_internal_number) == (
+        "30",
+        "Gustav",
+        "g@example.com",
+        "30",
+    )
+
+
+def test_the_snapshot_records_administrators_and_its_fingerprint_is_the_sha256_of_its_content(cli, demo):
+    import hashlib
+
+    _, doc = refreshed(cli, demo)
+    assert {i: u["is_admin"] for i, u in doc["users"].items()} == {
+        "1": True,
+        "2": False,
+        "3": False,
+        "4": False,
+        "5": False,
+    }
+    # computed here with the standard library (compact, key-sorted JSON in UTF-8), not with the code's helper
+    content = json.dumps(
+        {"users": doc["users"], "numbers": doc["numbers"]}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    assert doc["fingerprint"] == "sha256:" + hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def test_a_snapshot_breaking_the_schema_names_the_file_the_line_and_the_key(tmp_path):
+    path = tmp_path / "pbx.yaml"
+    path.write_text(
+        "format_version: 1\nlineage: l\nserial: 1\nfingerprint: sha256:0\nusers: {}\nnumbers: {}\nbindings: {}\n"
+    )  # hand-written YAML, so the line can be named
+    with pytest.raises(InputError) as err:
+        load_snapshot(path)
+    assert str(err.value).startswith(f"{path}:4: fingerprint: 'sha256:0' has the wrong form")
