@@ -245,3 +245,45 @@ def test_a_snapshot_breaking_the_schema_names_the_file_the_line_and_the_key(tmp_
     with pytest.raises(InputError) as err:
         load_snapshot(path)
     assert str(err.value).startswith(f"{path}:4: fingerprint: 'sha256:0' has the wrong form")
+
+
+# -- matching: bindings first, e-mail only among users not bound to someone present ------------------------
+
+NEWCOMER = """
+dn: CN=Neu Ling,OU=Staff,DC=example,DC=com
+objectClass: top
+objectClass: person
+objectClass: organizationalPerson
+objectClass: user
+cn: Neu Ling
+objectGUID:: AAECAwQFBgcICQoLDA0ODw==
+userAccountControl: 512
+sAMAccountName: aling
+givenName: Neu
+sn: Ling
+mail: juergen.mueller@example.com
+telephoneNumber: 15
+"""
+
+
+def test_a_binding_survives_an_e_mail_change_and_the_old_address_matches_no_newcomer(cli, demo):
+    """Jürgen Müller (bound to PBX user 3) gets a new address; a newcomer gets his old one. The binding keeps
+    Jürgen on PBX user 3 (SPEC 7), and the newcomer cannot take PBX user 3 by e-mail: it is created. (Its
+    account, aling, is matched before jmueller, so a wrong e-mail match could not hide behind his claim.)"""
+    applied_demo(cli, demo)
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("licenses: 40", "licenses: 41"))  # room for the newcomer
+    edit_ldif(demo, "mail: juergen.mueller@example.com\n", "mail: juergen.neu@example.com\n")
+    (demo / "directory.ldif").write_text((demo / "directory.ldif").read_text(encoding="utf-8") + NEWCOMER)
+    edit_ldif(
+        demo,
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\n",
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\nmember: CN=Neu Ling,OU=Staff,DC=example,DC=com\n",
+    )
+    plan = plan_json(cli, demo)
+    changes = {c["address"]: c for c in plan["changes"]}
+    assert changes["user.jmueller"]["action"] == "update" and changes["user.jmueller"]["pbx_user_id"] == "3"
+    assert changes["user.jmueller"]["fields"] == ["email"]
+    assert changes["user.aling"]["action"] == "create" and changes["user.aling"]["pbx_user_id"] is None
+    assert [c["address"] for c in plan["changes"] if c["pbx_user_id"] == "3"] == ["user.jmueller"]
+    assert plan["summary"]["orphan"] == 0
