@@ -11,6 +11,7 @@ import pytest
 from adsync_plan.errors import InputError, LockError, PlanRefused
 from adsync_plan.planfile import check_applicable, load_plan, parse_time
 from adsync_plan.state import Lock, force_unlock, load_snapshot, read_lock
+from tests.conftest import copy_case
 
 # -- the snapshot ---------------------------------------------------------------------------------------
 
@@ -287,3 +288,54 @@ def test_a_binding_survives_an_e_mail_change_and_the_old_address_matches_no_newc
     assert changes["user.aling"]["action"] == "create" and changes["user.aling"]["pbx_user_id"] is None
     assert [c["address"] for c in plan["changes"] if c["pbx_user_id"] == "3"] == ["user.jmueller"]
     assert plan["summary"]["orphan"] == 0
+
+
+def add_pbx_users(demo, *users: dict) -> None:
+    path = demo / "pbx.yaml"
+    pbx = json.loads(path.read_text())
+    for user in users:
+        pbx["users"].append({"is_admin": False, "last_name": "Hand", "primary_internal_number": None, **user})
+    path.write_text(json.dumps(pbx))
+
+
+def test_e_mail_matching_skips_bound_users_and_takes_the_lowest_id(cli, demo):
+    """After the first apply PBX users 3 and 4 are bound; Gustav (PBX user 5, unbound) comes back to the
+    directory, and a hand-made PBX user 99 shares his address: he is matched by e-mail to 5, the lowest id."""
+    applied_demo(cli, demo)
+    add_pbx_users(demo, {"id": 99, "login_id": "19", "first_name": "Gustav", "email": "gustav.gegangen@example.com"})
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("licenses: 40", "licenses: 42").replace("max_orphans: 5", "max_orphans: 9"))
+    returning = NEWCOMER.replace("mail: juergen.mueller@example.com", "mail: gustav.gegangen@example.com")
+    (demo / "directory.ldif").write_text((demo / "directory.ldif").read_text(encoding="utf-8") + returning)
+    edit_ldif(
+        demo,
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\n",
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\nmember: CN=Neu Ling,OU=Staff,DC=example,DC=com\n",
+    )
+    plan = plan_json(cli, demo)
+    changes = {c["address"]: c for c in plan["changes"]}
+    assert changes["user.aling"]["action"] == "update" and changes["user.aling"]["pbx_user_id"] == "5"
+
+
+def test_orphans_come_in_the_order_of_their_numeric_ids(cli, demo):
+    add_pbx_users(
+        demo,
+        {"id": 9, "login_id": "18", "first_name": "Neun", "email": "neun@example.com"},
+        {"id": 10, "login_id": "19", "first_name": "Zehn", "email": "zehn@example.com"},
+    )
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("max_orphans: 5", "max_orphans: 9"))
+    plan = plan_json(cli, demo)
+    assert [c["pbx_user_id"] for c in plan["changes"] if c["action"] == "orphan"] == ["5", "9", "10"]
+
+
+def test_protected_user_diagnostics_say_how_the_user_was_matched(cli, demo, tmp_path):
+    applied_demo(cli, demo)
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace('logins: ["0001", "90"]', 'logins: ["0001", "90", "20"]'))
+    [found] = [d for d in plan_json(cli, demo)["diagnostics"] if d["code"] == "PROTECTED_USER"]
+    assert "matches protected PBX user 3 (login 20, by binding); it is never changed." in found["message"]
+    case = copy_case("r10_protected", tmp_path)
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--json")
+    messages = [d["message"] for d in json.loads(out)["diagnostics"] if d["code"] == "PROTECTED_USER"]
+    assert messages and all(", by e-mail); it is never changed." in m for m in messages), messages

@@ -16,6 +16,7 @@ Run as a script to provision, seed and cache a domain ahead of time: python -m t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -285,17 +286,20 @@ def _admin_connection(ip: str, realm: str = REALM) -> ldap3.Connection:
     tls = ldap3.Tls(validate=ssl.CERT_NONE)
     server = ldap3.Server(ip, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE)
     user = f"Administrator@{realm.lower()}"
-    return ldap3.Connection(server, user, ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True)
+    # a generous wait: on a loaded machine a fresh domain's first writes can take longer than ldap3's 10 s
+    return ldap3.Connection(server, user, ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True, receive_timeout=120)
 
 
 def _add_reader(ip: str, realm: str) -> None:
     """OU=Service and svc-reader, an ordinary account with a password (needs LDAPS), as adsync-plan uses."""
     conn = _admin_connection(ip, realm)
-    conn.add(f"OU=Service,{domain_dn(realm)}", ["top", "organizationalUnit"])
-    conn.add(reader_dn(realm), ad_seed.USER_CLASSES, {
-        "sAMAccountName": "svc-reader", "userAccountControl": 512,
-        "unicodePwd": f'"{READER_PASSWORD}"'.encode("utf-16-le"),
-    })  # fmt: skip
+    with contextlib.suppress(ldap3.core.exceptions.LDAPEntryAlreadyExistsResult):  # an add retried after a timeout
+        conn.add(f"OU=Service,{domain_dn(realm)}", ["top", "organizationalUnit"])
+    with contextlib.suppress(ldap3.core.exceptions.LDAPEntryAlreadyExistsResult):
+        conn.add(reader_dn(realm), ad_seed.USER_CLASSES, {
+            "sAMAccountName": "svc-reader", "userAccountControl": 512,
+            "unicodePwd": f'"{READER_PASSWORD}"'.encode("utf-16-le"),
+        })  # fmt: skip
     conn.unbind()
 
 
