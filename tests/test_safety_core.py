@@ -339,3 +339,21 @@ def test_protected_user_diagnostics_say_how_the_user_was_matched(cli, demo, tmp_
     code, out, err = cli("plan", "-c", case / "adsync.yaml", "--json")
     messages = [d["message"] for d in json.loads(out)["diagnostics"] if d["code"] == "PROTECTED_USER"]
     assert messages and all(", by e-mail); it is never changed." in m for m in messages), messages
+
+
+def test_a_pbx_user_without_e_mail_is_matched_by_no_directory_user_without_one(cli, demo):
+    """A held directory user without an address (R1) must not claim the PBX user without one: that PBX user has
+    no counterpart, so it is orphaned."""
+    add_pbx_users(demo, {"id": 9, "login_id": "18", "first_name": "Ohne", "email": ""})
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("max_orphans: 5", "max_orphans: 9"))
+    no_mail = NEWCOMER.replace("mail: juergen.mueller@example.com\n", "")
+    (demo / "directory.ldif").write_text((demo / "directory.ldif").read_text(encoding="utf-8") + no_mail)
+    edit_ldif(
+        demo,
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\n",
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\nmember: CN=Neu Ling,OU=Staff,DC=example,DC=com\n",
+    )
+    plan = plan_json(cli, demo)
+    assert ("MISSING_EMAIL", "user.aling") in {(d["code"], d["address"]) for d in plan["diagnostics"]}
+    assert "9" in [c["pbx_user_id"] for c in plan["changes"] if c["action"] == "orphan"]
