@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
+import re
 import sys
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -18,8 +21,8 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click
 
 from adsync_plan import __version__, output, pipeline
-from adsync_plan.config import load_config
-from adsync_plan.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_USAGE, AdsyncError
+from adsync_plan.config import load_config, parse_duration
+from adsync_plan.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_USAGE, AdsyncError, ConfigError
 
 log = logging.getLogger("adsync_plan")
 
@@ -47,6 +50,15 @@ class LogFormat(StrEnum):
 
 
 ConfigOpt = Annotated[Path, typer.Option("-c", "--config", help="The configuration file.")]
+DetailedOpt = Annotated[bool, typer.Option("--detailed", help="Every field of every change, not one line each.")]
+RedactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--redact", help="Replace e-mail addresses and phone numbers by placeholders; --redact=names: names too."
+    ),
+]
+# `--redact=names` is rewritten to this before parsing (see `run`): click has no flag with an optional value
+RedactNamesOpt = Annotated[bool, typer.Option("--redact-names", hidden=True)]
 DEFAULT_CONFIG = Path("adsync.yaml")
 
 
@@ -65,14 +77,30 @@ def main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    output.setup(log_level.value, log_format.value, color=not no_color)
+    output.setup(log_level.value, log_format.value, color=not (no_color or os.environ.get("NO_COLOR")))
 
 
 @app.command()
-def validate(config: ConfigOpt = DEFAULT_CONFIG) -> int:
+def validate(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON (for editors and CI).")] = False,
+) -> int:
     """Check the configuration (schema and meaning)."""
-    cfg = load_config(config)
-    output.out(f"{config}: the configuration is valid ({cfg.source['type']} source, {cfg.pbx['type']} PBX).")
+    try:
+        cfg = load_config(config)
+    except ConfigError as err:
+        if not json_out:
+            raise
+        output.out(json.dumps({"valid": False, "file": str(config), "problems": str(err).splitlines()}, indent=2))
+        return EXIT_ERROR
+    if json_out:
+        output.out(
+            json.dumps(
+                {"valid": True, "file": str(config), "source": cfg.source["type"], "pbx": cfg.pbx["type"]}, indent=2
+            )
+        )
+    else:
+        output.out(f"{config}: the configuration is valid ({cfg.source['type']} source, {cfg.pbx['type']} PBX).")
     return EXIT_OK
 
 
@@ -86,7 +114,11 @@ def render(
     """Read the directory, apply the rules, write the desired state."""
     cfg = load_config(config)
     state, path = pipeline.render_to_file(cfg, out, output.progress())
-    output.out(f"Wrote {path}: {len(state.rendered.desired)} users, {len(state.rendered.held)} held.")
+    held = len(state.rendered.held)
+    output.out(
+        f"Wrote {path}: {len(state.rendered.desired)} users; {held} held by the directory rules "
+        "(`plan` adds the PBX rules)."
+    )
     return EXIT_OK
 
 
@@ -115,13 +147,16 @@ def plan(
     allow_mass_orphan: Annotated[
         bool, typer.Option("--allow-mass-orphan", help="Override the safety valve (R13).")
     ] = False,
+    detailed: DetailedOpt = False,
+    redact: RedactOpt = False,
+    redact_names: RedactNamesOpt = False,
 ) -> int:
     """Diff the desired state against the PBX, check every rule, print the plan and save it."""
     _exclusive(json_out, markdown)
     cfg = load_config(config)
     result = pipeline.make_plan(cfg, desired, not no_refresh, allow_mass_orphan, output.progress())
     _log_decisions(result)
-    _print_plan(result.plan, json_out, markdown)
+    _print_plan(result.plan, json_out, markdown, output.Redactor(redact, redact_names), detailed, _held_by(result))
     if result.refused:
         output.error(
             "the safety valve refused the plan: "
@@ -139,25 +174,58 @@ def plan(
 
 @app.command()
 def show(
-    planfile: Annotated[Path, typer.Argument(help="A saved plan.")],
+    planfile: Annotated[
+        Path | None, typer.Argument(help="A saved plan (default: the newest under plans/).", show_default=False)
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print as Markdown for a pull request.")] = False,
-    redact: Annotated[
-        bool, typer.Option("--redact", help="Replace e-mail addresses and numbers by placeholders.")
-    ] = False,
+    detailed: DetailedOpt = False,
+    redact: RedactOpt = False,
+    redact_names: RedactNamesOpt = False,
 ) -> int:
     """Print a saved plan."""
     _exclusive(json_out, markdown)
     from adsync_plan.planfile import load_plan
 
-    _print_plan(load_plan(planfile), json_out, markdown, redact)
+    plan_obj = load_plan(planfile or _newest_plan(Path("plans")))
+    _print_plan(plan_obj, json_out, markdown, output.Redactor(redact, redact_names), detailed)
     return EXIT_OK
 
 
+def _newest_plan(folder: Path) -> Path:
+    plans = sorted(folder.glob("*.plan.json"), key=lambda p: (p.stat().st_mtime, p.name)) if folder.is_dir() else []
+    if not plans:
+        raise click.UsageError(f"no saved plan under {folder}/; name the plan file: adsync-plan show PLANFILE.")
+    output.info(f"Showing {plans[-1]}, the newest plan under {folder}/.")
+    return plans[-1]
+
+
+LockTimeoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lock-timeout",
+        help="How long to wait for the state lock, e.g. 30s or 5m (default: state.lock_timeout).",
+        show_default=False,
+    ),
+]
+
+
+def _with_lock_timeout(cfg, lock_timeout: str | None):
+    if lock_timeout is None:
+        return cfg
+    if not re.fullmatch(r"[0-9]{1,6}[smh]", lock_timeout):
+        raise click.UsageError(f"--lock-timeout {lock_timeout}: write a duration such as 0s, 30s, 5m or 1h.")
+    return replace(cfg, lock_timeout=parse_duration(lock_timeout).total_seconds())
+
+
 @app.command()
-def apply(planfile: Annotated[Path, typer.Argument(help="A saved plan.")], config: ConfigOpt = DEFAULT_CONFIG) -> int:
+def apply(
+    planfile: Annotated[Path, typer.Argument(help="A saved plan.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    lock_timeout: LockTimeoutOpt = None,
+) -> int:
     """Carry out a saved plan; nothing else ever writes to the PBX."""
-    cfg = load_config(config)
+    cfg = _with_lock_timeout(load_config(config), lock_timeout)
     result = pipeline.apply(cfg, planfile, output.progress())
     output.out(
         f"Apply complete: {len(result.done)} steps. {output.summary_line(result.plan).replace('Plan: ', 'Applied: ')}"
@@ -243,13 +311,14 @@ def sync(
     allow_mass_orphan: Annotated[
         bool, typer.Option("--allow-mass-orphan", help="Override the safety valve (R13).")
     ] = False,
+    lock_timeout: LockTimeoutOpt = None,
 ) -> int:
     """Plan and, with --yes, apply at once within every safety limit (for scheduled runs)."""
-    cfg = load_config(config)
+    cfg = _with_lock_timeout(load_config(config), lock_timeout)
     result = pipeline.sync(cfg, yes, allow_mass_orphan, output.progress())
     planned = result.planned
     _log_decisions(planned)
-    output.out(output.plan_text(planned.plan))
+    output.out(output.plan_text(planned.plan, held_by=_held_by(planned)))
     if planned.refused:
         output.error(
             "the safety valve refused the plan, nothing was applied: "
@@ -292,14 +361,22 @@ def _exclusive(json_out: bool, markdown: bool) -> None:
         raise click.UsageError("--json and --markdown cannot be used together.")
 
 
-def _print_plan(plan_obj, json_out: bool, markdown: bool, redact: bool = False) -> None:
-    redactor = output.Redactor(redact)
+def _print_plan(plan_obj, json_out: bool, markdown: bool, redactor, detailed: bool = False, held_by=None) -> None:
+    if redactor.names:  # names in messages too, wherever the plan knows them
+        output.learn_names(redactor, plan_obj)
     if json_out:
         output.out(output.plan_json(plan_obj, redactor))
     elif markdown:
-        output.out(output.plan_markdown(plan_obj, redactor))
+        output.out(output.plan_markdown(plan_obj, redactor, held_by))
     else:
-        output.out(output.plan_text(plan_obj, redactor))
+        output.out(output.plan_text(plan_obj, redactor, detailed, held_by))
+
+
+def _held_by(result) -> tuple[int, int] | None:
+    """How many users the directory rules held (what render reports) and how many the PBX rules added."""
+    if result.desired is None or result.decisions is None:
+        return None
+    return len(result.desired.rendered.held), len(result.decisions.held)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -320,6 +397,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code: usage errors 64, user errors 1 with one sentence."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = ["--redact-names" if arg == "--redact=names" else arg for arg in argv]
+    if single_dash := _terraform_style_option(argv):
+        output.error(
+            f"{single_dash}: long options take two dashes here: --{single_dash.lstrip('-')} "
+            "(a single dash reads `-out=FILE` as `-o ut=FILE`)."
+        )
+        return EXIT_USAGE
+    if "--no-color" in argv[1:]:  # accepted after the subcommand too, as people type it
+        argv = ["--no-color"] + [a for a in argv if a != "--no-color"]
     try:
         code = app(args=argv, standalone_mode=False, prog_name="adsync-plan")
     except typer.Exit as done:
@@ -347,6 +434,29 @@ def run(argv: list[str] | None = None) -> int:
         )
         return EXIT_ERROR
     return code if isinstance(code, int) else EXIT_OK
+
+
+def _long_option_names() -> set[str]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = [group, *group.commands.values()]
+    return {o[2:].split("=")[0] for c in commands for p in c.params for o in p.opts if o.startswith("--")}
+
+
+def _terraform_style_option(argv: list[str]) -> str | None:
+    """`-out=FILE`, `-target=x`, `-lock-timeout=5m`: Terraform's single-dash long options, which click would
+    read as short options with glued values (-o "ut=FILE"). Returns the first one found."""
+    names = None
+    for arg in argv:
+        if arg == "--":
+            return None
+        match = re.fullmatch(r"-([a-z][a-z-]+)(=.*)?", arg)
+        if match:
+            names = names if names is not None else _long_option_names()
+            if match.group(2) is not None or "-" in match.group(1) or match.group(1) in names:
+                return arg.split("=")[0]
+    return None
 
 
 def _cmd(err: click.UsageError) -> str:

@@ -86,7 +86,8 @@ def _out_of_scope_sentence(query: str, user: DirectoryUser, config: Config) -> s
 def _explain_entry(user: DirectoryUser, config: Config, result: PlanResult, directory: Directory) -> list[str]:
     address = address_of(user)
     attrs = directory.attributes
-    lines = [f"{address}", f"  entry:      {user.dn}", f"  source id:  {user.source_id} ({attrs.get('source_id')})", ""]
+    lines = [f"{address}", f"  entry:      {user.dn}", f"  source id:  {user.source_id} ({attrs.get('source_id')})"]
+    lines += [*_answered_by(directory.origin), ""]
     lines.append("Values read from the directory:")
     for name in _FIELDS:
         value = getattr(user, name)
@@ -104,6 +105,14 @@ def _explain_entry(user: DirectoryUser, config: Config, result: PlanResult, dire
     lines += _diagnostic_lines(held.diagnostics) if held else ["  passed every rule"]
     lines += _plan_lines(address, user.account, result, held_at_render=held is not None)
     return lines + [""]
+
+
+def _answered_by(origin) -> list[str]:
+    """Which domain controller and port the ldap source read (several answer to one name)."""
+    if "server" not in origin:
+        return []
+    catalog = " (global catalog: the whole forest)" if origin.get("global_catalog") == "true" else ""
+    return [f"  read from:  {origin['server']} port {origin['port']}{catalog}"]
 
 
 def _scope_lines(user: DirectoryUser, config: Config) -> list[str]:

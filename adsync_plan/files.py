@@ -3,18 +3,22 @@
 JSON is valid YAML 1.2 and parses 30-40x faster than YAML at 100,000 users (reference/deepdiff-scale-notes):
 so desired state, snapshot, plan and the embedded PBX file are written as sorted, indented JSON with one
 user per line, which keeps a git diff to the lines of the users that changed. Hand-written YAML (a PBX
-file someone typed) is still read, with line numbers in errors.
+file someone typed, or one a YAML formatter rewrote) is read by yaml-rs, a YAML 1.2 loader written in Rust
+that reads the same data as ruamel.yaml (tests/test_yaml_loader.py) about 100 times faster and in a fifth of
+the memory; ruamel's round-trip parse, which knows line numbers, runs only to locate an error.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
+import yaml_rs
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -47,17 +51,78 @@ def read_bytes(path: Path, what: str) -> bytes:
         raise InputError(f"{path}: cannot read {what}: {err.strerror}.") from None
 
 
-def parse_document(raw: bytes, path: Path, what: str) -> tuple[object, YAML | None]:
+def parse_document(raw: bytes, path: Path, what: str) -> tuple[object, LineTree | None]:
+    """Data, and for YAML a tree that finds the line of a key (parsed only when an error needs a line)."""
     if raw.lstrip()[:1] in (b"{", b"["):
         try:
             with _gc_paused():
                 return orjson.loads(raw), None
         except orjson.JSONDecodeError:
             pass  # flow-style YAML also starts with { or [: let the YAML parser say what is wrong
-    data = parse_yaml(raw, path, what)
+    data = _fast_yaml(raw)
+    tree = LineTree(raw, path, what)
+    if data is _SLOW:
+        data = plain(tree.parsed())  # ruamel says what is wrong, with the line, or reads what yaml-rs did not
     if data is None:
         raise InputError(f"{path}: {what} is empty.")
-    return plain(data), data
+    return data, tree
+
+
+class _Slow:
+    """yaml-rs cannot read this document as ruamel.yaml would: let the round-trip parser do it."""
+
+
+_SLOW = _Slow()
+_CONTAINERS = (dict, list)
+# A directive (%YAML 1.1 changes the meaning of scalars) is left to ruamel.yaml.
+_DIRECTIVE = re.compile(rb"^%", re.MULTILINE)
+
+
+def _fast_yaml(raw: bytes):
+    """The data of a YAML mapping, read by yaml-rs; _SLOW for anything that needs ruamel.yaml (a syntax error
+    to locate, a directive, a key that is a list or a mapping, and a list: yaml-rs also returns several
+    documents as one list, and every file read here holds one mapping)."""
+    if _DIRECTIVE.search(raw):
+        return _SLOW
+    try:
+        text = raw.decode("utf-8")
+        with _gc_paused():
+            data = yaml_rs.loads(text)
+    except (UnicodeDecodeError, yaml_rs.YAMLDecodeError):
+        return _SLOW
+    return _plain_keys(data) if isinstance(data, dict) else _SLOW
+
+
+def _plain_keys(node):
+    """Mapping keys as strings, as plain() makes them, changed in place (the data is fresh from the parser);
+    _SLOW for a key that is a list or a mapping. Only containers are visited: most values are scalars."""
+    if type(node) is dict:
+        if not all(type(k) is str for k in node):
+            if any(isinstance(k, tuple | frozenset) for k in node):
+                return _SLOW
+            node = {str(k): v for k, v in node.items()}
+        children = node.items()
+    else:
+        children = enumerate(node)
+    for key, value in children:
+        if type(value) in _CONTAINERS:
+            plain_value = _plain_keys(value)
+            if plain_value is _SLOW:
+                return _SLOW
+            node[key] = plain_value  # a new mapping when its keys were not all strings
+    return node
+
+
+class LineTree:
+    """The round-trip parse of a YAML document, made on first use: only an error needs line numbers."""
+
+    def __init__(self, raw: bytes, path: Path, what: str):
+        self._args, self._tree = (raw, path, what), None
+
+    def parsed(self):
+        if self._tree is None:
+            self._tree = parse_yaml(*self._args)
+        return self._tree
 
 
 def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = InputError):
@@ -83,12 +148,12 @@ def plain(node):
 
 
 def yaml_line_finder(tree):
-    """schema path -> 1-based line of that key in a ruamel round-trip tree (None for JSON files)."""
+    """schema path -> 1-based line of that key in a ruamel round-trip tree, or a LineTree (None for JSON)."""
     if tree is None:
         return None
 
     def find(parts):
-        node, line = tree, None
+        node, line = (tree.parsed() if isinstance(tree, LineTree) else tree), None
         for part in parts:
             lc = getattr(node, "lc", None)
             try:

@@ -43,6 +43,10 @@ def _is(entry, kind: str) -> bool:
     return kind in classes if kind != "group" else bool(classes & {"group", "groupofnames"})
 
 
+def _is_user(entry) -> bool:
+    return _is(entry, "person") and not (_is(entry, "computer") or _is(entry, "contact"))
+
+
 class GraphTenant:
     """An LDIF directory as Entra ID objects: users (Graph properties) and groups (id -> direct members)."""
 
@@ -61,14 +65,29 @@ class GraphTenant:
         for (dn, entry), me in zip(entries, own, strict=True):
             if _is(entry, "group"):
                 self.members.setdefault(me, set())
-            elif _is(entry, "person") and not _is(entry, "computer"):
+            elif _is_user(entry):
                 self.users.append(self._user(dn, entry, me))
         for (_, entry), me in zip(entries, own, strict=True):  # membership edges, both sides, as ldif reads them
+            if not (_is(entry, "group") or _is_user(entry)):
+                continue  # an AD contact or computer is no Graph user (Entra has its own kinds for them)
             for group in _text(entry.get("memberof")):
                 self.members.setdefault(self._id(group), set()).add(me)
             if _is(entry, "group"):
                 for member in _text(entry.get("member")):
                     self.members[me].add(self._id(member))
+        self._primary_group_edges(entries, own)
+
+    def _primary_group_edges(self, entries, own: list[str]) -> None:
+        """AD's primary group (primaryGroupID, a RID) as the plain membership it is in Entra."""
+        by_rid = {
+            ad.rid(ad.sid_bytes(entry["objectsid"][0])): me
+            for (_, entry), me in zip(entries, own, strict=True)
+            if _is(entry, "group") and entry.get("objectsid")
+        }
+        for (_, entry), me in zip(entries, own, strict=True):
+            primary = _first(entry, "primarygroupid")
+            if _is_user(entry) and primary and int(primary) in by_rid:
+                self.members[by_rid[int(primary)]].add(me)
 
     def _own_id(self, dn: str, entry) -> str:
         guid = entry.get("objectguid")

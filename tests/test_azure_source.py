@@ -28,6 +28,7 @@ NEEDED_SELECT = {
     "businessPhones",
     "faxNumber",
     "accountEnabled",
+    "userType",  # guests are left out unless source.include_guests
 }
 
 
@@ -315,3 +316,60 @@ def test_paging_returns_every_user_once_in_order(shared_graph, monkeypatch, tota
     assert [u.source_id for u in directory.users] == [u["id"] for u in graph.users]
     assert graph.counts["users"] == max(1, -(-total // page_size))
     assert sum(1 for u in directory.users if u.groups) == len(graph.users[::3])
+
+
+# --- Entra as it really is: guests, cloud-only users, members that are no users ---------------------------
+
+
+def guest_tenant(graph):
+    graph.users = [
+        graph_user(1),
+        graph_user(
+            2,
+            userType="Guest",
+            onPremisesSamAccountName=None,
+            userPrincipalName="ext_partner.example#EXT#@contoso.example",
+        ),
+        graph_user(3, userType=None),  # older objects may have no userType: a member, as Graph documents
+    ]
+    return graph.add_group(group_id("staff"), [u["id"] for u in graph.users])
+
+
+def test_guests_are_out_of_scope_unless_configured(graph, caplog):
+    staff = guest_tenant(graph)
+    scope = Scope(admin_groups=(), user_groups=(staff,))
+    with caplog.at_level("INFO", logger="adsync_plan.sources.azure"):
+        directory = read(graph, scope=scope)
+    assert [u.account for u in directory.users] == ["user000001", "user000003"]
+    assert "Left out 1 guest accounts" in caplog.text
+    assert "userType" in graph.selects[0]
+
+    directory = read(graph, scope=scope, include_guests=True)
+    assert [u.account for u in directory.users] == ["user000001", "ext_partner.example#EXT#", "user000003"]
+    assert "userType" not in graph.selects[-1]
+
+
+def test_a_cloud_only_user_gets_the_local_part_of_its_upn(graph):
+    """README (source.account_from): without onPremisesSamAccountName, the account is the UPN's local part."""
+    graph.users = [graph_user(1, onPremisesSamAccountName=None, userPrincipalName="Cloud.Only@contoso.example")]
+    graph.add_group(group_id("staff"), [graph.users[0]["id"]])
+    assert [u.account for u in read(graph).users] == ["Cloud.Only"]
+
+
+def test_members_that_are_devices_contacts_or_service_principals_are_skipped(graph, caplog):
+    """transitiveMembers and members list every kind of directory object; only users count. Object ids are
+    unique in a tenant, so the test gives the other kinds the ids of users that are not members: if their kind
+    were ignored, those users would be in scope."""
+    graph.users = [graph_user(n) for n in range(4)]
+    ids = [u["id"] for u in graph.users]
+    graph.kinds = {
+        ids[1]: "#microsoft.graph.device",
+        ids[2]: "#microsoft.graph.orgContact",
+        ids[3]: "#microsoft.graph.servicePrincipal",
+    }
+    staff = graph.add_group(group_id("staff"), ids)
+    for nested in (True, False):
+        with caplog.at_level("INFO", logger="adsync_plan.sources.azure"):
+            directory = read(graph, scope=Scope(admin_groups=(), user_groups=(staff,), nested_groups=nested))
+        assert {u.account for u in directory.users if staff in u.groups} == {"user000000"}
+    assert "1 device, 1 orgContact, 1 servicePrincipal" in caplog.text

@@ -31,9 +31,23 @@ CONFIG_ERRORS = [
         "adsync.yaml:5: source.type: 'ldiff' is not one of: ldap, azure, ldif",
     ),
     ("ownership: all", "ownership: everyone", "adsync.yaml:25: ownership: 'everyone' is not one of: all, bound"),
-    ("  licenses: 40", "  licenses: many", "adsync.yaml:22: pbx.licenses: 'many' should be of type"),
-    ("  nested_groups: true", "  nested_groups: true\n  nestedgroups: true", "scope: unknown key 'nestedgroups'"),
-    ("  ttl: 24h", "  ttl: tomorrow", "plan.ttl: 'tomorrow' has the wrong form"),
+    ("  licenses: 40", "  licenses: many", "adsync.yaml:22: pbx.licenses: 'many' should be a whole number or null."),
+    (
+        "  nested_groups: true",
+        "  nested_groups: true\n  nestedgroups: true",
+        "adsync.yaml:11: scope.nestedgroups: unknown key 'nestedgroups'; did you mean 'nested_groups'?",
+    ),
+    ("  ttl: 24h", "  ttl: tomorrow", "plan.ttl: 'tomorrow' has the wrong form (write a duration as a number"),
+    (
+        'logins: ["0001", "90"]',
+        'logins: [0001, "90"]',
+        'adsync.yaml:24: protect.logins.0: 1 should be text; put it in quotes: "0001" keeps its leading zeros.',
+    ),
+    (
+        "  max_orphans: 5",
+        "  max_orphans: 10 %",
+        "adsync.yaml:27: safety.max_orphans: '10 %' has the wrong form (write a percentage as \"10%\", with no space",
+    ),
     ("version: 1", "version: 1\nsource: [", "the configuration is not valid YAML"),
     ("  path: directory.ldif", "  path: missing.ldif", "source.path: the file"),
     ('  admin_groups: ["CN=PBX-Admins,OU=Groups,DC=example,DC=com"]', "  admin_groups: []", None),
@@ -53,6 +67,20 @@ def test_configuration_errors_name_file_line_and_key(cli, demo, old, new, messag
         assert message in err, err
         assert "Traceback" not in err + out and err.count("\n") == 1
     assert tree_digest(demo) == before
+
+
+def test_every_configuration_problem_is_reported_at_once_with_its_line(cli, demo):
+    replace_in(demo / "adsync.yaml", "ownership: all", "ownership: everyone\nownershp: all")
+    replace_in(demo / "adsync.yaml", "  licenses: 40", "  licenses: [40]")
+    replace_in(demo / "adsync.yaml", "  ttl: 24h", "  tll: 24h")
+    code, out, err = cli("validate", "-c", demo / "adsync.yaml")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 4, err
+    assert lines[0].endswith("adsync.yaml:22: pbx.licenses: [40] should be a whole number or null.")
+    assert lines[1].endswith("adsync.yaml:25: ownership: 'everyone' is not one of: all, bound.")
+    assert lines[2].endswith("adsync.yaml:26: ownershp: unknown key 'ownershp'; did you mean 'ownership'?")
+    assert lines[3].endswith("adsync.yaml:31: plan.tll: unknown key 'tll'; did you mean 'ttl'?")
+    assert "Traceback" not in err + out and "['" not in err
 
 
 def test_no_group_at_all_is_refused(cli, demo):

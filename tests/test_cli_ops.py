@@ -77,12 +77,12 @@ def test_init_ldif_file_writes_a_project_that_plans_at_once(tmp_path, monkeypatc
     code, out, err = adsync(capsys, "plan", "-o", "plans/first.plan.json")
     assert code == 0, err
     assert out.splitlines()[-1] == "Plan: 2 to create, 1 to update, 0 to orphan; 1 held."
-    assert "MISSING_EMAIL            user.kohnemail" in out
+    assert "  user.kohnemail  MISSING_EMAIL: " in out
     code, out, err = adsync(capsys, "apply", "plans/first.plan.json")
     assert code == 0, err
     assert out.splitlines()[-1].endswith("Applied: 2 to create, 1 to update, 0 to orphan; 1 held.")
     code, out, _ = adsync(capsys, "plan", "--detailed-exitcode")
-    assert (code, out.splitlines()[-1]) == (0, "No changes. The PBX matches the directory. 1 held.")
+    assert (code, out.splitlines()[-1]) == (0, "No changes. 1 user is held: user.kohnemail.")
 
 
 @pytest.mark.parametrize("source", ["ldap", "azure", "ldif"])
@@ -340,7 +340,8 @@ def test_sync_yes_applies_then_finds_nothing(demo, capsys):
     assert [(a["result"], a["plan_id"]) for a in audit] == [("applied", json.loads(plans[0].read_text())["plan_id"])]
     assert not (demo / "states/.adsync.lock").exists()
     code, out, _ = adsync(capsys, "sync", "--yes", "--detailed-exitcode")
-    assert (code, out.splitlines()[-1]) == (0, "No changes. The PBX matches the directory. 11 held.")
+    held = "user.deins, user.dzwei, user.fnummer, user.kvorname, user.nruf, ..."
+    assert (code, out.splitlines()[-1]) == (0, f"No changes. 11 users are held: {held}.")
     assert len(list((demo / "plans").glob("*.plan.json"))) == 1
 
 

@@ -19,8 +19,9 @@ import trustme
 
 from adsync_plan.config import Scope
 from adsync_plan.errors import ConfigError, SourceError
+from adsync_plan.explain import _answered_by
 from adsync_plan.sources import ad
-from adsync_plan.sources.ldap import read_directory
+from adsync_plan.sources.ldap import endpoint_from, read_directory
 from tests.servers import ad_seed, samba, slapd
 from tests.servers.ad_seed import ADMINS, HOSTILE, PEOPLE, STAFF_ALL
 
@@ -206,7 +207,13 @@ def test_samba_every_spec4_mapping(dc, seed, reader_password):
     assert by_account["u00007"].enabled is False and by_account["u00008"].enabled is True
     assert by_account["u00003"].email is None and by_account["u00005"].phones == ()
     assert directory.attributes == ad.diagnostic_names(ad.DEFAULT_ATTRIBUTES)
-    assert directory.origin == {"type": "ldap", "url": dc.ldaps_url, "base_dn": PEOPLE}
+    assert directory.origin == {
+        "type": "ldap",
+        "url": dc.ldaps_url,
+        "base_dn": PEOPLE,
+        "server": samba.SERVER_NAME,  # the domain controller that answered, from its rootDSE
+        "port": "636",
+    }
 
 
 def test_samba_object_guid_is_the_string_windows_shows(dc, reader_password):
@@ -462,3 +469,154 @@ def test_a_read_that_fails_halfway_fails_as_a_whole(seed, reader_password):
         assert progress.pages() == [500] and progress.calls[-1] == ("done",)
     finally:
         server.stop()
+
+
+# --- Active Directory as it really is: primary groups -------------------------------------------------
+
+CASE_GROUPS = "OU=Groups,DC=example,DC=com"
+PBX_USERS, TEAM = f"CN=PBX-Users,{CASE_GROUPS}", f"CN=Team,{CASE_GROUPS}"
+
+
+@pytest.fixture(scope="module")
+def case_dc():
+    """A domain holding the r3_scope case (PBX-Users ∋ Abteilung ∋ Team), for tests that change it."""
+    from tests.conftest import CASES
+
+    try:
+        domain = samba.start_domain_from_ldif((CASES / "r3_scope" / "directory.ldif").read_text(encoding="utf-8"))
+    except samba.Unavailable as err:
+        _unavailable(f"Samba AD DC unavailable: {err}")
+    yield domain
+    domain.stop()
+
+
+def set_primary_group(domain, user_cn: str, group_dn: str) -> None:
+    """What an administrator does in "Member Of > Set Primary Group": the user must be a member already."""
+    conn = domain.admin_connection()
+    conn.search(group_dn, "(objectClass=group)", ldap3.BASE, attributes=["primaryGroupToken"])
+    token = conn.response[0]["raw_attributes"]["primaryGroupToken"][0].decode()
+    user_dn = f"CN={user_cn},OU=Staff,DC=example,DC=com"
+    assert conn.modify(user_dn, {"primaryGroupID": [(ldap3.MODIFY_REPLACE, [token])]}), conn.result
+    conn.search(user_dn, "(objectClass=user)", ldap3.BASE, attributes=["memberOf"])
+    # the premise: AD lists the primary group in neither memberOf nor the group's member
+    assert group_dn.lower() not in {g.lower() for g in conn.response[0]["attributes"]["memberOf"]}
+    conn.unbind()
+
+
+@pytest.mark.parametrize("global_catalog", [False, True], ids=["domain controller", "global catalog"])
+@pytest.mark.parametrize("nested", [False, True])
+def test_samba_a_scope_group_as_primary_group_is_membership(case_dc, reader_password, nested, global_catalog):
+    """primaryGroupID = the RID of a scope group makes a member, directly; and with nested groups, through
+    every group containing the group (Team ∈ Abteilung ∈ PBX-Users). A domain controller holds one domain: the
+    RID tells the group; a global catalog holds the forest: the user's objectSid tells the domain."""
+    reader_password(samba.READER_PASSWORD)
+    set_primary_group(case_dc, "Vor Both", PBX_USERS)
+    set_primary_group(case_dc, "Vor Nested", TEAM)
+    settings = dc_settings(
+        case_dc,
+        base_dn="OU=Staff,DC=example,DC=com",
+        bind_dn=case_dc.reader_dn,
+        tls_server_name=case_dc.server_name,
+        global_catalog=global_catalog,
+    )
+    directory = read(settings, scope=Scope((), (PBX_USERS,), nested_groups=nested))
+    members = {u.account for u in directory.users if PBX_USERS.lower() in u.groups}
+    # "disabled" is a member through memberOf; "both" and "nested" only through their primary group
+    assert members == ({"both", "disabled", "nested"} if nested else {"both", "disabled"})
+    assert next(u for u in directory.users if u.account == "nested").groups >= ({TEAM.lower()} if nested else set())
+
+
+def test_samba_contacts_and_computers_are_no_users(case_dc, reader_password):
+    """A contact (objectClass person, not user) and a computer (class user) in OU=Staff are not read."""
+    conn = case_dc.admin_connection()
+    contact = "CN=Extern Partner,OU=Staff,DC=example,DC=com"
+    conn.add(contact, ["top", "person", "organizationalPerson", "contact"], {"mail": "p@example.org"})
+    conn.add("CN=PC1,OU=Staff,DC=example,DC=com", ["top", "person", "organizationalPerson", "user", "computer"],
+             {"sAMAccountName": "PC1$", "userAccountControl": 4096})  # fmt: skip
+    conn.modify(PBX_USERS, {"member": [(ldap3.MODIFY_ADD, [contact])]})
+    conn.unbind()
+    reader_password(samba.READER_PASSWORD)
+    settings = dc_settings(
+        case_dc, base_dn="OU=Staff,DC=example,DC=com", bind_dn=case_dc.reader_dn, tls_server_name=case_dc.server_name
+    )
+    accounts = sorted(u.account for u in read(settings, scope=Scope((), (PBX_USERS,))).users)
+    assert accounts == ["both", "disabled", "leiterin", "nested", "outside"]
+
+
+# --- ldap3 upgrades: the lean decoding only with a tested ldap3 ---------------------------------------
+
+
+def test_samba_lean_decoding_only_with_a_tested_ldap3_and_the_fallback_reads_the_same(dc, reader_password, monkeypatch):
+    """The source's own entry decoding relies on ldap3 2.9's message layout. It runs with the installed ldap3
+    (if this fails after an ldap3 upgrade: run this test and benchmarks/ldap_scale.py with the new version, then
+    add it to LEAN_DECODING_TESTED); any other version gets ldap3's own decoding, which reads the same."""
+    from adsync_plan.sources import ldap as ldap_source
+
+    reader_password(samba.READER_PASSWORD)
+    calls = []
+    lean_decoding = ldap_source._decode_entries_lean
+    monkeypatch.setattr(ldap_source, "_decode_entries_lean", lambda conn: calls.append(lean_decoding(conn)))
+    lean = read(dc_settings(dc))
+    assert len(calls) == 1, f"ldap3 {ldap3.__version__} is not among the versions the lean decoding was tested with"
+    monkeypatch.setattr(ldap_source, "LEAN_DECODING_TESTED", frozenset({"2.9.0"}))
+    plain = read(dc_settings(dc))
+    assert len(calls) == 1  # not used with an untested version
+    assert len(plain.users) == SEED_SIZE
+    assert plain == lean  # every field of every user, the groups included
+
+
+# --- forests: the global catalog -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        ("ldaps://dc.example.com", 3269),
+        ("ldap://dc.example.com", 3268),
+        ("ldaps://gc.example.com:3269", 3269),
+        ("ldaps://gc-proxy.example.com:13269", 13269),
+    ],
+)
+def test_global_catalog_port(url, port, tmp_path):
+    assert endpoint_from({"url": url, "global_catalog": True}, tmp_path).port == port
+    assert endpoint_from({"url": url}, tmp_path).port == (port if ":" in url[8:] else 636 if "ldaps" in url else 389)
+
+
+@pytest.mark.parametrize("url", ["ldaps://dc.example.com:636", "ldap://dc.example.com:389"])
+def test_global_catalog_on_a_domain_controllers_own_port_is_refused(url, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        endpoint_from({"url": url, "global_catalog": True}, tmp_path)
+    one_sentence(str(err.value))
+    assert "source.global_catalog" in str(err.value) and "3269" in str(err.value)
+
+
+def test_samba_global_catalog_reads_the_forest(dc, seed, reader_password, monkeypatch):
+    """Samba is a global catalog of its one-domain forest (ports 3268/3269): the same users and groups as from
+    the domain's own port, nested groups searched under the forest's root (the empty DN), and the origin (and
+    explain) says which server and port answered."""
+    from adsync_plan.sources import ldap as ldap_source
+
+    reader_password(samba.READER_PASSWORD)
+    bases = []
+    pages = ldap_source._Reader.pages
+    monkeypatch.setattr(
+        ldap_source._Reader, "pages", lambda self, base, *a: (bases.append(base), pages(self, base, *a))[1]
+    )
+    domain = read(dc_settings(dc))
+    assert bases == [ad_seed.DOMAIN] * 3 + [PEOPLE]  # the in-chain search of each scope group, in its domain
+    bases.clear()
+    forest = read(dc_settings(dc, global_catalog=True))
+    assert bases == ["", "", "", PEOPLE]
+    assert forest.users == domain.users
+    assert forest.origin == {**domain.origin, "port": "3269", "global_catalog": "true"}
+    assert _answered_by(forest.origin) == [
+        f"  read from:  {samba.SERVER_NAME} port 3269 (global catalog: the whole forest)"
+    ]
+
+
+def test_slapd_is_no_global_catalog(openldap, reader_password):
+    reader_password(slapd.READER_PASSWORD)
+    with pytest.raises(SourceError) as err:
+        read(slapd_settings(openldap, global_catalog=True))
+    one_sentence(str(err.value))
+    assert "no global catalog" in str(err.value) and "source.global_catalog: false" in str(err.value)

@@ -37,7 +37,7 @@ def show(capsys, *args) -> str:
 def normalise(markdown: str) -> str:
     """The plan id and the timestamps change with every plan."""
     markdown = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "PLAN-ID", markdown)
-    return re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "TIME", markdown)
+    return re.sub(r"\d{4}-\d\d-\d\dT\d\d\\?:\d\d\\?:\d\dZ", "TIME", markdown)
 
 
 def test_demo_markdown_matches_the_golden_file(demo_plan, capsys):
@@ -45,17 +45,44 @@ def test_demo_markdown_matches_the_golden_file(demo_plan, capsys):
     check_golden(GOLDEN, markdown)
 
 
+README = HERE.parent / "README.md"
+README_BLOCK = re.compile(r"(<!-- demo-plan-markdown: [^\n]*-->\n)(.*?)(<!-- end demo-plan-markdown -->)", re.S)
+
+
+def test_the_readme_shows_the_golden_comment():
+    """The README's example comment is the golden file, as GitHub renders it; UPDATE_GOLDEN=1 rewrites it."""
+    readme = README.read_text()
+    if os.environ.get("UPDATE_GOLDEN"):
+        readme = README_BLOCK.sub(lambda m: m.group(1) + GOLDEN.read_text() + "\n" + m.group(3), readme)
+        README.write_text(readme)
+    match = README_BLOCK.search(readme)
+    assert match is not None
+    assert match.group(2) == GOLDEN.read_text() + "\n"
+
+
 def test_markdown_structure(demo_plan, capsys):
+    """Summary table, then "Needs attention" (open), then the changes (a group of many folded), then the
+    held users (folded)."""
     markdown = show(capsys, str(demo_plan), "--markdown")
     lines = markdown.splitlines()
-    assert lines[:3] == ["### adsync-plan", "", "**Plan: 35 to create, 2 to update, 1 to orphan; 11 held.**"]
+    assert lines[:3] == ["### adsync-plan", "", "**Plan\\: 35 to create, 2 to update, 1 to orphan; 11 held\\.**"]
     assert "| 35 | 2 | 1 | 0 | 11 | 0 |" in lines
-    assert "#### Held users (11)" in lines
-    assert markdown.count("<details>") == markdown.count("</details>") == 38
-    assert markdown.count("```diff") == 38
-    held = [line for line in lines if line.startswith("| `user.")]
+    order = ["| to create |", "#### Needs attention", "#### Changes", "<summary>35 to create</summary>"]
+    order += ["2 to update:", "1 to orphan:", "#### Held\\: 11 users the directory must fix"]
+    order += ["<summary>Held users (11)</summary>", "<sub>plan "]
+    positions = [next(i for i, line in enumerate(lines) if line.startswith(o)) for o in order]
+    assert positions == sorted(positions)
+    attention = lines[positions[1] + 2 : positions[2] - 1]
+    assert attention == [
+        "- \\~ user\\.aschroeder \\(Anna Schröder-Alt, PBX user 4\\) becomes administrator",
+        "- \\~ user\\.jmueller \\(Jürgen Müller, PBX user 3\\) becomes administrator",
+        "- \\! pbx\\_user\\.67 \\(Gustav Gegangen, PBX user 5\\) will be orphaned\\: no counterpart in the "
+        "directory's scope",
+    ]
+    assert markdown.count("<details>") == markdown.count("</details>") == 2  # the 35 creates, the held users
+    held = [line for line in lines if line.startswith("| user\\.")]
     assert len(held) == 11
-    assert held[0].startswith("| `user.deins` | `DUPLICATE_EMAIL` | the e-mail address 'vertrieb@example.com'")
+    assert held[0].startswith("| user\\.deins | DUPLICATE\\_EMAIL | the e-mail address 'vertrieb\\@\u2060example")
 
 
 def demo_secrets() -> tuple[set[str], set[str]]:
@@ -69,6 +96,7 @@ def demo_secrets() -> tuple[set[str], set[str]]:
 
 
 def leaks(text: str, emails: set[str], numbers: set[str]) -> list[str]:
+    text = text.replace("40 licences", "COUNT licences")  # a count, not the number 40
     found = [e for e in emails if e.lower() in text.lower()]
     tokens = set(re.findall(r"(?<![\w-])\+?\d+(?![\w-])", text))
     return found + sorted(tokens & numbers)
@@ -80,11 +108,12 @@ def test_redacted_markdown_has_no_email_or_number(demo_plan, capsys):
     assert leaks(plain, emails, numbers)  # the check can fail: unredacted, they are there
     redacted = show(capsys, str(demo_plan), "--markdown", "--redact")
     # counts (summary line and table, held heading) and the plan id line are not personal data
-    counts = ("**Plan: ", "| 35 |", "#### Held users (", "<sub>")
+    counts = ("**Plan\\: ", "| 35 |", "#### Held\\: ", "<summary>", "<sub>")
     body = "\n".join(line for line in redacted.splitlines() if not line.startswith(counts))
-    assert leaks(body, emails, numbers) == []
-    assert "pbx_user.&lt;number:" in redacted  # the orphan's address names its login ID
-    assert "&lt;email:" in redacted  # the DUPLICATE_EMAIL message, escaped for Markdown
+    assert leaks(body.replace("\\", ""), emails, numbers) == []
+    assert "pbx\\_user\\.\\<number\\:" in redacted  # the orphan's address names its login ID
+    assert "\\<email\\:" in redacted  # the DUPLICATE_EMAIL message, escaped for Markdown
+    assert "\\(40 licences, 5 PBX users\\)" in redacted  # counts stay readable
 
 
 def test_redacted_json_and_text_have_no_email_or_number(demo_plan, capsys):
@@ -108,7 +137,8 @@ def test_redacted_json_and_text_have_no_email_or_number(demo_plan, capsys):
     collect(doc)
     assert leaks("\n".join(strings), emails, numbers) == []
     text = show(capsys, str(demo_plan), "--redact")
-    assert leaks("\n".join(text.splitlines()[:-1]), emails, numbers) == []
+    counts = [line for line in text.splitlines()[:-1] if not line.startswith("Held: ")]  # "Held: 11 users"
+    assert leaks("\n".join(counts), emails, numbers) == []
 
 
 def test_placeholders_are_stable_across_fields_and_messages():
@@ -141,13 +171,13 @@ def test_markdown_of_a_long_plan_stays_under_the_comment_limit():
     markdown = output.plan_markdown(plan)
     assert len(markdown) < 65_536
     assert "> The safety valve (R13) refused this plan; it cannot be applied." in markdown
-    assert "> Made with `--allow-mass-orphan`: a safety limit was overridden." in markdown
-    assert "- too many \\| orphans." in markdown
+    assert "> Made with --allow-mass-orphan: a safety limit was overridden." in markdown
+    assert "- too many \\| orphans\\." in markdown
     assert markdown.count("<details>") == markdown.count("</details>")
     assert re.search(r"^\| \.\.\. \| \| \d+ more; see `adsync-plan show PLANFILE` \| \|$", markdown, re.M)
-    assert re.search(r"^<summary>\.\.\. and \d+ more changes</summary>$", markdown, re.M)
+    assert "<summary>3000 to create</summary>" in markdown
     assert re.search(r"^- \.\.\. and \d+ more; see `adsync-plan show PLANFILE`$", markdown, re.M)
-    assert '```diff\n+ login_id: "20"' in markdown  # the first changes in full
+    assert "- \\+ user\\.u00000  " + "A" * 40 in markdown  # the first changes in full
     assert markdown.endswith("<sub>plan id, made t0, expires t1</sub>")
 
 
@@ -162,7 +192,44 @@ def test_thousands_of_warnings_and_notes_never_crowd_out_the_changes():
     summary = {"create": 500, "update": 0, "orphan": 0, "unchanged": 0, "held": 0, "protected": 2000}
     plan = Plan("id", "t0", "t1", "0", "c", "d", {}, changes, notes, (), summary)
     markdown = output.plan_markdown(plan)
-    assert len(markdown) < 65_536 and "#### Changes" in markdown and "more changes</summary>" in markdown
+    assert len(markdown) < 65_536 and "#### Changes" in markdown and "<summary>500 to create</summary>" in markdown
     assert markdown.count("- ... and ") == 3  # warnings, notes and the listed changes are each cut short
     assert markdown.count("<details>") == markdown.count("</details>")
     assert markdown.endswith("<sub>plan id, made t0, expires t1</sub>")
+
+
+def big_plan(n: int) -> Plan:
+    """A plan of n users of every kind: creates, administrator grants, orphans whose numbers move, held
+    users, warnings and notes."""
+    changes, diagnostics = [], []
+    for i in range(n):
+        number = f"{1000 + i}"
+        user = PhoneUser(number, "Vorname", f"Nachname{i}", f"u{i}@example.com", "user", number, (number,))
+        if i % 10 == 0:
+            before = user.changed(internal_numbers=(), primary_internal_number=None)
+            changes.append(Action(f"pbx_user.{i}", "orphan", str(i), user, user.changed(last_name=f"-N{i}")))
+            changes.append(Action(f"user.m{i}", "update", str(n + i), before, user.changed(role="admin")))
+        else:
+            changes.append(Action(f"user.u{i}", "create", None, None, user))
+        diagnostics.append(Diagnostic("error", "LICENSE_LIMIT", f"user.h{i}", "no user licence left (9 licences)."))
+    diagnostics += [Diagnostic("warning", "INVALID_EXTERNAL_NUMBER", f"user.w{i}", "dropped.") for i in range(n // 10)]
+    diagnostics += [Diagnostic("info", "PROTECTED_USER", f"user.p{i}", "protected.") for i in range(n // 10)]
+    summary = {"create": n - n // 10, "update": n // 10, "orphan": n // 10, "unchanged": 0, "held": n, "protected": 0}
+    return Plan("id", "t0", "t1", "0", "c", "d", {}, tuple(changes), tuple(diagnostics), (), summary)
+
+
+@pytest.mark.parametrize("redact", [False, True])
+def test_a_100000_user_plan_fits_one_comment(redact):
+    import time
+
+    plan = big_plan(100_000)
+    start = time.perf_counter()
+    markdown = output.plan_markdown(plan, output.Redactor(redact))
+    elapsed = time.perf_counter() - start
+    assert len(markdown) < 65_536
+    for part in ("#### Needs attention", "#### Changes", "#### Held\\: 100000 users", "<summary>Notes (10000)"):
+        assert part in markdown
+    # every part is cut short with a count of what is left out, none crowds out another
+    assert markdown.count("- ... and ") >= 5 and "| ... | | " in markdown
+    assert markdown.count("<details>") == markdown.count("</details>")
+    assert elapsed < 20, elapsed

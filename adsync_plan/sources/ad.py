@@ -24,6 +24,10 @@ DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "enabled": ("userAccountControl",),
 }
 ACCOUNTDISABLE = 0x2
+# Persons that are not user accounts: a contact has no account, a computer's (and a managed service
+# account's, which derives from computer) is no one's to phone with.
+NOT_USERS = frozenset({"contact", "computer"})
+SAM_NORMAL_USER_ACCOUNT = "805306368"  # sAMAccountType of a user account (not a computer, trust or group)
 # attributes that hold a GUID as 16 bytes: objectGUID, and mS-DS-ConsistencyGuid (Entra Connect's anchor)
 GUID_ATTRIBUTES = frozenset({"objectguid", "ms-ds-consistencyguid"})
 
@@ -40,6 +44,41 @@ def requested_attributes(attrs: Mapping[str, Sequence[str]]) -> list[str]:
     """Exactly the attributes an LDAP search needs (plus memberOf for scope)."""
     names = [name for names in attrs.values() for name in names]
     return sorted(set(names) | {"memberOf"}, key=str.lower)
+
+
+def is_user_account_type(values: Sequence[str]) -> bool:
+    """True without a sAMAccountType (not every export has one), else only for a normal user account."""
+    return not values or values[0].strip() == SAM_NORMAL_USER_ACCOUNT
+
+
+def sid_bytes(value: str | bytes) -> bytes | None:
+    """An objectSid as its binary form (MS-DTYP 2.4.2.2), from the bytes or the text form S-1-5-21-...;
+    None for anything else. (An LDIF reader may hand over binary that happens to be UTF-8 as text.)"""
+    if isinstance(value, bytes):
+        return value if len(value) >= 12 else None
+    parts = value.strip().split("-")
+    if len(parts) < 3 or parts[0].upper() != "S" or not all(p.isdigit() for p in parts[1:]):
+        return sid_bytes(value.encode("utf-8"))
+    revision, authority, *subs = (int(p) for p in parts[1:])
+    try:
+        tail = b"".join(sub.to_bytes(4, "little") for sub in subs)
+        return bytes([revision, len(subs)]) + authority.to_bytes(6, "big") + tail
+    except OverflowError:
+        return None
+
+
+def rid(sid: bytes) -> int:
+    """The relative identifier: the last sub-authority of a SID (a group's primaryGroupToken)."""
+    return int.from_bytes(sid[-4:], "little")
+
+
+def primary_group_sid(user_sid: bytes, primary_group_id: str) -> bytes | None:
+    """The objectSid of a user's primary group: the user's domain (its own SID without the last part) and
+    the group's RID from primaryGroupID. The primary group is always one of the user's own domain."""
+    try:
+        return user_sid[:-4] + int(primary_group_id).to_bytes(4, "little")
+    except (ValueError, OverflowError):
+        return None
 
 
 def guid_string(value: str | bytes) -> str:

@@ -19,6 +19,7 @@ import email.utils
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,8 @@ DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 UPN = "userPrincipalName"
 USER_TYPE = "#microsoft.graph.user"
+GROUP_TYPE = "#microsoft.graph.group"
+GUEST = "guest"  # userType of an invited external account (B2B); members are "Member"
 
 # What is retried, as the Microsoft Graph SDKs' RetryHandler does: throttling and transient unavailability.
 RETRY_STATUSES = frozenset({429, 503, 504})
@@ -70,8 +73,9 @@ def read_directory(
 ) -> Directory:
     attrs = attribute_map(settings, attributes)
     groups = scope_groups(scope)
+    include_guests = bool(settings.get("include_guests"))
     with GraphClient(settings, base_dir) as graph:
-        raw_users = read_users(graph, attrs, settings.get("page_size", 999), progress)
+        raw_users = read_users(graph, attrs, settings.get("page_size", 999), progress, include_guests)
         members = read_memberships(graph, groups, scope.nested_groups, settings.get("page_size", 999), progress)
     users = tuple(to_directory_user(raw, attrs, members.get(str(raw.get("id", "")).lower(), ())) for raw in raw_users)
     log.info("Read %d users and %d scope groups from Entra ID tenant %s.", len(users), len(groups), graph.tenant_id)
@@ -93,9 +97,15 @@ def attribute_map(settings: Mapping, overrides: Mapping) -> dict[str, tuple[str,
     return ad.attribute_map(overrides, defaults)
 
 
-def select_list(attrs: Mapping[str, Sequence[str]]) -> list[str]:
-    """Exactly the properties to `$select`: every mapped one, plus id and userPrincipalName (entry name)."""
-    names = ["id", *(name for names in attrs.values() for name in names), UPN]
+def select_list(attrs: Mapping[str, Sequence[str]], include_guests: bool = False) -> list[str]:
+    """Exactly the properties to `$select`: every mapped one, plus id and userPrincipalName (entry name), and
+    userType unless guests are kept."""
+    names = [
+        "id",
+        *(name for names in attrs.values() for name in names),
+        UPN,
+        *([] if include_guests else ["userType"]),
+    ]
     return list(dict.fromkeys(names))
 
 
@@ -178,16 +188,24 @@ def scope_groups(scope: Scope) -> dict[str, str]:
 # --- reading (I/O) ----------------------------------------------------------------------------------------
 
 
-def read_users(graph: GraphClient, attrs, page_size: int, progress: Progress) -> list[dict]:
-    params = {"$select": ",".join(select_list(attrs)), "$top": str(page_size)}
+def read_users(graph: GraphClient, attrs, page_size: int, progress: Progress, include_guests: bool) -> list[dict]:
+    """Every user of the tenant; guests (userType Guest, invited from elsewhere) only with include_guests."""
+    params = {"$select": ",".join(select_list(attrs, include_guests)), "$top": str(page_size)}
     users: list[dict] = []
+    guests = 0
     progress.start("Reading users from Entra ID", None)
     try:
         for page in graph.pages("/v1.0/users", params, "the users"):
-            users.extend(page)
+            for user in page:
+                if include_guests or str(user.get("userType") or "").lower() != GUEST:
+                    users.append(user)
+                else:
+                    guests += 1
             progress.advance(len(page))
     finally:
         progress.done()
+    if guests:
+        log.info("Left out %d guest accounts (userType Guest); source.include_guests: true keeps them.", guests)
     return users
 
 
@@ -197,6 +215,7 @@ def read_memberships(
     """User id (lower case) -> the scope group ids it belongs to, transitively when `nested`."""
     relation = "transitiveMembers" if nested else "members"
     members: dict[str, set[str]] = {}
+    others: Counter = Counter()  # members that are no users: devices, contacts, service principals
     progress.start("Reading scope group members from Entra ID", len(groups))
     try:
         for gid, key in groups.items():
@@ -204,11 +223,17 @@ def read_memberships(
             what = f"the members of group {gid} ({key})"
             for page in graph.pages(path, {"$select": "id", "$top": str(page_size)}, what, group=(gid, key)):
                 for item in page:
-                    if item.get("@odata.type", USER_TYPE) == USER_TYPE and item.get("id"):
+                    kind = item.get("@odata.type", USER_TYPE)
+                    if kind == USER_TYPE and item.get("id"):
                         members.setdefault(str(item["id"]).lower(), set()).add(gid)
+                    elif kind != GROUP_TYPE:
+                        others[kind.rsplit(".", 1)[-1]] += 1
             progress.advance(1)
     finally:
         progress.done()
+    if others:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(others.items()))
+        log.info("Skipped members of the scope groups that are no users: %s.", kinds)
     return members
 
 

@@ -4,10 +4,14 @@ The only module that imports ldap3. One read is:
 
 1. connect over LDAPS, or ldap:// upgraded with StartTLS, verifying the certificate (ca_file, else the system
    store); a simple bind over plain LDAP only with `allow_insecure: true`, and then with a warning;
-2. check that base_dn and every configured scope group exist (a typo would otherwise empty the scope);
-3. with nested groups, find every group nested (at any depth) in each scope group through the matching rule
+2. read the rootDSE: is it Active Directory (then users are `sAMAccountType` user accounts, no contacts or
+   computers), which domain controller answered, and (with `global_catalog`) is it a global catalog;
+3. check that base_dn and every configured scope group exist (a typo would otherwise empty the scope);
+4. with nested groups, find every group nested (at any depth) in each scope group through the matching rule
    LDAP_MATCHING_RULE_IN_CHAIN, so that a user's direct `memberOf` tells every scope group it belongs to;
-4. one paged search (RFC 2696, always) for the users under base_dn, asking only for the mapped attributes.
+   each group's objectSid tells whose primary group (`primaryGroupID`, which memberOf never lists) it is;
+5. one paged search (RFC 2696, always) for the users under base_dn, asking only for the mapped attributes
+   (and objectSid and primaryGroupID).
 
 Any failure on the way raises SourceError: a half-read directory would orphan the users not yet read.
 """
@@ -36,9 +40,12 @@ from adsync_plan.errors import ConfigError, SourceError
 from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress, normalise_dn
 from adsync_plan.sources.ad import (
     GUID_ATTRIBUTES,
+    SAM_NORMAL_USER_ACCOUNT,
     attribute_map,
     diagnostic_names,
+    primary_group_sid,
     requested_attributes,
+    rid,
     to_directory_user,
 )
 
@@ -47,13 +54,28 @@ log = logging.getLogger(__name__)
 _BLANKS_AROUND_COMMA = re.compile(r"\s*(?<!\\),\s*")
 IN_CHAIN = "1.2.840.113556.1.4.1941"  # LDAP_MATCHING_RULE_IN_CHAIN
 PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696 simple paged results
-# AD's computers are persons too (objectClass computer derives from user); they never are PBX users.
+# Active Directory's user accounts: no contact (a person without an account), no computer (whose class derives
+# from user), no trust or managed service account. One indexed attribute, as AD's own tools search.
+AD_USER_FILTER = f"(sAMAccountType={SAM_NORMAL_USER_ACCOUNT})"
+# Another server with AD's attribute names has no sAMAccountType, and maybe no class contact (a filter naming
+# an unknown class matches nothing on OpenLDAP): persons but computers.
 USER_FILTER = "(&(objectClass=person)(!(objectClass=computer)))"
+ACTIVE_DIRECTORY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID in the rootDSE's capabilities
+ROOT_DSE_ATTRIBUTES = ["supportedCapabilities", "dnsHostName", "isGlobalCatalogReady"]
+# A user's primary group is named by its RID in primaryGroupID, in the user's own domain: a domain controller
+# holds only its own domain, so the RID tells the group; a global catalog holds all, so the user's objectSid
+# (its domain's SID and its own RID) tells the domain.
+PRIMARY_GROUP_ATTRIBUTES = ["primaryGroupID"]
+FOREST_PRIMARY_GROUP_ATTRIBUTES = ["objectSid", "primaryGroupID"]
+BINARY_ATTRIBUTES = GUID_ATTRIBUTES | {"objectsid"}
 GROUP_FILTER = "(objectClass=group)"
 NO_ATTRIBUTES = ["1.1"]  # RFC 4511: return no attributes, only DNs
 DEFAULT_PAGE_SIZE = 500
+LEAN_DECODING_TESTED = frozenset({"2.9.1"})  # ldap3 versions _decode_entries_lean is proven against
 DEFAULT_TIMEOUT = 30.0
 LDAP_PORT, LDAPS_PORT = 389, 636
+GC_PORT, GC_TLS_PORT = 3268, 3269  # a global catalog: the partial replica of every domain of the forest
+FOREST = ""  # on a global catalog, a subtree search under the empty DN spans every domain of the forest
 # LDAP result codes this module turns into sentences
 INVALID_CREDENTIALS, NO_SUCH_OBJECT, INVALID_DN_SYNTAX = 49, 32, 34
 STRONGER_AUTH_REQUIRED, CONFIDENTIALITY_REQUIRED = 8, 13
@@ -72,6 +94,7 @@ class Endpoint:
     ca_file: str | None
     server_name: str | None
     timeout: float
+    global_catalog: bool = False
 
     @property
     def encrypted(self) -> bool:
@@ -95,16 +118,46 @@ def read_directory(
     page_size = int(settings.get("page_size", DEFAULT_PAGE_SIZE))
     with _connected(endpoint, bind_dn, password) as conn:
         reader = _Reader(conn, endpoint, page_size)
+        root_dse = reader.root_dse()
+        check_global_catalog(endpoint, root_dse)
+        user_filter = user_filter_for(root_dse)
         search_base = reader.require_entry(tidy_dn(base_dn), "The base DN (source.base_dn)")
-        aliases = scope_aliases(reader, scope)
-        users = reader.users(search_base, requested_attributes(attrs), attrs, aliases, progress)
+        groups = scope_groups(reader, scope)
+        wanted = requested_attributes(attrs) + groups.primary_attributes()
+        users = reader.users(search_base, user_filter, wanted, attrs, groups, progress)
     log.info("Read %d users from %s under %s.", len(users), endpoint.url, base_dn)
     users.sort(key=lambda user: user.dn.lower())  # the server's order is arbitrary; output must not be
     return Directory(
         users=tuple(users),
         attributes=diagnostic_names(attrs),
-        origin={"type": "ldap", "url": endpoint.url, "base_dn": base_dn},
+        origin={"type": "ldap", "url": endpoint.url, "base_dn": base_dn, **answered_by(endpoint, root_dse)},
     )
+
+
+def check_global_catalog(endpoint: Endpoint, root_dse: Mapping[str, list]) -> None:
+    """With source.global_catalog, the server must say it is a global catalog (AD's rootDSE does)."""
+    ready = root_dse.get("isglobalcatalogready")
+    if endpoint.global_catalog and (not ready or ready[0].upper() != "TRUE"):
+        said = f"isGlobalCatalogReady is {ready[0]}" if ready else "its rootDSE has no isGlobalCatalogReady"
+        raise SourceError(
+            f"The LDAP server at {endpoint.url} (port {endpoint.port}) is no global catalog ({said}) but "
+            "source.global_catalog is true; point source.url at a global catalog of the forest, or set "
+            "source.global_catalog: false for a single domain."
+        )
+
+
+def answered_by(endpoint: Endpoint, root_dse: Mapping[str, list]) -> dict[str, str]:
+    """Which domain controller and port answered (explain shows it): behind one DNS name there are many."""
+    host = root_dse.get("dnshostname")
+    out = {"server": host[0] if host else endpoint.host, "port": str(endpoint.port)}
+    if endpoint.global_catalog:
+        out["global_catalog"] = "true"
+    return out
+
+
+def user_filter_for(root_dse: Mapping[str, list]) -> str:
+    """Active Directory's own test for user accounts where the server says it is AD, else the classes'."""
+    return AD_USER_FILTER if ACTIVE_DIRECTORY in root_dse.get("supportedcapabilities", ()) else USER_FILTER
 
 
 # --- settings -------------------------------------------------------------------------------------------
@@ -121,6 +174,13 @@ def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
         raise ConfigError(f"The source.url {url!r} is not an ldap:// or ldaps:// URL with a host name and port.")
     use_ssl = parts.scheme == "ldaps"
     start_tls = bool(settings.get("start_tls")) and not use_ssl
+    global_catalog = bool(settings.get("global_catalog"))
+    if global_catalog and port in (LDAP_PORT, LDAPS_PORT):
+        raise ConfigError(
+            f"The source.url {url!r} names port {port}, a domain controller's own, but source.global_catalog is "
+            f"true; leave the port out (the global catalog's is {GC_TLS_PORT} for ldaps://, {GC_PORT} for "
+            "ldap://) or name the one it listens on."
+        )
     ca_file = settings.get("ca_file")
     if ca_file:
         ca_file = str((Path(base_dir) / ca_file).resolve())
@@ -135,14 +195,21 @@ def endpoint_from(settings: Mapping, base_dir: Path) -> Endpoint:
     return Endpoint(
         url=url,
         host=parts.hostname,
-        port=port or (LDAPS_PORT if use_ssl else LDAP_PORT),
+        port=port or _default_port(use_ssl, global_catalog),
         use_ssl=use_ssl,
         start_tls=start_tls,
         allow_insecure=bool(settings.get("allow_insecure")),
         ca_file=ca_file,
         server_name=settings.get("tls_server_name"),
         timeout=float(settings.get("timeout", DEFAULT_TIMEOUT)),
+        global_catalog=global_catalog,
     )
+
+
+def _default_port(use_ssl: bool, global_catalog: bool) -> int:
+    if global_catalog:
+        return GC_TLS_PORT if use_ssl else GC_PORT
+    return LDAPS_PORT if use_ssl else LDAP_PORT
 
 
 # --- connection -----------------------------------------------------------------------------------------
@@ -178,6 +245,13 @@ def _connection(endpoint: Endpoint, bind_dn: str | None, password: str | None) -
         raise_exceptions=False,
         return_empty_attributes=False,
     )
+
+
+def lean_decoding_applies() -> bool:
+    """_decode_entries_lean indexes ldap3's decoded messages as ldap3 2.9 lays them out: only with a version
+    the tests ran it against (tests/test_ldap_source.py proves both paths read the same); any other version
+    gets ldap3's own decoding, slower but right."""
+    return ldap3.__version__ in LEAN_DECODING_TESTED
 
 
 def _decode_entries_lean(conn: ldap3.Connection) -> None:
@@ -228,7 +302,8 @@ class _connected:
                 ep.url,
             )
         self.conn = _connection(ep, self.bind_dn, self.password)
-        _decode_entries_lean(self.conn)
+        if lean_decoding_applies():
+            _decode_entries_lean(self.conn)
         self.password = None
         try:
             self._open_and_bind()
@@ -321,14 +396,25 @@ class _Reader:
 
     def require_entry(self, dn: str, what: str) -> str:
         """The entry's DN as the server spells it; a clear error when it does not exist."""
-        if not self._search(dn, "(objectClass=*)", ldap3.BASE, NO_ATTRIBUTES):
+        return self.required_entry(dn, what, NO_ATTRIBUTES)["dn"]
+
+    def required_entry(self, dn: str, what: str, attributes: list[str]) -> dict:
+        """The entry (a searchResEntry response with `attributes`); a clear error when it does not exist."""
+        if not self._search(dn, "(objectClass=*)", ldap3.BASE, attributes):
             if (self.conn.result or {}).get("result") in (NO_SUCH_OBJECT, INVALID_DN_SYNTAX):
                 raise SourceError(
                     f"{what} {dn} does not exist on the LDAP server at {self.endpoint.url}; check the DN."
                 )
             raise self._search_error(dn)
         entries = [e for e in self.conn.response if e.get("type") == "searchResEntry"]
-        return entries[0]["dn"] if entries else dn
+        return entries[0] if entries else {"dn": dn, "raw_attributes": {}}
+
+    def root_dse(self) -> dict[str, list]:
+        """The server's rootDSE (RFC 4512 5.1), attribute names lower case; empty if the server hides it."""
+        if not self._search("", "(objectClass=*)", ldap3.BASE, ROOT_DSE_ATTRIBUTES):
+            return {}
+        entries = [e for e in self.conn.response if e.get("type") == "searchResEntry"]
+        return _entry(entries[0]["raw_attributes"]) if entries else {}
 
     def pages(self, base: str, search_filter: str, attributes: list[str]) -> Iterator[list[dict]]:
         """Every page of a paged subtree search (RFC 2696), as lists of searchResEntry responses."""
@@ -377,15 +463,15 @@ class _Reader:
             "nothing was used from the partial read."
         )
 
-    def users(self, base_dn, wanted, attrs, aliases, progress) -> list[DirectoryUser]:
+    def users(self, base_dn, user_filter, wanted, attrs, groups: ScopeGroups, progress) -> list[DirectoryUser]:
         """All users under base_dn. Pages are mapped on a helper thread while this one waits for the
         server's next page (ssl reads release the GIL), which hides most of the mapping time."""
-        mapper = _PageMapper(attrs, aliases)
+        mapper = _PageMapper(attrs, groups)
         progress.start("Reading the directory (LDAP)")
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adsync-ldap-map") as pool:
                 mapped = []
-                for page in self.pages(base_dn, USER_FILTER, wanted):
+                for page in self.pages(base_dn, user_filter, wanted):
                     if page:  # Samba ends with an empty page
                         mapped.append(pool.submit(mapper.map, page))
                         progress.advance(len(page))
@@ -397,8 +483,8 @@ class _Reader:
 class _PageMapper:
     """Search result entries -> DirectoryUsers (through the shared AD mapping)."""
 
-    def __init__(self, attrs: Mapping, aliases: Mapping[str, frozenset[str]]):
-        self.attrs, self.aliases = attrs, aliases
+    def __init__(self, attrs: Mapping, groups: ScopeGroups):
+        self.attrs, self.aliases, self.primary, self.by_sid = attrs, groups.aliases, groups.primary, groups.by_sid
         self.interned: dict[str, str] = {}  # group DN as read -> one lower-case string shared by all members
 
     def map(self, page: list[dict]) -> list[DirectoryUser]:
@@ -406,8 +492,21 @@ class _PageMapper:
         for response in page:
             entry = _entry(response["raw_attributes"])
             groups = _groups(entry.get("memberof", ()), self.aliases, self.interned)
+            if self.primary:
+                groups |= _primary_groups(entry, self.primary, self.by_sid)
             users.append(to_directory_user(response["dn"], entry, self.attrs, groups))
         return users
+
+
+def _primary_groups(entry: Mapping[str, list], primary: Mapping, by_sid: bool) -> frozenset[str]:
+    """What the user's primary group implies: AD lists it in neither memberOf nor the group's member."""
+    group_id = entry.get("primarygroupid")
+    if not group_id:
+        return frozenset()
+    if not by_sid:
+        return primary.get(group_id[0], frozenset())
+    sid = entry.get("objectsid")
+    return primary.get(primary_group_sid(sid[0], group_id[0]), frozenset()) if sid else frozenset()
 
 
 def _entry(raw: Mapping[str, list[bytes]]) -> dict[str, list]:
@@ -415,7 +514,7 @@ def _entry(raw: Mapping[str, list[bytes]]) -> dict[str, list]:
     entry = {}
     for name, values in raw.items():
         key = name.lower()
-        if key in GUID_ATTRIBUTES:
+        if key in BINARY_ATTRIBUTES:
             entry[key] = list(values)
         else:
             entry[key] = [v.decode("utf-8", "replace") for v in values]
@@ -437,30 +536,59 @@ def _groups(member_of, aliases: Mapping[str, frozenset[str]], interned: dict[str
 # --- scope ----------------------------------------------------------------------------------------------
 
 
-def scope_aliases(reader: _Reader, scope: Scope) -> dict[str, frozenset[str]]:
-    """group DN (lower case, as the server spells it) -> the configured scope groups (lower case, as the
-    configuration spells them) that membership in it implies.
+@dataclass(frozen=True)
+class ScopeGroups:
+    """What membership in a group implies for the scope, by the two ways AD records membership.
 
-    A scope group implies itself; with nested groups, so does every group nested in it at any depth, found
+    aliases: group DN (lower case, as the server spells it) -> the configured scope groups (lower case, as
+    the configuration spells them) that membership in it implies;
+    primary: the same for the users whose primary group it is, by the group's objectSid on a global catalog
+    (by_sid), else by its RID as primaryGroupID writes it ("513")."""
+
+    aliases: dict[str, frozenset[str]]
+    primary: dict[bytes | str, frozenset[str]]
+    by_sid: bool = False
+
+    def primary_attributes(self) -> list[str]:
+        if not self.primary:
+            return []
+        return FOREST_PRIMARY_GROUP_ATTRIBUTES if self.by_sid else PRIMARY_GROUP_ATTRIBUTES
+
+
+def scope_groups(reader: _Reader, scope: Scope) -> ScopeGroups:
+    """A scope group implies itself; with nested groups, so does every group nested in it at any depth, found
     with LDAP_MATCHING_RULE_IN_CHAIN. Mapping to the configuration's spelling lets the rules compare
     lower-cased strings even when the server writes the DN differently (spaces, escapes)."""
     aliases: dict[str, set[str]] = {}
+    sids: dict[str, bytes] = {}  # group DN, lower case -> objectSid (a server other than AD has none)
     for configured in dict.fromkeys((*scope.admin_groups, *scope.user_groups)):
-        actual = reader.require_entry(tidy_dn(configured), "The scope group")
-        members = {actual}
+        actual = reader.required_entry(tidy_dn(configured), "The scope group", ["objectSid"])
+        members = {actual["dn"]: _sid(actual)}
         if scope.nested_groups:
-            members |= nested_groups(reader, actual)
-        for dn in members:
+            members.update(nested_groups(reader, actual["dn"], FOREST if reader.endpoint.global_catalog else None))
+        for dn, sid in members.items():
             aliases.setdefault(dn.lower(), set()).add(normalise_dn(configured))
-    return {dn: frozenset(names) for dn, names in aliases.items()}
+            if sid:
+                sids[dn.lower()] = sid
+    frozen = {dn: frozenset(names) for dn, names in aliases.items()}
+    by_sid = reader.endpoint.global_catalog
+    primary = {sid if by_sid else str(rid(sid)): frozen[dn] | {sys.intern(dn)} for dn, sid in sids.items()}
+    return ScopeGroups(frozen, primary, by_sid)
 
 
-def nested_groups(reader: _Reader, group_dn: str) -> set[str]:
-    """Every group inside `group_dn`, at any depth, searched under the group's domain (its DC= suffix)."""
+def _sid(response: dict) -> bytes | None:
+    values = next((v for k, v in response["raw_attributes"].items() if k.lower() == "objectsid"), None)
+    return bytes(values[0]) if values else None
+
+
+def nested_groups(reader: _Reader, group_dn: str, base: str | None = None) -> dict[str, bytes | None]:
+    """Every group inside `group_dn`, at any depth, with its objectSid: searched under `base`, by default the
+    group's domain (its DC= suffix); on a global catalog, the whole forest."""
     chain = f"(memberOf:{IN_CHAIN}:={escape_filter_chars(group_dn)})"
-    found = set()
-    for page in reader.pages(domain_of(group_dn), f"(&{GROUP_FILTER}{chain})", NO_ATTRIBUTES):
-        found.update(response["dn"] for response in page)
+    found = {}
+    base = domain_of(group_dn) if base is None else base
+    for page in reader.pages(base, f"(&{GROUP_FILTER}{chain})", ["objectSid"]):
+        found.update((response["dn"], _sid(response)) for response in page)
     return found
 
 

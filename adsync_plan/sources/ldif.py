@@ -1,7 +1,8 @@
 """The ldif source: an RFC 2849 LDIF export (ldifde, ldapsearch -L) read as an Active Directory.
 
-Users are the entries with objectClass person; group membership comes from the users' memberOf values and
-the group entries' member values, and nested groups are resolved through the group entries in the file.
+Users are the entries with objectClass person that are neither contact nor computer (ad.NOT_USERS); group
+membership comes from the users' memberOf values and the group entries' member values, and nested groups are
+resolved through the group entries in the file.
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ def _users(entries, attrs, nested: bool, path: Path, progress: Progress) -> Iter
     groups = {normalise_dn(dn): entry for (dn, entry), cls in zip(entries, classes, strict=True) if _is_group(cls)}
     parents = _group_parents(groups)
     direct_of = _direct_memberships(entries, groups)
+    sids = _group_sids(groups)
     closure_cache: dict[str, frozenset[str]] = {}
     shared: dict[frozenset[str], frozenset[str]] = {}  # one object per distinct set of groups: less memory,
     count = 0  # and cheaper to send to another process
     for (dn, entry), cls in zip(entries, classes, strict=True):
-        if not _is_person(cls):
+        if not _is_person(cls, entry):
             continue
-        direct = direct_of.get(normalise_dn(dn), ())
+        direct = direct_of.get(normalise_dn(dn), set()) | _primary_group(entry, *sids)
         all_groups = set(direct)
         if nested:
             for group in direct:
@@ -78,8 +80,11 @@ def _object_classes(entry) -> set[str]:
     return {v.lower() for v in _values(entry, "objectclass")}
 
 
-def _is_person(classes: set[str]) -> bool:
-    return "person" in classes and "computer" not in classes
+def _is_person(classes: set[str], entry) -> bool:
+    """A user account, as the ldap source's filter reads them: contacts and computers are persons too."""
+    return (
+        "person" in classes and not classes & ad.NOT_USERS and ad.is_user_account_type(_values(entry, "samaccounttype"))
+    )
 
 
 def _is_group(classes: set[str]) -> bool:
@@ -106,6 +111,32 @@ def _direct_memberships(entries, groups) -> dict[str, set[str]]:
         for member in _values(entry, "member"):
             direct.setdefault(normalise_dn(member), set()).add(group_dn)
     return direct
+
+
+def _group_sids(groups) -> tuple[dict[bytes, str], dict[int, set[str]]]:
+    """objectSid -> group DN, and RID -> group DNs, of the groups whose export has their objectSid."""
+    by_sid: dict[bytes, str] = {}
+    by_rid: dict[int, set[str]] = {}
+    for group_dn, entry in groups.items():
+        sid = ad.sid_bytes(entry["objectsid"][0]) if entry.get("objectsid") else None
+        if sid:
+            by_sid[sid] = group_dn
+            by_rid.setdefault(ad.rid(sid), set()).add(group_dn)
+    return by_sid, by_rid
+
+
+def _primary_group(entry, by_sid, by_rid) -> set[str]:
+    """The user's primary group (primaryGroupID, Domain Users unless changed), which AD lists in neither the
+    user's memberOf nor the group's member. Matched in the user's own domain when the export has the user's
+    objectSid, else by the RID alone (an export of one domain)."""
+    values = _values(entry, "primarygroupid")
+    if not values or not by_sid:
+        return set()
+    user_sid = ad.sid_bytes(entry["objectsid"][0]) if entry.get("objectsid") else None
+    if user_sid:
+        group = by_sid.get(ad.primary_group_sid(user_sid, values[0]))
+        return {group} if group else set()
+    return by_rid.get(int(values[0]), set()) if values[0].strip().isdigit() else set()
 
 
 def _group_parents(groups) -> dict[str, set[str]]:

@@ -72,6 +72,70 @@ def person(n, account, first="Vor", last=None, mail=None, phones=("",), uac=512,
     return ldifgen.user_entry(n, f"{first or 'X'} {last or account or n}", uac=uac, **attrs)
 
 
+def contact(n, cn, mail, phone, groups=(USERS,)):
+    """An Active Directory contact: a person without an account (objectClass contact, not user)."""
+    first, last = cn.split(" ", 1)
+    attrs = {
+        "objectClass": ["top", "person", "organizationalPerson", "contact"],
+        "cn": cn,
+        "objectGUID": ldifgen.guid(n, "contact").bytes_le,
+        "givenName": first,
+        "sn": last,
+        "mail": mail,
+        "telephoneNumber": phone,
+        "memberOf": list(groups),
+    }
+    return f"CN={cn},OU=Staff,{ldifgen.BASE}", attrs
+
+
+def computer(n, name, groups=(USERS,)):
+    """A computer account: objectClass user too (computer derives from it), but never a person to phone."""
+    attrs = {
+        "objectClass": ["top", "person", "organizationalPerson", "user", "computer"],
+        "cn": name,
+        "objectGUID": ldifgen.guid(n, "computer").bytes_le,
+        "sAMAccountName": f"{name}$",
+        "userAccountControl": "4096",  # WORKSTATION_TRUST_ACCOUNT
+        "memberOf": list(groups),
+    }
+    return f"CN={name},OU=Staff,{ldifgen.BASE}", attrs
+
+
+DOMAIN_SID = "S-1-5-21-1004336348-1177238915-682003330"  # the example domain's SID, as an export shows it
+DOMAIN_USERS = f"CN=Domain Users,CN=Users,{ldifgen.BASE}"
+
+
+def sid(rid: int) -> bytes:
+    """objectSid in the binary form an ldifde export base64-encodes."""
+    revision, authority, *subs = (int(p) for p in f"{DOMAIN_SID}-{rid}".split("-")[1:])
+    return bytes([revision, len(subs)]) + authority.to_bytes(6, "big") + b"".join(s.to_bytes(4, "little") for s in subs)
+
+
+def domain_user(n, account, phones, groups=()):
+    """A user as AD exports one: its own objectSid, and Domain Users (RID 513) as primary group, which
+    its memberOf never lists."""
+    return person(n, account, phones=phones, groups=groups, objectSid=sid(1000 + n), primaryGroupID="513")
+
+
+def domain_users_entries(people: list[tuple[str, dict]], inside: str | None = None) -> list[tuple[str, dict]]:
+    """The usual groups and Domain Users (in CN=Users, with its well-known RID), nested in `inside`."""
+    users_members = [DOMAIN_USERS] if inside == USERS else []
+    domain_users = {
+        "objectClass": ["top", "group"],
+        "cn": "Domain Users",
+        "objectGUID": ldifgen.guid(513, "group").bytes_le,
+        "objectSid": sid(513),
+        "sAMAccountName": "Domain Users",
+        "groupType": "-2147483646",
+    }
+    groups = [
+        ldifgen.group_entry("PBX-Admins", [], n=1),
+        ldifgen.group_entry("PBX-Users", users_members, n=2),
+        (DOMAIN_USERS, domain_users),
+    ]
+    return [*people, *groups]
+
+
 def directory_entries(people: list[tuple[str, dict]], nested_user_groups: bool = False) -> list[tuple[str, dict]]:
     """Every entry of a case's directory as data: the people, then the groups."""
     groups = [ldifgen.group_entry("PBX-Admins", [], n=1)]
@@ -93,8 +157,12 @@ def directory(people: list[tuple[str, dict]], nested_user_groups: bool = False) 
 def case_entries(name: str) -> list[tuple[str, dict]]:
     """The entries of a case's directory.ldif as data: what tests seed Samba and the Graph tenant from, so
     that a bug of the LDIF parser cannot cancel out in "ldap result == ldif result"."""
-    spec = cases()[name]
-    return directory_entries(spec["people"], spec.get("nested", False))
+    return spec_entries(cases()[name])
+
+
+def spec_entries(spec: dict) -> list[tuple[str, dict]]:
+    make = spec.get("entries") or (lambda people: directory_entries(people, spec.get("nested", False)))
+    return make(spec["people"])
 
 
 def inventory(owners: dict | None = None) -> list[dict]:
@@ -278,6 +346,28 @@ def cases() -> dict[str, dict]:
             person(12, "unique", phones=["12"]),
         ]
     )
+    c["ad_contact_in_scope_group"] = dict(
+        people=[
+            person(10, "employee", phones=["10"]),
+            contact(11, "Extern Partner", "partner@example.org", "+49 7022 27978-11"),
+            computer(12, "PC-EMPFANG"),
+        ],
+    )
+    c["ad_domain_users_scope"] = dict(
+        people=[
+            domain_user(10, "everyone", ["10"]),
+            domain_user(11, "chefin", ["11"], groups=[ADMINS]),
+        ],
+        entries=domain_users_entries,
+        config={"scope": {"user_groups": [DOMAIN_USERS]}},
+    )
+    c["ad_domain_users_nested"] = dict(
+        people=[
+            domain_user(10, "everyone", ["10"]),
+            domain_user(11, "chefin", ["11"], groups=[ADMINS]),
+        ],
+        entries=lambda people: domain_users_entries(people, inside=USERS),
+    )
     c["update_matched"] = dict(
         people=[
             person(
@@ -314,7 +404,8 @@ def write_case(name: str, spec: dict) -> None:
     folder = HERE / name
     folder.mkdir(exist_ok=True)
     (folder / "adsync.yaml").write_text(json.dumps(merge(CONFIG, spec.get("config", {})), indent=2) + "\n")
-    (folder / "directory.ldif").write_text(directory(spec["people"], spec.get("nested", False)), encoding="utf-8")
+    text = ldifgen.document([ldifgen.entry(dn, attrs) for dn, attrs in spec_entries(spec)])
+    (folder / "directory.ldif").write_text(text, encoding="utf-8")
     (folder / "pbx.yaml").write_bytes(render_document(spec.get("pbx") or pbx()))
 
 

@@ -65,6 +65,7 @@ USER_PROPERTIES = frozenset(
         "jobTitle",
         "officeLocation",
         "employeeId",
+        "userType",
     }
 )
 DEFAULT_SELECT = (
@@ -120,6 +121,7 @@ def graph_user(n: int, **overrides) -> dict:
         "jobTitle": "Clerk",
         "officeLocation": "HQ",
         "employeeId": str(n),
+        "userType": "Member",
     }
     user.update(overrides)
     return user
@@ -151,6 +153,7 @@ class GraphServer(ThreadedServer):
         self.client_certificate: x509.Certificate | None = None
         self.users: list[dict] = []
         self.groups: dict[str, list[str]] = {}  # group id -> direct member ids (users or groups)
+        self.kinds: dict[str, str] = {}  # member id -> its @odata.type when it is neither user nor group
         self.faults: list[Fault] = []
         self.counts: Counter = Counter()
         self.selects: list[list[str]] = []
@@ -267,11 +270,11 @@ class GraphServer(ThreadedServer):
                 out.append((GROUP_TYPE, member))
                 todo.extend(self.groups[member])
             else:
-                out.append((USER_TYPE, member))
+                out.append((self.kinds.get(member, USER_TYPE), member))
         return out
 
     def _direct(self, gid: str) -> list[tuple[str, str]]:
-        return [(GROUP_TYPE if m in self.groups else USER_TYPE, m) for m in self.groups[gid]]
+        return [(GROUP_TYPE if m in self.groups else self.kinds.get(m, USER_TYPE), m) for m in self.groups[gid]]
 
 
 class _Server(ThreadingHTTPServer):

@@ -401,19 +401,24 @@ def samba_ldif(entries, extra_groups, domain: str) -> tuple[str, str]:
                 group[2].append(dn)
     for extra in extra_groups:
         groups.setdefault(_norm(extra), [extra, {}, []])
-    _check_ad_constraints(users)
+    _check_ad_constraints([(dn, e) for dn, e in users if "contact" not in _classes(e)])
     dns = [dn for dn, _ in users] + [g[0] for g in groups.values()]
     chunks = [ad_seed.ldif_entry(ou, {"objectClass": ["top", "organizationalUnit"]}) for ou in _ous(dns, domain)]
     for dn, entry in users:
-        attrs = {k: v for k, v in entry.items() if k != "memberof"}
-        attrs.setdefault("useraccountcontrol", ["512"])  # an LDIF user without it is enabled; AD's default is not
+        # Samba gives every entry its own objectSid, and every user the primary group Domain Users (513)
+        attrs = {k: v for k, v in entry.items() if k not in ("memberof", "objectsid", "primarygroupid")}
+        if "contact" not in _classes(entry):  # a contact has no account and no userAccountControl
+            attrs.setdefault("useraccountcontrol", ["512"])  # an LDIF user without it is enabled; AD's is not
         chunks.append(ad_seed.ldif_entry(dn, attrs))
     modifies = []
     for dn, entry, members in groups.values():
+        well_known = _well_known(entry)
         attrs = {k: v for k, v in entry.items() if k not in ("member", "memberof")}
+        attrs.pop("objectsid", None)
         attrs["objectclass"] = ad_seed.GROUP_CLASSES
         attrs.setdefault("samaccountname", [dn.split(",", 1)[0].split("=", 1)[1]])
-        chunks.append(ad_seed.ldif_entry(dn, attrs))
+        if not well_known:  # provisioning made Domain Users and the like already
+            chunks.append(ad_seed.ldif_entry(dn, attrs))
         if members:
             lines = [
                 ad_seed.ldif_entry(dn, {"changetype": "modify", "add": "member", "member": members}),
@@ -421,6 +426,18 @@ def samba_ldif(entries, extra_groups, domain: str) -> tuple[str, str]:
             ]
             modifies.append("".join(lines))
     return "\n".join(chunks), "\n".join(modifies)
+
+
+def _well_known(entry) -> bool:
+    """A group whose objectSid ends in a RID below 1000 (Domain Users is 513): every domain has it."""
+    sids = entry.get("objectsid") or []
+    if not sids:
+        return False
+    sid = sids[0]
+    if isinstance(sid, str) and sid.upper().startswith("S-"):  # the text form S-1-5-21-...-513
+        return int(sid.rsplit("-", 1)[1]) < 1000
+    sid = sid if isinstance(sid, bytes) else sid.encode("utf-8")  # binary that happened to be UTF-8
+    return int.from_bytes(sid[-4:], "little") < 1000
 
 
 def _classes(entry) -> set[str]:
