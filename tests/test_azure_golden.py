@@ -38,6 +38,12 @@ def _first(entry, name) -> str | None:
     return values[0] if values else None
 
 
+def _rid(sid: bytes) -> int:
+    """The RID: the last sub-authority of a binary objectSid (4 bytes, little-endian), read here rather than
+    with the source's helper."""
+    return int.from_bytes(sid[-4:], "little")
+
+
 def _is(entry, kind: str) -> bool:
     classes = {c.lower() for c in _text(entry.get("objectclass"))}
     return kind in classes if kind != "group" else bool(classes & {"group", "groupofnames"})
@@ -80,7 +86,7 @@ class GraphTenant:
     def _primary_group_edges(self, entries, own: list[str]) -> None:
         """AD's primary group (primaryGroupID, a RID) as the plain membership it is in Entra."""
         by_rid = {
-            ad.rid(ad.sid_bytes(entry["objectsid"][0])): me
+            _rid(entry["objectsid"][0]): me
             for (_, entry), me in zip(entries, own, strict=True)
             if _is(entry, "group") and entry.get("objectsid")
         }

@@ -12,7 +12,7 @@ import pytest
 
 from adsync_plan import cli, output
 from adsync_plan.model import Action, Diagnostic, PhoneUser, Plan
-from tests.conftest import check_golden
+from tests.conftest import check_golden, golden_update_requested
 
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "examples" / "demo"
@@ -52,7 +52,7 @@ README_BLOCK = re.compile(r"(<!-- demo-plan-markdown: [^\n]*-->\n)(.*?)(<!-- end
 def test_the_readme_shows_the_golden_comment():
     """The README's example comment is the golden file, as GitHub renders it; UPDATE_GOLDEN=1 rewrites it."""
     readme = README.read_text()
-    if os.environ.get("UPDATE_GOLDEN"):
+    if golden_update_requested():  # never in CI
         readme = README_BLOCK.sub(lambda m: m.group(1) + GOLDEN.read_text() + "\n" + m.group(3), readme)
         README.write_text(readme)
     match = README_BLOCK.search(readme)
