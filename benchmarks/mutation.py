@@ -54,6 +54,7 @@ FUNCTIONS = [
 ]
 TESTS = [
     "tests/test_promises.py",
+    "tests/test_safety_core.py",
     "tests/test_rules.py",
     "tests/test_invariants.py",
     "tests/test_lifecycle.py::test_stale_plan_is_refused_and_says_what_changed",
