@@ -480,10 +480,10 @@ PBX_USERS, TEAM = f"CN=PBX-Users,{CASE_GROUPS}", f"CN=Team,{CASE_GROUPS}"
 @pytest.fixture(scope="module")
 def case_dc():
     """A domain holding the r3_scope case (PBX-Users ∋ Abteilung ∋ Team), for tests that change it."""
-    from tests.conftest import CASES
+    from tests.cases.make_cases import case_entries
 
     try:
-        domain = samba.start_domain_from_ldif((CASES / "r3_scope" / "directory.ldif").read_text(encoding="utf-8"))
+        domain = samba.start_domain_from_entries(case_entries("r3_scope"))
     except samba.Unavailable as err:
         _unavailable(f"Samba AD DC unavailable: {err}")
     yield domain

@@ -353,6 +353,15 @@ def start_domain_from_entries(entries, extra_groups=(), realm: str = LDIF_REALM)
         raise
 
 
+def start_domain_from_ldif(text: str, extra_groups=(), realm: str = LDIF_REALM) -> SambaDomain:
+    """A domain holding an LDIF text's entries, read with the project's own LDIF parser: for tests that need a
+    directory in Active Directory, never for comparing the ldap source with the ldif source (a parser bug
+    would cancel out there; those seed from data with start_domain_from_entries)."""
+    from adsync_plan.sources.ldif import parse_ldif
+
+    return start_domain_from_entries(list(parse_ldif(text)), extra_groups, realm)
+
+
 def _base_tarball(realm: str) -> Path:
     """A provisioned, started-once (TLS keys made) domain with svc-reader and nothing else, cached."""
     tarball = CACHE_DIR / f"samba-base-{realm.lower()}-{cache_key(realm)}.tar"
