@@ -20,9 +20,17 @@ try:  # typer 0.16+ vendors click; older typer uses the click package
 except ImportError:  # pragma: no cover
     from click import exceptions as click
 
-from adsync_plan import __version__, output, pipeline
+from adsync_plan import __version__, interrupts, output, pipeline
 from adsync_plan.config import load_config, parse_duration
-from adsync_plan.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_USAGE, AdsyncError, ConfigError
+from adsync_plan.errors import (
+    EXIT_CHANGES,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AdsyncError,
+    ConfigError,
+)
 
 log = logging.getLogger("adsync_plan")
 
@@ -165,9 +173,9 @@ def plan(
         )
         return EXIT_ERROR
     if out:
-        from adsync_plan.planfile import save_plan
+        from adsync_plan.planfile import save_plan, signing_key
 
-        save_plan(out, result.plan)
+        save_plan(out, result.plan, signing_key(cfg, needed=False))
         output.info(f"Saved the plan to {out}; apply it with `adsync-plan apply {out}`.")
     return EXIT_CHANGES if detailed_exitcode and result.plan.has_changes else EXIT_OK
 
@@ -342,17 +350,43 @@ def _log_decisions(result) -> None:
     log_decisions(result)
 
 
+@app.command()
+def doctor(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="A report to attach when asking for help (Markdown).")
+    ] = False,
+) -> int:
+    """Read-only first contact with the PBX: sign-in, version, call services and permissions and what they
+    map to, the number inventory, system-looking users, unconfirmed assumptions. Exit 1 when a mapping
+    apply needs is missing or ambiguous."""
+    profile = pipeline.doctor(load_config(config))
+    output.out(output.doctor_markdown(profile) if markdown else output.doctor_text(profile))
+    return EXIT_ERROR if profile["problems"] else EXIT_OK
+
+
 @app.command("force-unlock")
 def force_unlock(
-    lock_id: Annotated[str, typer.Argument(help="The id shown in the lock message.")],
+    lock_id: Annotated[str, typer.Argument(help="The id shown in the lock message (`broken` for a broken lock file).")],
     config: ConfigOpt = DEFAULT_CONFIG,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also remove the lock of a process on this host that is still running.")
+    ] = False,
 ) -> int:
-    """Remove a lock left by a crashed run."""
-    from adsync_plan.state import force_unlock as unlock
-
+    """Remove a lock left by a crashed run, then recover from its journal if it was an apply."""
     cfg = load_config(config)
-    info = unlock(cfg.state_dir, lock_id)
-    output.out(f"Removed the lock {lock_id} held by {info.get('who')} on {info.get('host')} since {info.get('since')}.")
+    info, recovered = pipeline.force_unlock(cfg, lock_id, force)
+    if "problem" in info:
+        output.out(f"Removed the broken lock file {cfg.state_dir / '.adsync.lock'} (it {info['problem']}).")
+    else:
+        output.out(
+            f"Removed the lock {lock_id} held by {info.get('who')} on {info.get('host')} since {info.get('since')}."
+        )
+    if recovered:
+        output.out(
+            f"Recovered the killed apply of plan {recovered['plan_id']}: {recovered['created_found']} new user(s) "
+            "bound, snapshot and audit written; run plan again to converge."
+        )
     return EXIT_OK
 
 
@@ -383,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     # One short run over up to 100,000 users makes millions of small objects and no cycles worth
     # collecting: the cyclic GC would only rescan them again and again (a third of the time at 100,000).
     gc.disable()
+    interrupts.install()  # SIGTERM unwinds like Ctrl-C: locks released, no half-written file
     code = run(argv)
     # Every file is written and closed by now. Leave without freeing those objects one by one (half a
     # second at 100,000 users): flush what is buffered and let the system reclaim the memory at once.
@@ -424,8 +459,7 @@ def run(argv: list[str] | None = None) -> int:
         output.error(str(err))
         return err.exit_code
     except KeyboardInterrupt:
-        output.error("interrupted.")
-        return 130
+        return _interrupted()
     except Exception as err:  # noqa: BLE001 - a bug or an unwrapped library error: one sentence, no traceback
         log.log(output.TRACE, "traceback", exc_info=True)
         output.error(
@@ -433,7 +467,18 @@ def run(argv: list[str] | None = None) -> int:
             "--log-level trace for the details and report it."
         )
         return EXIT_ERROR
+    if code == EXIT_INTERRUPTED:  # typer answers a KeyboardInterrupt by returning 130; no command returns it
+        return _interrupted()
     return code if isinstance(code, int) else EXIT_OK
+
+
+def _interrupted() -> int:
+    output.error(
+        "stopped by Ctrl-C or SIGTERM before it finished; no file was left half-written and the lock is "
+        "released (an apply cut short is recovered from its journal by the next apply, refresh or sync); "
+        "run the command again."
+    )
+    return EXIT_INTERRUPTED
 
 
 def _long_option_names() -> set[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from adsync_plan import schemas
 from adsync_plan.errors import ConfigError
-from adsync_plan.files import parse_yaml, plain, yaml_line_finder
+from adsync_plan.files import CONFIG, parse_yaml, plain, refuse_other_kind, yaml_line_finder
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Config:
     plan_ttl: timedelta = timedelta(hours=24)
     state_dir: Path = Path("states")
     lock_timeout: float = 10.0
+    signing_key_env: str | None = None  # plan.signing_key_env: plans are signed with this secret
 
     def resolve(self, relative: str) -> Path:
         """A path from the configuration, relative to the configuration's folder."""
@@ -77,6 +78,7 @@ class Config:
         return self.state_dir / "pbx.yaml"
 
 
+CONFIG_HINT = "pass the configuration (adsync.yaml) with -c FILE"
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -100,7 +102,12 @@ def load_config(path: str | Path) -> Config:
 
 
 def _parse_yaml(path: Path, raw: bytes):
-    data = parse_yaml(raw, path, "the configuration", ConfigError)
+    try:
+        data = parse_yaml(raw, path, "the configuration", ConfigError)
+    except ConfigError:
+        refuse_other_kind(raw, None, path, CONFIG, CONFIG_HINT, ConfigError)  # an LDIF file is no YAML: name it
+        raise
+    refuse_other_kind(raw, data, path, CONFIG, CONFIG_HINT, ConfigError)
     if data is None:
         raise ConfigError(f"{path}: the configuration is empty; see `adsync-plan init` for an example.")
     return data
@@ -141,6 +148,7 @@ def _build(path: Path, data, digest: str) -> Config:
         plan_ttl=parse_duration(data.get("plan", {}).get("ttl", "24h")),
         state_dir=(base_dir / state.get("dir", "states")).resolve(),
         lock_timeout=parse_duration(state.get("lock_timeout", "10s")).total_seconds(),
+        signing_key_env=data.get("plan", {}).get("signing_key_env"),
     )
     _check_meaning(config)
     return config

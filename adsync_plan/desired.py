@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adsync_plan import schemas
-from adsync_plan.files import parse_document, read_bytes, render_document, write_atomic, yaml_line_finder
+from adsync_plan.files import DESIRED, parse_as, read_bytes, render_document, write_atomic, yaml_line_finder
 from adsync_plan.model import Diagnostic, PhoneUser
 from adsync_plan.rules.directory import DesiredUser, HeldUser, Rendered
 
@@ -64,7 +64,9 @@ def desired_sha256(state: DesiredState, config_sha256: str) -> str:
 
 def read_desired(path: Path) -> DesiredState:
     raw = read_bytes(path, "the desired state")
-    data, tree = parse_document(raw, path, "the desired state")
+    data, tree = parse_as(
+        raw, path, "the desired state", DESIRED, "give --desired a file written by `adsync-plan render`"
+    )
     schemas.validate(data, "desired", str(path), yaml_line_finder(tree))
     desired = {
         account: DesiredUser(account, u["source_id"], u["dn"], PhoneUser.from_dict(u))

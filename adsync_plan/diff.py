@@ -66,9 +66,17 @@ def bindings(decisions: Decisions) -> dict[str, str]:
     return {user.source_id: pbx_id for user, pbx_id, _ in decisions.matches.values()}
 
 
-def safety_problems(orphan_count: int, decisions: Decisions, state_bindings, desired_ids, safety) -> list[str]:
-    """R13: too many orphans, or a source that returns too few of the bound users."""
+def safety_problems(
+    orphan_count: int, decisions: Decisions, state_bindings, desired_ids, safety, in_scope: int | None = None
+) -> list[str]:
+    """R13: too many orphans, a source that returns too few of the bound users, or nobody in scope at all (an
+    empty export or a wrong group: on first contact no binding tells, and a count limit may be high)."""
     problems = []
+    if in_scope == 0 and decisions.managed:
+        problems.append(
+            f"the source put no user in scope, while the PBX has {decisions.managed} managed users that would all "
+            "become orphans"
+        )
     limit = safety.max_orphans if isinstance(safety.max_orphans, int) else int(safety.max_orphans * decisions.managed)
     if orphan_count > limit:
         problems.append(

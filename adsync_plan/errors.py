@@ -4,6 +4,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_USAGE = 64
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class AdsyncError(Exception):
@@ -38,3 +39,9 @@ class PlanRefused(AdsyncError):
 
 class LockError(AdsyncError):
     """Another run holds the state lock."""
+
+
+class Interrupted(AdsyncError):
+    """Ctrl-C or SIGTERM stopped the command where it was safe to stop."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -14,7 +14,9 @@ import gc
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import orjson
@@ -128,7 +130,7 @@ class LineTree:
 def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = InputError):
     """A round-trip parse (it keeps line positions); a syntax error is one sentence with the line."""
     try:
-        return YAML(typ="rt").load(raw.decode("utf-8"))
+        tree = YAML(typ="rt").load(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise error(f"{path}: {what} is not UTF-8 text; save it as UTF-8.") from None
     except YAMLError as err:
@@ -136,6 +138,95 @@ def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = Inp
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or "syntax error"
         raise error(f"{where}: {what} is not valid YAML ({problem}); fix the syntax.") from None
+    _refuse_complex_keys(tree, path, what, error)
+    return tree
+
+
+_SCALAR_KEYS = (str, int, float, type(None), date)  # bool is an int
+
+
+def _refuse_complex_keys(tree, path: Path, what: str, error: type[AdsyncError]) -> None:
+    """YAML allows a mapping or a list as a key (`? [a, b]`, `{x: 1}: y`); no file of ours has one, and
+    such a key would reach the code as a tuple or a map. Refused here, with its line, for every YAML file."""
+    stack = [tree]
+    while stack:  # a loop, not recursion: a deeply nested file must not overflow the stack
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, _SCALAR_KEYS):
+                    line = _key_line(node, key)
+                    where = f"{path}:{line}" if line else str(path)
+                    kind = "a mapping" if isinstance(key, Mapping) else "a list"
+                    raise error(f"{where}: {what} has a key that is {kind}; a key must be a plain name, fix it.")
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _key_line(node, key) -> int | None:
+    try:
+        return node.lc.key(key)[0] + 1
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+PLAN = "a plan"
+SNAPSHOT = "a state snapshot (states/pbx.yaml)"
+DESIRED = "a desired state (states/desired.yaml)"
+CONFIG = "a configuration file"
+AUDIT = "the audit log (states/audit.jsonl)"
+LDIF = "an LDIF file"
+# What each file of a project holds at its top level, to name a file given in place of another.
+_KINDS = (
+    (PLAN, ("plan_id", "changes")),
+    (SNAPSHOT, ("lineage", "fingerprint")),
+    (DESIRED, ("held", "users")),
+    (CONFIG, ("version", "source")),
+    (CONFIG, ("version", "pbx")),
+    (AUDIT, ("plan_id", "result")),
+    ("a PBX file (pbx.type: file)", ("users", "numbers")),
+)
+
+
+def parse_as(raw: bytes, path: Path, what: str, kind: str, hint: str):
+    """parse_document for a file that should be `kind`; another file of the project (a configuration given
+    as a plan, an LDIF file as a desired state) is named as what it is, whether it parses or not."""
+    try:
+        data, tree = parse_document(raw, path, what)
+    except InputError:
+        refuse_other_kind(raw, None, path, kind, hint)
+        raise
+    refuse_other_kind(raw, data, path, kind, hint)
+    return data, tree
+
+
+def refuse_other_kind(raw: bytes, data, path: Path, kind: str, hint: str, error: type[AdsyncError] = InputError):
+    found = kind_of(raw, data)
+    if found and found != kind:
+        raise error(f"{path}: this is {found}, not {kind}; {hint}.")
+
+
+def kind_of(raw: bytes, data=None) -> str | None:
+    """What kind of project file this is ("a plan", "a configuration file", ...), or None when unknown."""
+    if looks_like_ldif(raw):
+        return LDIF
+    if data is None:  # not parsed (yet): one JSON record a line, as in the audit log?
+        try:
+            data = orjson.loads(raw.split(b"\n", 1)[0])
+        except orjson.JSONDecodeError:
+            return None
+    if isinstance(data, dict):
+        return next((name for name, keys in _KINDS if all(k in data for k in keys)), None)
+    return None
+
+
+def looks_like_ldif(raw: bytes) -> bool:
+    """An LDIF file starts (after comments and a `version:` line) with a `dn:` line (RFC 2849)."""
+    for line in raw[:4096].splitlines():
+        if not line.strip() or line.startswith(b"#") or line.lower().startswith(b"version:"):
+            continue
+        return line.lower().startswith(b"dn:")
+    return False
 
 
 def plain(node):
@@ -198,21 +289,54 @@ def render_document(doc: dict) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, rename: a reader sees the old file or the new one."""
+    """Temporary file in the same folder, fsync, rename: a reader sees the old file or the new one. The file
+    keeps its mode (a new one gets the umask's), and a symbolic link is written through: its target is
+    replaced, the link stays."""
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        target = _write_target(path)
+        mode = _mode_for(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # mkstemp makes it 600
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as err:
         raise InputError(f"{path}: cannot write it: {err.strerror}; check the path and its folder.") from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)  # gone already after the rename
+
+
+def _write_target(path: Path) -> Path:
+    if not path.is_symlink():
+        return path
+    target = path.resolve()
+    if not target.parent.is_dir():
+        raise InputError(
+            f"{path} is a symbolic link to {target}, whose folder does not exist; nothing was written. Point the "
+            "link at an existing folder, or remove the link."
+        )
+    return target
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
 
 
 def write_document(path: Path, doc: dict) -> None:

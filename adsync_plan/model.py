@@ -15,6 +15,8 @@ ROLE_ADMIN = "admin"
 SERVICE_STANDARD = "standard"
 SERVICE_FAX = "fax"
 INTERNAL = "internal"
+# The override a plan records when it was made with --allow-mass-orphan (R13); apply honours it.
+OVERRIDE_MASS_ORPHAN = "allow-mass-orphan"
 EXTERNAL = "external"
 
 # The fields a PBX user update sets (role and numbers have calls of their own).
@@ -276,6 +278,8 @@ class Plan:
     summary: Mapping[str, int]
     bindings: Mapping[str, str] = field(default_factory=dict)
     format_version: int = 1
+    digest: str = ""  # of the saved file's content (planfile.content_digest); set when a plan file is read
+    signature: str = ""  # HMAC of the digest, when the plan was signed (plan.signing_key_env)
 
     @property
     def has_changes(self) -> bool:

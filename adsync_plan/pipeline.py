@@ -6,26 +6,34 @@ Stages never call each other; this module hands each one the output of the last.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import socket
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from adsync_plan import __version__, background, diff, sources
+from adsync_plan import __version__, background, diff, interrupts, journal, sources, state
 from adsync_plan.config import Config
 from adsync_plan.desired import DesiredState, desired_sha256, read_desired, write_desired
-from adsync_plan.errors import AdsyncError, InputError, PbxError, PlanRefused
-from adsync_plan.model import NO_PROGRESS, Diagnostic, Directory, Plan, Progress
-from adsync_plan.planfile import check_applicable, load_plan, save_plan
+from adsync_plan.errors import AdsyncError, InputError, Interrupted, PbxError, PlanRefused
+from adsync_plan.interrupts import Deferred
+from adsync_plan.journal import Journal, replay
+from adsync_plan.model import NO_PROGRESS, OVERRIDE_MASS_ORPHAN, Diagnostic, Directory, Plan, Progress
+from adsync_plan.planfile import check_before_apply, load_plan, save_plan, signing_key
 from adsync_plan.providers import make_provider
-from adsync_plan.rules.directory import render_users
+from adsync_plan.providers.base import short_external_numbers
+from adsync_plan.rules import invariants
+from adsync_plan.rules.directory import recheck, render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
 from adsync_plan.state import (
     Lock,
     Snapshot,
     append_audit,
     applied_plan_ids,
+    check_writable,
     describe_changes,
     fingerprint,
     iso,
@@ -34,9 +42,9 @@ from adsync_plan.state import (
     save_snapshot,
 )
 from adsync_plan.steps import plan_steps, run_step
+from adsync_plan.verify import VerificationFailed, checkpoints, verify_user
 
 log = logging.getLogger(__name__)
-OVERRIDE_MASS_ORPHAN = "allow-mass-orphan"
 # From a snapshot this large (about 4,000 users), plan reads the directory in a child process meanwhile.
 CHILD_FROM_SNAPSHOT_BYTES = 2_000_000
 CHUNK = 5_000  # directory users per message from the child
@@ -95,9 +103,90 @@ def read_pbx(config: Config, previous: Snapshot | None, progress: Progress = NO_
 
 
 def refresh(config: Config, progress: Progress = NO_PROGRESS) -> Snapshot:
+    with state_lock(config, None, "refresh"):  # an apply's bindings are never overwritten by an older read
+        previous = _previous_snapshot(config)
+        live = read_pbx(config, previous, progress)
+        return save_snapshot(config.snapshot_path, live.state, live.bindings, live.pbx, previous)
+
+
+# -- the lock and recovery --------------------------------------------------------------------------------
+
+
+@contextmanager
+def state_lock(config: Config, plan_id: str | None, operation: str):
+    """Every command that writes states/ holds this lock; the first thing it does is recover from the
+    journal a run killed before it could write its snapshot and audit."""
+    with Lock(config.state_dir, plan_id, operation, config.lock_timeout) as lock:
+        recover(config)
+        yield lock
+
+
+def recover(config: Config) -> dict | None:
+    """With the lock held, a journal is a dead run's: bind the users it created (found on the PBX by login
+    ID), write the snapshot and an audit record `recovered`, remove the journal. None when there is none."""
+    entries = journal.read(config.state_dir)
+    if entries is None:
+        return None
+    head = journal.header(entries)
+    # we hold the lock, so its run lost it: crashed, or force-unlocked while alive (then leave it be)
+    if head.get("host") == socket.gethostname() and state.alive_here(head.get("host"), head.get("pid")):
+        log.warning(
+            "%s belongs to a run that is still alive (pid %s); left alone",
+            journal.path_in(config.state_dir),
+            head.get("pid"),
+        )
+        return None
     previous = _previous_snapshot(config)
-    live = read_pbx(config, previous, progress)
-    return save_snapshot(config.snapshot_path, live.state, live.bindings, live.pbx, previous)
+    try:
+        live = read_pbx(config, previous)
+    except AdsyncError as err:
+        raise PbxError(
+            f"{journal.path_in(config.state_dir)}: a run of plan {head.get('plan_id', '?')} was killed before it "
+            f"finished, and the PBX cannot be read to recover from its journal ({err}). Nothing was changed; run "
+            "the command again when the PBX answers."
+        ) from None
+    found, missing = journal.found_bindings(entries, live.state)
+    save_snapshot(config.snapshot_path, live.state, {**live.bindings, **found}, live.pbx, previous)
+    record = {
+        "plan_id": head.get("plan_id"),
+        "run_id": head.get("run_id"),
+        "result": "recovered",
+        "steps_started": sum(1 for e in entries if "step" in e),
+        "created_found": len([e for e in entries if e.get("kind") == "create"]) - len(missing),
+        "created_missing": missing[:100],
+    }
+    if not audited(config.state_dir, head.get("run_id")):  # killed between its audit and removing the journal
+        append_audit(config.state_dir, record)
+    journal.path_in(config.state_dir).unlink(missing_ok=True)
+    log.warning(
+        "recovered from the journal of a killed apply of plan %s: %d step(s) were started, %d new user(s) found "
+        "on the PBX and bound; run plan again to converge",
+        record["plan_id"],
+        record["steps_started"],
+        record["created_found"],
+    )
+    return record
+
+
+def audited(state_dir: Path, run_id: str | None) -> bool:
+    """Whether the last audit record is the run's own (its journal outlived the record by a moment)."""
+    path = state_dir / "audit.jsonl"
+    if run_id is None or not path.exists():
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, 2) - 65536))
+        lines = fh.read().splitlines()
+    try:
+        return bool(lines) and json.loads(lines[-1]).get("run_id") == run_id
+    except ValueError:
+        return False
+
+
+def force_unlock(config: Config, lock_id: str, force: bool = False) -> tuple[dict, dict | None]:
+    """Remove the lock (state.force_unlock says when it may), then recover from a dead run's journal."""
+    info = state.force_unlock(config.state_dir, lock_id, force)
+    with Lock(config.state_dir, None, "force-unlock", config.lock_timeout):
+        return info, recover(config)
 
 
 # -- plan -------------------------------------------------------------------------------------------------
@@ -123,10 +212,17 @@ def make_plan(
     """Plan from `rendered` (already rendered), else the desired state at `desired_path`, else the source."""
     if rendered is None and desired_path is None:
         return _plan_from_source(config, refresh_pbx, allow_mass_orphan, progress)
-    desired = rendered if rendered is not None else read_desired(desired_path)
+    desired = rendered if rendered is not None else _read_desired(desired_path, config)
     desired.sha256 = desired.sha256 or desired_sha256(desired, config.sha256)
     snapshot = _snapshot_for_plan(config, refresh_pbx, progress)
     return _plan(config, desired, snapshot, desired_path, allow_mass_orphan)
+
+
+def _read_desired(path: Path, config: Config) -> DesiredState:
+    """A desired state from a file is input, not truth: the rules that need no directory run again."""
+    desired = read_desired(path)
+    desired.rendered = recheck(desired.rendered, config, desired.attributes)
+    return desired
 
 
 def _plan_from_source(config: Config, refresh_pbx: bool, allow_mass_orphan: bool, progress: Progress) -> PlanResult:
@@ -192,8 +288,10 @@ def _plan(
         desired.attributes,
     )
     actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
+    invariants.refuse_own_plan(actions, snapshot.state, snapshot.bindings, config)
     diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
+    diagnostics += _pbx_warnings(snapshot.state)
     if desired_path is not None and desired.config_sha256 not in ("", config.sha256):
         diagnostics.append(
             Diagnostic(
@@ -211,6 +309,7 @@ def _plan(
         snapshot.bindings,
         {u.source_id for u in desired.rendered.desired.values()},
         config.safety,
+        in_scope=len(desired.rendered.desired) + len(desired.rendered.held),
     )
     overrides, refused = [], []
     for problem in problems:
@@ -252,6 +351,13 @@ def _plan(
     return PlanResult(plan, refused, decisions, desired, snapshot)
 
 
+def _pbx_warnings(state) -> list[Diagnostic]:
+    """What looks wrong in the PBX itself (doctor says the same): implausibly short external numbers."""
+    return [
+        Diagnostic("warning", "SHORT_EXTERNAL_NUMBER", "pbx", text) for text in short_external_numbers(state.numbers)
+    ]
+
+
 def _diagnostic_order(d: Diagnostic):
     return ({"error": 0, "warning": 1, "info": 2}[d.severity], d.address, d.code, d.message)
 
@@ -259,13 +365,30 @@ def _diagnostic_order(d: Diagnostic):
 def _snapshot_for_plan(config: Config, refresh_pbx: bool, progress: Progress) -> Snapshot:
     previous = _previous_snapshot(config)
     if refresh_pbx:
-        return read_pbx(config, previous, progress)
+        return _with_journal(config, read_pbx(config, previous, progress))
     if previous is None:
         raise InputError(
             f"{config.snapshot_path}: no state snapshot to plan against; run `adsync-plan refresh` first "
             "(or plan without --no-refresh)."
         )
     return previous
+
+
+def _with_journal(config: Config, snapshot: Snapshot) -> Snapshot:
+    """A killed apply's journal binds, in this plan already, the users it created (found on the live PBX):
+    plan takes no lock and writes no state, so the next apply, refresh or sync records them."""
+    entries = journal.read(config.state_dir)
+    found = journal.found_bindings(entries, snapshot.state)[0] if entries else {}
+    found = {s: i for s, i in found.items() if snapshot.bindings.get(s) != i}
+    if found:
+        log.warning(
+            "%s: a killed apply left a journal; the %d user(s) it created are bound in this plan, and the next "
+            "apply, refresh or sync records them",
+            journal.path_in(config.state_dir),
+            len(found),
+        )
+        snapshot.bindings.update(found)
+    return snapshot
 
 
 # -- apply ------------------------------------------------------------------------------------------------
@@ -277,6 +400,7 @@ class ApplyResult:
     done: list[str] = field(default_factory=list)
     not_done: list[str] = field(default_factory=list)
     snapshot: Snapshot | None = None
+    steps: list = field(default_factory=list)  # (step, action, PBX user id) of each step done, in order
 
 
 def apply(
@@ -288,45 +412,86 @@ def apply(
 ) -> ApplyResult:
     """Carry out exactly the saved plan, after checking it may still be applied."""
     plan = load_plan(plan_path)
+    check_writable(config.state_dir)  # before the lock and the first PBX write
     if locked:
         return _apply_locked(config, plan, plan_path, progress, on_step)
-    with Lock(config.state_dir, plan.plan_id, "apply", config.lock_timeout):
+    with state_lock(config, plan.plan_id, "apply"):
         return _apply_locked(config, plan, plan_path, progress, on_step)
 
 
 def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> ApplyResult:
-    check_applicable(plan, plan_path, now_utc(), applied_plan_ids(config.state_dir))
     previous = _previous_snapshot(config)
+    check_before_apply(
+        plan, plan_path, config, now_utc(), applied_plan_ids(config.state_dir), previous and previous.lineage
+    )
     result = ApplyResult(plan)
     with make_provider(config.pbx, config.base_dir, config.licenses) as provider:
         live = provider.read(progress)
         _refuse_if_stale(plan, plan_path, live, previous)
+        invariants.refuse_unsound_plan(plan, plan_path, live, previous.bindings if previous else None, config)
         bindings = {**(previous.bindings if previous else {}), **plan.bindings}
-        error = _run_steps(plan, provider, bindings, result, progress, on_step)
-        provider.flush()
-        try:
-            final = provider.read()
-        except AdsyncError as err:
-            log.warning("could not read the PBX after apply (%s); the snapshot keeps its last content", err)
-            final = previous.state if previous else live
-    result.snapshot = save_snapshot(config.snapshot_path, final, bindings, provider.describe(), previous)
-    append_audit(
-        config.state_dir,
-        {
-            "plan_id": plan.plan_id,
-            "result": "failed" if error else "applied",
-            "steps_done": len(result.done),
-            "steps_not_done": len(result.not_done),
-            "summary": dict(plan.summary),
-            "error": str(error) if error else None,
-        },
-    )
+        run_id = str(uuid.uuid4())
+        # from the first step to the last file written, Ctrl-C and SIGTERM wait: the step in flight finishes
+        known = previous.bindings if previous else {}
+        with Deferred() as stop, Journal(config.state_dir, plan.plan_id, run_id, provider.buffered) as ahead:
+            ahead.start({s: i for s, i in plan.bindings.items() if known.get(s) != i})
+            error = _run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead)
+            ahead.sync()  # durable before a buffered PBX writes what the journal announced
+            provider.flush()
+            interrupts.test_hook("flushed")
+            final = _state_after_steps(provider, live, result)
+            result.snapshot = save_snapshot(config.snapshot_path, final, bindings, provider.describe(), previous)
+            append_audit(config.state_dir, _apply_record(plan, run_id, result, error, stop))
+            interrupts.test_hook("audited")
+            ahead.remove()
+    if _interrupted(stop, result, error):
+        raise Interrupted(
+            f"{stop.signal_name} stopped apply after {len(result.done)} of {len(result.done) + len(result.not_done)} "
+            f"steps; {len(result.not_done)} were not started. The snapshot, the new users' bindings and the audit "
+            "record are written; run plan again to converge."
+        )
     if error:
         raise PbxError(
             f"apply stopped after {len(result.done)} of {len(result.done) + len(result.not_done)} steps: {error} "
             "What was done is in the snapshot; run plan again to converge."
         )
     return result
+
+
+def _apply_record(plan: Plan, run_id: str, result: ApplyResult, error, stop: Deferred) -> dict:
+    interrupted = _interrupted(stop, result, error)
+    return {
+        "plan_id": plan.plan_id,
+        "plan_digest": plan.digest,
+        "run_id": run_id,
+        "result": "interrupted" if interrupted else _audit_result(error),
+        "steps_done": len(result.done),
+        "steps_not_done": len(result.not_done),
+        "summary": dict(plan.summary),
+        "error": str(error) if error else stop.signal_name if interrupted else None,
+    }
+
+
+def _interrupted(stop: Deferred, result: ApplyResult, error) -> bool:
+    """A signal stopped steps from starting (one after the last step changes nothing: the plan is applied)."""
+    return stop.requested and bool(result.not_done) and error is None
+
+
+def _state_after_steps(provider, live, result: ApplyResult):
+    """The PBX as it is now; if it does not answer, the state before the steps plus the steps done."""
+    try:
+        return provider.read()
+    except AdsyncError as err:
+        log.warning(
+            "could not read the PBX after apply (%s); the snapshot adds the steps done to the state before", err
+        )
+        return replay(live, result.steps)
+
+
+def _audit_result(error: Exception | None) -> str:
+    if error is None:
+        return "applied"
+    return "verification_failed" if isinstance(error, VerificationFailed) else "failed"
 
 
 def _refuse_if_stale(plan: Plan, plan_path: Path, live, previous: Snapshot | None) -> None:
@@ -348,13 +513,24 @@ def _refuse_if_stale(plan: Plan, plan_path: Path, live, previous: Snapshot | Non
     )
 
 
-def _run_steps(plan: Plan, provider, bindings: dict, result: ApplyResult, progress, on_step) -> Exception | None:
+def _run_steps(
+    plan: Plan, provider, bindings: dict, result: ApplyResult, progress, on_step, stop=None, ahead=None
+) -> Exception | None:
+    """The plan's steps in order, each announced in the journal `ahead` first; stops before a step when
+    `stop` was requested, and at the first failure."""
     steps = plan_steps(plan.changes)
+    points = checkpoints(steps)
     ids = {i: a.pbx_user_id for i, a in enumerate(plan.changes)}
     progress.start("Applying the plan", len(steps))
     error = None
     for n, step in enumerate(steps):
+        if stop is not None and stop.requested:
+            result.not_done = [s.text for s in steps[n:]]
+            log.warning("%s: not started (%s)", step.text, stop.signal_name)
+            break
         action = plan.changes[step.index]
+        if ahead is not None:
+            ahead.step(n + 1, step, action, ids[step.index])
         try:
             new_id = run_step(step, action, provider, ids[step.index])
         except Exception as err:  # noqa: BLE001 - whatever stopped it, the snapshot and audit must be written
@@ -370,12 +546,36 @@ def _run_steps(plan: Plan, provider, bindings: dict, result: ApplyResult, progre
             if action.source_id:
                 bindings[action.source_id] = new_id  # bound at once: a failure later never loses it
         result.done.append(step.text)
+        result.steps.append((step, action, ids[step.index]))
         log.info("%s: done", step.text)
         if on_step:
             on_step(step.text)
         progress.advance()
+        if n in points and (error := _verified(action, provider, ids[step.index], points[n], steps[n + 1 :], result)):
+            break
+        interrupts.test_hook(f"step:{n + 1}")
     progress.done()
     return error
+
+
+def _verified(action, provider, user_id: str, fields, rest: list, result: ApplyResult) -> Exception | None:
+    """At a user's checkpoint: read it back; a difference (or a failed read) stops the apply here."""
+    try:
+        verify_user(provider, action, user_id, fields)
+    except AdsyncError as err:
+        result.not_done = [s.text for s in rest]
+        log.error("verification failed: %s", err)
+        return err
+    return None
+
+
+# -- doctor -----------------------------------------------------------------------------------------------
+
+
+def doctor(config: Config) -> dict:
+    """The PBX's profile from a read-only first contact (see Provider.profile)."""
+    with make_provider(config.pbx, config.base_dir, config.licenses) as provider:
+        return provider.profile()
 
 
 # -- explain and sync -------------------------------------------------------------------------------------
@@ -407,7 +607,8 @@ def sync(
 ) -> SyncResult:
     """Plan from the source and the live PBX and, when `apply_changes`, save the plan under plans/ and apply
     it at once. The state lock is held for the whole run, so no apply can slip in between plan and apply."""
-    with Lock(config.state_dir, None, "sync", config.lock_timeout):
+    check_writable(config.state_dir)  # before the lock, and before anything is planned
+    with state_lock(config, None, "sync"):
         planned = make_plan(config, None, True, allow_mass_orphan, progress)
         result = SyncResult(planned)
         if planned.refused or not apply_changes:
@@ -421,7 +622,7 @@ def sync(
             return result
         stamp = planned.plan.created_at.replace("-", "").replace(":", "")
         result.plan_path = config.base_dir / "plans" / f"sync-{stamp}.plan.json"
-        save_plan(result.plan_path, planned.plan)
+        save_plan(result.plan_path, planned.plan, signing_key(config, needed=True))
         log.info("saved the plan to %s; applying it", result.plan_path)
         result.applied = apply(config, result.plan_path, progress, on_step, locked=True)
         return result

@@ -14,6 +14,8 @@ from adsync_plan.errors import ConfigError
 # the environment variables the generated configuration names for its secrets
 SECRET_OF_SOURCE = {"ldap": "ADSYNC_LDAP_PASSWORD", "azure": "ADSYNC_AZURE_CLIENT_SECRET", "ldif": None}
 SECRET_OF_PBX = {"starface": "ADSYNC_STARFACE_PASSWORD", "file": None}
+# plan.signing_key_env in the pipelines (optional): the jobs that sign or check plans get this secret
+SIGNING_KEY = "ADSYNC_PLAN_SIGNING_KEY"
 SCHEMA_COPY = ".adsync/config.schema.json"
 GITHUB_WORKFLOW = ".github/workflows/adsync-plan.yml"
 GITLAB_CI = ".gitlab-ci.yml"
@@ -60,7 +62,8 @@ def _pipeline(name: str, source: str, pbx: str) -> str:
         template(name)
         .replace("@@VERSION@@", __version__)
         .replace("@@SECRET_NAMES@@", ", ".join(all_secrets) or "none (ldif source and file PBX)")
-        .replace("@@PBX_ENV@@\n", _github_env(pbx_secrets))
+        .replace("@@PBX_ENV@@\n", _github_env([*pbx_secrets, SIGNING_KEY]))  # apply checks the signature
+        .replace("@@SYNC_ENV@@\n", _github_env([*all_secrets, SIGNING_KEY]))  # sync signs and checks its plan
         .replace("@@ALL_ENV@@\n", _github_env(all_secrets))
     )
 

@@ -42,7 +42,14 @@ def fast_validator(name: str):
 
 
 def dotted(path: Sequence) -> str:
-    return ".".join(str(p) for p in path) or "(top level)"
+    return ".".join(_key(p) for p in path) or "(top level)"
+
+
+def _key(part) -> str:
+    """A key as written, or quoted with escapes when it holds a newline or another unprintable character:
+    a message is one line, whatever a file's keys are."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
 
 
 def validate(data, name: str, filename: str, lines: Callable[[Sequence], int | None] | None = None) -> None:

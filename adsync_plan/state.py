@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import hashlib
 import json
+import logging
 import os
 import socket
+import stat
+import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +22,12 @@ import orjson
 
 from adsync_plan import schemas
 from adsync_plan.errors import InputError, LockError
-from adsync_plan.files import read_document, write_document, yaml_line_finder
+from adsync_plan.files import SNAPSHOT, parse_as, read_bytes, write_document, yaml_line_finder
 from adsync_plan.model import PbxNumber, PbxState, PhoneUser
 
 FORMAT_VERSION = 1
+REFRESH_HINT = "move it away and run `adsync-plan refresh` to read the PBX into a new snapshot"
+log = logging.getLogger(__name__)
 
 
 def now_utc() -> datetime:
@@ -69,7 +76,7 @@ def state_from_canonical(data: dict) -> PbxState:
 
 
 def load_snapshot(path: Path) -> Snapshot:
-    data, tree = read_document(path, "the state snapshot")
+    data, tree = parse_as(read_bytes(path, "the state snapshot"), path, "the state snapshot", SNAPSHOT, REFRESH_HINT)
     schemas.validate(data, "state", str(path), yaml_line_finder(tree))
     # the file holds the canonical content itself: its digest is the fingerprint of the state it describes
     digest = _digest({"users": data["users"], "numbers": data["numbers"]})
@@ -140,11 +147,17 @@ def describe_changes(old: PbxState, new: PbxState, limit: int = 20) -> list[str]
 # -- the lock -------------------------------------------------------------------------------------------
 
 
+LOCK_NAME = ".adsync.lock"
+BROKEN = "broken"  # the id force-unlock takes for a lock file that has none
+
+
 class Lock:
-    """states/.adsync.lock: created exclusively; holds who, host, pid, plan id and since when."""
+    """states/.adsync.lock: who, host, pid, plan id and since when. It appears complete or not at all (written
+    to a temporary file, then linked into place), a run removes only its own, and the lock of a run that
+    died on this host (its pid is gone) is taken over after saying so."""
 
     def __init__(self, state_dir: Path, plan_id: str | None, operation: str, timeout: float):
-        self.path = state_dir / ".adsync.lock"
+        self.path = state_dir / LOCK_NAME
         self.info = {
             "id": str(uuid.uuid4()),
             "who": _user(),
@@ -159,20 +172,95 @@ class Lock:
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if time.monotonic() >= deadline:
-                    raise LockError(_held_message(self.path)) from None
-                time.sleep(0.2)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.info, fh, indent=1)
-            return self
+        while not self._take():
+            if time.monotonic() >= deadline:
+                raise LockError(_held_message(self.path))
+            time.sleep(0.2)
+        return self
+
+    def _take(self) -> bool:
+        with _guarded(self.path.parent):
+            if _create(self.path, self.info):
+                return True
+            info, problem = inspect_lock(self.path)
+            if problem or not info or alive_here(info.get("host"), info.get("pid")):
+                return False
+            if info.get("host") != socket.gethostname():
+                return False  # another host's lock: only force-unlock may remove it
+            log.warning(
+                "%s: the run that held the lock (id %s, %s of plan %s, pid %s on this host) is gone; taking the "
+                "lock over",
+                self.path,
+                info.get("id"),
+                info.get("operation"),
+                info.get("plan_id") or "-",
+                info.get("pid"),
+            )
+            self.path.unlink()
+            return _create(self.path, self.info)
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        with _guarded(self.path.parent):
+            info, _ = inspect_lock(self.path)
+            if info and info.get("id") == self.info["id"]:
+                self.path.unlink()
+            else:
+                log.warning("%s: the lock is no longer this run's (force-unlock?); it is left as it is", self.path)
+
+
+@contextmanager
+def _guarded(folder: Path):
+    """An advisory lock on the state folder: taking over, releasing and force-unlocking the lock file never
+    interleave between processes."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _create(path: Path, info: dict) -> bool:
+    """Write the lock beside its place, then link it there: link fails when anything (even a dangling
+    symlink) is there already, and the lock never exists half-written."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh, indent=1)
+        os.chmod(tmp, 0o644)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: create exclusively, then write (not atomic)
+        return _create_exclusive(path, info)
+    finally:
+        os.unlink(tmp)
+
+
+def _create_exclusive(path: Path, info: dict) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        json.dump(info, fh, indent=1)
+    return True
+
+
+def alive_here(host, pid) -> bool:
+    """Whether `pid` is a running process on this host (a lock or journal of another host counts as alive)."""
+    if host != socket.gethostname():
+        return True
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _user() -> str:
@@ -182,15 +270,45 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def read_lock(path: Path) -> dict:
+def inspect_lock(path: Path) -> tuple[dict | None, str | None]:
+    """(the lock's content, None), or (None, what is wrong with the file), or (None, None) when there is none."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None, None
+    if stat.S_ISLNK(mode):
+        target = os.readlink(path)
+        dangling = "" if path.exists() else "dangling "
+        return None, f"is a {dangling}symbolic link (to {target}), not a lock file adsync-plan wrote"
+    if stat.S_ISDIR(mode):
+        return None, "is a folder, not a lock file"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        return None, f"cannot be read ({err.strerror})"
+    if not text.strip():
+        return None, "is empty (a run crashed while creating it)"
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return None, "is not JSON, so not a lock file adsync-plan wrote"
+    if not isinstance(info, dict) or not isinstance(info.get("id"), str):
+        return None, "has no lock id, so it is not a lock file adsync-plan wrote"
+    return info, None
+
+
+def read_lock(path: Path) -> dict:
+    return inspect_lock(path)[0] or {}
 
 
 def _held_message(path: Path) -> str:
-    info = read_lock(path)
+    info, problem = inspect_lock(path)
+    if problem:
+        return (
+            f"{path} {problem}, so no run can take the lock. If no adsync-plan run is going on, remove it with "
+            f"`adsync-plan force-unlock {BROKEN}`."
+        )
+    info = info or {}
     return (
         f"{path}: another run holds the lock (id {info.get('id', '?')}, {info.get('operation', '?')} "
         f"of plan {info.get('plan_id') or '-'} by {info.get('who', '?')} on {info.get('host', '?')}, "
@@ -199,40 +317,121 @@ def _held_message(path: Path) -> str:
     )
 
 
-def force_unlock(state_dir: Path, lock_id: str) -> dict:
-    path = state_dir / ".adsync.lock"
-    if not path.exists():
+def force_unlock(state_dir: Path, lock_id: str, force: bool = False) -> dict:
+    """Remove the lock with this id; a live holder on this host only with `force`. A broken lock file (empty,
+    not JSON, a folder, a symlink) has no id: it is removed when `lock_id` is "broken"."""
+    path = state_dir / LOCK_NAME
+    if not state_dir.is_dir():
         raise LockError(f"{path}: there is no lock to remove.")
-    info = read_lock(path)
-    if info.get("id") != lock_id:
-        raise LockError(f"{path}: the lock's id is {info.get('id', '?')}, not {lock_id}; nothing was removed.")
-    path.unlink()
-    return info
+    with _guarded(state_dir):
+        info, problem = inspect_lock(path)
+        if problem:
+            return _remove_broken(path, problem, lock_id)
+        if info is None:
+            raise LockError(f"{path}: there is no lock to remove.")
+        if info.get("id") != lock_id:
+            raise LockError(f"{path}: the lock's id is {info.get('id')}, not {lock_id}; nothing was removed.")
+        if info.get("host") == socket.gethostname() and alive_here(info.get("host"), info.get("pid")) and not force:
+            raise LockError(
+                f"{path}: the lock {lock_id} is held by pid {info.get('pid')} on this host ({info.get('operation')} "
+                f"by {info.get('who')} since {info.get('since')}), which is still running; nothing was removed. "
+                "Wait for it, or stop it; add --force only if that process is not adsync-plan."
+            )
+        path.unlink()
+        return info
+
+
+def _remove_broken(path: Path, problem: str, lock_id: str) -> dict:
+    if lock_id != BROKEN:
+        raise LockError(f"{path} {problem}; it has no id. Run `adsync-plan force-unlock {BROKEN}` to remove it.")
+    if path.is_dir() and not path.is_symlink():
+        try:
+            path.rmdir()
+        except OSError:
+            raise LockError(
+                f"{path} is a folder with files in it, not a lock file; nothing was removed. Look at what is in "
+                "it, then remove it by hand."
+            ) from None
+    else:
+        path.unlink()  # a symlink: the link itself, never what it points to
+    return {"id": BROKEN, "who": "?", "host": "?", "since": "?", "problem": problem}
 
 
 # -- the audit log --------------------------------------------------------------------------------------
 
+AUDIT_LOG = "audit.jsonl"
+
 
 def append_audit(state_dir: Path, record: dict) -> None:
     """One JSON line per apply, appended and fsynced: the file is append-only."""
-    state_dir.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"at": iso(now_utc()), "who": _user(), "host": socket.gethostname(), **record}) + "\n"
-    with open(state_dir / "audit.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    path = state_dir / AUDIT_LOG
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        raise InputError(
+            f"{path}: cannot append the audit record: {err.strerror}; check the file and its folder."
+        ) from None
+
+
+def check_writable(state_dir: Path) -> None:
+    """Before apply changes the PBX: the state folder takes the snapshot and the lock, and the audit log
+    takes a line. Found now, not after the last PBX write (it would leave changes without an audit record).
+    A real write is tried: permissions alone do not tell (root, read-only mounts)."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".adsync-probe.", dir=state_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(
+            f"{state_dir}: the state folder is not writable ({err.strerror}); apply writes the snapshot, the "
+            "lock and the audit log there. Make it writable; nothing was changed."
+        ) from None
+    audit = state_dir / AUDIT_LOG
+    if os.path.lexists(audit):
+        try:
+            with open(audit, "ab"):  # opened to append, nothing written: the file stays as it is
+                pass
+        except OSError as err:
+            raise InputError(
+                f"{audit}: the audit log cannot be appended to ({err.strerror}); make it a writable file. "
+                "Nothing was changed."
+            ) from None
 
 
 def applied_plan_ids(state_dir: Path) -> set[str]:
-    path = state_dir / "audit.jsonl"
+    """The ids of the plans applied already. Every line must be read: a line that cannot be is an error
+    with its number, since a plan in it could be applied twice."""
+    path = state_dir / AUDIT_LOG
     if not path.exists():
         return set()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the audit log: {err.strerror}.") from None
     ids = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
             continue
+        record = _audit_record(line)
+        if record is None:
+            raise InputError(
+                f"{path}:{number}: this line of the audit log is not a JSON object as apply writes it; "
+                "restore the file from git (apply needs every line to refuse a plan applied already)."
+            )
         if record.get("result") == "applied":
-            ids.add(record.get("plan_id"))
+            ids.add(str(record.get("plan_id")))
     return ids
+
+
+def _audit_record(line: bytes) -> dict | None:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

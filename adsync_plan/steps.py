@@ -1,7 +1,9 @@
 """A plan's actions as provider calls, in apply order (SPEC 8), each describing itself.
 
 Order: every removal of a number assignment (orphans, then updates), then creates and field updates, then
-new number assignments and primary numbers. So a number can move from an orphan to a new user in one apply.
+new number assignments, call-service changes and primary numbers. So a number can move from an orphan to a
+new user in one apply. A number that stays with its user but changes service (phone <-> fax) is changed in
+place (`Provider.change_service`), never released and assigned again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from adsync_plan.providers.base import Provider
 @dataclass(frozen=True)
 class Step:
     index: int  # the action's position in the plan
-    kind: str  # release | create | update | admin | assign | primary
+    kind: str  # release | create | update | admin | assign | service | primary
     args: tuple
     text: str  # a sentence for logs and reports
 
@@ -32,13 +34,18 @@ def plan_steps(actions: tuple[Action, ...]) -> list[Step]:
 
 
 def _released(action: Action) -> set[str]:
-    """Numbers to unassign: those the user loses, and those whose call service changes (phone <-> fax),
-    which are assigned again with the new one."""
+    """Numbers to unassign: those the user loses."""
+    if action.before is None:
+        return set()
+    return action.before.numbers() - action.after.numbers()
+
+
+def _service_changed(action: Action) -> set[str]:
+    """Numbers the user keeps whose call service changes (phone <-> fax)."""
     if action.before is None:
         return set()
     before, after = action.before, action.after
-    service_changed = (set(before.fax_numbers) ^ set(after.fax_numbers)) & before.numbers() & after.numbers()
-    return (before.numbers() - after.numbers()) | service_changed
+    return (set(before.fax_numbers) ^ set(after.fax_numbers)) & before.numbers() & after.numbers()
 
 
 def _change_steps(index: int, action: Action) -> list[Step]:
@@ -62,6 +69,9 @@ def _assign_steps(index: int, action: Action, released: set[str]) -> list[Step]:
     for number in sorted(after.numbers() - kept):
         service = SERVICE_FAX if number in after.fax_numbers else SERVICE_STANDARD
         steps.append(Step(index, "assign", (number, service), f"{action.address}: assign {number} ({service})"))
+    for number in sorted(_service_changed(action)):
+        service = SERVICE_FAX if number in after.fax_numbers else SERVICE_STANDARD
+        steps.append(Step(index, "service", (number, service), f"{action.address}: make {number} {service}"))
     before_primary = action.before.primary_internal_number if action.before else None
     if after.primary_internal_number != before_primary or before_primary in released:
         number = after.primary_internal_number
@@ -81,6 +91,8 @@ def run_step(step: Step, action: Action, provider: Provider, user_id: str | None
         provider.release_number(user_id, step.args[0])
     elif step.kind == "assign":
         provider.assign_number(user_id, *step.args)
+    elif step.kind == "service":
+        provider.change_service(user_id, *step.args)
     elif step.kind == "primary":
         provider.set_primary_internal_number(user_id, step.args[0])
     return None

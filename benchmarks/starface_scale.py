@@ -1,12 +1,14 @@
 """Requests and time of the STARFACE provider against the local test server (tests/servers/starface.py).
 
-    python benchmarks/starface_scale.py [--sizes 1000,10000] [--actions 200]
+    python benchmarks/starface_scale.py [--sizes 1000,10000] [--actions 200] [--version 6|10] [--no-verify]
 
 Refresh: requests and seconds to read a PBX of N users (each with an internal and an external number).
-Apply: requests per action kind, as the core's apply calls the provider (SPEC 8):
+Apply: requests per action kind, the steps run as the core's apply runs them (SPEC 8), and with verification
+on (the default) each user read back at its checkpoints as apply does:
   create  = create_user + assign internal + assign external + set primary internal number
   update  = update_user (names / e-mail) + one number added + one removed
   orphan  = update_user (last name "-...") + release of every number but the primary internal one
+--version 10 runs against the test server's STARFACE 10 mode (OAuth); --no-verify leaves the reads out.
 Run from the repository root (it imports tests.servers.starface).
 """
 
@@ -22,14 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adsync_plan.model import PhoneUser  # noqa: E402
-from tests.servers.starface import PASSWORD_ENV, StarfaceServer, provider_for, seed_scale  # noqa: E402
+from adsync_plan.model import Action, PhoneUser  # noqa: E402
+from adsync_plan.steps import plan_steps, run_step  # noqa: E402
+from adsync_plan.verify import checkpoints, verify_user  # noqa: E402
+from tests.servers.starface import CLIENT_SECRET_ENV, PASSWORD_ENV, StarfaceServer, provider_for, seed_scale  # noqa: E402
 
 
-def measure_refresh(size: int, base: Path, repeat: int = 3) -> tuple[int, float]:
-    with StarfaceServer() as srv:
+def measure_refresh(size: int, base: Path, version: str, repeat: int = 3) -> tuple[int, float]:
+    with StarfaceServer(version=version) as srv:
         seed_scale(srv, size)
-        os.environ[PASSWORD_ENV] = srv.password
+        os.environ[PASSWORD_ENV], os.environ[CLIENT_SECRET_ENV] = srv.password, srv.client_secret
         times, requests = [], set()
         for _ in range(repeat):
             srv.reset_counts()
@@ -43,50 +47,75 @@ def measure_refresh(size: int, base: Path, repeat: int = 3) -> tuple[int, float]
         return requests.pop(), statistics.median(times)
 
 
-def measure_apply(size: int, actions: int, base: Path) -> dict[str, tuple[float, float]]:
-    """kind -> (requests per action, milliseconds per action)."""
-    with StarfaceServer() as srv:
+def measure_apply(
+    size: int, actions: int, base: Path, version: str, verify: bool = True
+) -> dict[str, tuple[float, float]]:
+    """kind -> (requests per action, milliseconds per action), the steps run as apply runs them (steps.py,
+    SPEC 8 order) and, with `verify`, each user read back at its checkpoints as apply does (verify.py)."""
+    with StarfaceServer(version=version) as srv:
         seed_scale(srv, size)
-        spare = [(srv.add_internal(str(9_000_000 + i)), str(9_000_000 + i)) for i in range(actions * 2)]
-        spare_ext = [srv.add_external(f"28{i:05d}") for i in range(actions)]
-        os.environ[PASSWORD_ENV] = srv.password
+        spare = [str(9_000_000 + i) for i in range(actions * 2)]
+        for number in spare:
+            srv.add_internal(number)
+        for i in range(actions):
+            srv.add_external(f"28{i:05d}")
+        os.environ[PASSWORD_ENV], os.environ[CLIENT_SECRET_ENV] = srv.password, srv.client_secret
         with provider_for(srv, base) as prov:
             state = prov.read()
             ids = sorted(state.users, key=int)
             results = {}
 
-            def timed(kind, fn):
+            def timed(kind: str, planned: list[Action]) -> None:
+                steps = plan_steps(tuple(planned))
+                points = checkpoints(steps) if verify else {}
+                user_ids = {i: a.pbx_user_id for i, a in enumerate(planned)}
                 srv.reset_counts()
                 started = time.perf_counter()
-                for i in range(actions):
-                    fn(i)
+                for n, step in enumerate(steps):
+                    new_id = run_step(step, planned[step.index], prov, user_ids[step.index])
+                    user_ids[step.index] = new_id or user_ids[step.index]
+                    if n in points:
+                        verify_user(prov, planned[step.index], user_ids[step.index], points[n])
                 elapsed = time.perf_counter() - started
                 results[kind] = (srv.total_requests / actions, 1000 * elapsed / actions)
 
-            def create(i):
-                internal = spare[i][1]
-                uid = prov.create_user(PhoneUser(internal, f"New{i}", "User", f"new{i}@example.com"))
-                prov.assign_number(uid, internal, "standard")
-                prov.assign_number(uid, f"+49702228{i:05d}", "standard")
-                prov.set_primary_internal_number(uid, internal)
-
-            def update(i):
-                uid = ids[i]
-                prov.update_user(uid, {"last_name": f"Renamed{i}", "email": f"renamed{i}@example.com"})
-                prov.assign_number(uid, spare[actions + i][1], "standard")
-                prov.release_number(uid, state.users[uid].external_numbers[0])
-
-            def orphan(i):
-                uid = ids[actions + i]
-                user = state.users[uid]
-                prov.update_user(uid, {"last_name": "-" + user.last_name})
-                for number in sorted(user.numbers() - {user.primary_internal_number}):
-                    prov.release_number(uid, number)
-
-            assert spare_ext
-            timed("create", create)
-            timed("update", update)
-            timed("orphan", orphan)
+            creates = [
+                Action(
+                    f"user.new{i}",
+                    "create",
+                    None,
+                    None,
+                    PhoneUser(
+                        spare[i],
+                        f"New{i}",
+                        "User",
+                        f"new{i}@example.com",
+                        primary_internal_number=spare[i],
+                        internal_numbers=(spare[i],),
+                        external_numbers=(f"+49702228{i:05d}",),
+                    ),
+                )
+                for i in range(actions)
+            ]
+            updates = []
+            for i, uid in enumerate(ids[:actions]):
+                before = state.users[uid]
+                after = before.changed(
+                    last_name=f"Renamed{i}",
+                    email=f"renamed{i}@example.com",
+                    internal_numbers=tuple(sorted((*before.internal_numbers, spare[actions + i]))),
+                    external_numbers=(),
+                )
+                updates.append(Action(f"user.u{i}", "update", uid, before, after))
+            orphans = []
+            for uid in ids[actions : 2 * actions]:
+                before = state.users[uid]
+                keep = (before.primary_internal_number,)
+                after = before.changed(last_name="-" + before.last_name, internal_numbers=keep, external_numbers=())
+                orphans.append(Action(f"pbx_user.{before.login_id}", "orphan", uid, before, after))
+            timed("create", creates)
+            timed("update", updates)
+            timed("orphan", orphans)
         srv.check_consistency()
         return results
 
@@ -95,19 +124,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--actions", type=int, default=200)
+    parser.add_argument("--version", default="6", choices=["6", "10"], help="10: the 10.x mode (OAuth)")
+    parser.add_argument("--no-verify", action="store_true", help="apply without reading users back")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        print("refresh (median of 3, login included in the requests)")
+        print(f"refresh (median of 3, sign-in included in the requests; STARFACE {args.version} mode)")
         print(f"{'users':>8} {'requests':>9} {'seconds':>8}")
         for size in sizes:
-            requests, seconds = measure_refresh(size, base)
+            requests, seconds = measure_refresh(size, base, args.version)
             print(f"{size:>8} {requests:>9} {seconds:>8.3f}")
         size = sizes[-1]
-        print(f"\napply on a PBX of {size} users ({args.actions} actions of each kind)")
+        verify = "off" if args.no_verify else "on"
+        print(f"\napply on a PBX of {size} users ({args.actions} actions of each kind), verification {verify}")
         print(f"{'action':>8} {'requests/action':>16} {'ms/action':>10}")
-        for kind, (per_action, ms) in measure_apply(size, args.actions, base).items():
+        for kind, (per_action, ms) in measure_apply(size, args.actions, base, args.version, not args.no_verify).items():
             print(f"{kind:>8} {per_action:>16.2f} {ms:>10.2f}")
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.plans import edit_plan
+
 
 def tree_digest(folder: Path) -> dict[str, str]:
     return {
@@ -203,9 +205,7 @@ def test_init_into_a_path_under_a_file_is_one_sentence(cli, demo):
 )
 def test_a_hand_edited_expiry_is_one_sentence(cli, demo, expires, words):
     assert cli("plan", "-c", demo / "adsync.yaml", "-o", demo / "p.plan.json")[0] == 0
-    plan = json.loads((demo / "p.plan.json").read_text())
-    plan["expires_at"] = expires
-    (demo / "p.plan.json").write_text(json.dumps(plan))
+    edit_plan(demo / "p.plan.json", lambda plan: plan.update(expires_at=expires), reseal=True)
     code, _, err = cli("apply", "-c", demo / "adsync.yaml", demo / "p.plan.json")
     assert code == 1 and words in err and "bug" not in err
 

@@ -360,7 +360,8 @@ def test_sync_refused_by_the_safety_valve_applies_nothing(demo, capsys):
 def test_sync_and_apply_refuse_a_held_lock_until_force_unlock(demo, capsys):
     set_in_config(demo / "adsync.yaml", "state", "lock_timeout", "1s")
     crashed = Lock(demo / "states", "p-123", "apply", 0)
-    crashed.__enter__()  # a run that crashed: its lock stays
+    crashed.__enter__()  # a run that crashed on another machine: its lock stays until force-unlock
+    crashed.path.write_text(json.dumps({**crashed.info, "host": "build-agent-2"}))
     lock_id = crashed.info["id"]
     pbx = (demo / "pbx.yaml").read_bytes()
     code, out, err = adsync(capsys, "sync", "--yes")

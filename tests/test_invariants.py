@@ -14,6 +14,7 @@ from adsync_plan import diff
 from adsync_plan.config import Block, Config, Numbering, Safety, Scope
 from adsync_plan.model import Directory, DirectoryUser, PbxState
 from adsync_plan.providers.file import FileProvider
+from adsync_plan.rules import invariants
 from adsync_plan.rules.directory import render_users
 from adsync_plan.rules.pbx import reconcile
 from adsync_plan.steps import plan_steps, run_step
@@ -182,6 +183,7 @@ def test_plans_are_safe_executable_and_converge(data):
     protected = protected_ids(state, config, bindings, directory)
     assert {a.action for a in actions} <= {"create", "update", "orphan"}
     assert not {a.pbx_user_id for a in actions} & protected, "a protected user was touched"
+    assert invariants.violations(actions, state, bindings, config, allow_mass_orphan=True) == []
 
     pbx = MemoryPbx(state, config.licenses)
     new_bindings = {**bindings, **diff.bindings(decisions)}
@@ -194,3 +196,290 @@ def test_plans_are_safe_executable_and_converge(data):
 
     _, _, again = plan(directory, after, new_bindings, config)
     assert again == [], f"a second plan still has changes: {again}"
+
+
+# -- apply checks the saved plan's actions (issue 10, "Apply re-checks almost nothing") -------------------
+#
+# Each plan below is edited through the Python API and saved with save_plan, so that the file is consistent in
+# itself (digest and all): what refuses it is the check of its actions against the live PBX and the
+# configuration apply runs with.
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+from adsync_plan.config import load_config  # noqa: E402
+from adsync_plan.model import Action  # noqa: E402
+from adsync_plan.pipeline import make_plan  # noqa: E402
+from adsync_plan.planfile import save_plan  # noqa: E402
+from tests.test_bad_input import replace_in, tree_digest  # noqa: E402
+
+ADMIN_ID, DOOR_ID = "1", "2"  # the demo PBX's administrator (login 0001) and door phone (login 90)
+
+
+def demo_plan(demo: Path):
+    config = load_config(demo / "adsync.yaml")
+    result = make_plan(config, None, True)
+    assert not result.refused
+    return config, result
+
+
+def save_edited(demo: Path, plan, changes, **fields) -> Path:
+    path = demo / "plans" / "edited.plan.json"
+    path.parent.mkdir(exist_ok=True)
+    save_plan(path, dataclasses.replace(plan, changes=tuple(changes), **fields))
+    return path
+
+
+def apply_is_refused(cli, demo: Path, plan_path: Path, *words: str) -> str:
+    before = tree_digest(demo)
+    code, out, err = cli("apply", plan_path, "-c", demo / "adsync.yaml")
+    assert code == 1, (out, err)
+    assert "Traceback" not in out + err and len([line for line in err.splitlines() if "Error" in line]) == 1, err
+    for word in words:
+        assert word in err, err
+    assert tree_digest(demo) == before, "apply changed something"
+    return err
+
+
+def change(result, address: str) -> Action:
+    return next(a for a in result.plan.changes if a.address == address)
+
+
+def test_an_update_that_renames_the_administrator_and_revokes_its_rights_is_refused(cli, demo):
+    replace_in(demo / "adsync.yaml", 'logins: ["0001", "90"]', 'logins: ["90"]')  # protected as an admin only
+    _, result = demo_plan(demo)
+    admin = result.snapshot.state.users[ADMIN_ID]
+    evil = Action("user.admin", "update", ADMIN_ID, admin, admin.changed(first_name="Evil", role="user"))
+    path = save_edited(demo, result.plan, [evil, *result.plan.changes])
+    apply_is_refused(cli, demo, path, str(path), "PBX user 1 (login 0001) is an administrator", "Nothing was changed")
+
+
+def test_an_update_re_pointed_at_the_administrator_is_refused(cli, demo):
+    replace_in(demo / "adsync.yaml", 'logins: ["0001", "90"]', 'logins: ["90"]')  # protected as an admin only
+    _, result = demo_plan(demo)
+    admin = result.snapshot.state.users[ADMIN_ID]
+    update = change(result, "user.aschroeder")
+    repointed = dataclasses.replace(update, pbx_user_id=ADMIN_ID, before=admin)
+    changes = [repointed if a is update else a for a in result.plan.changes]
+    apply_is_refused(cli, demo, save_edited(demo, result.plan, changes), "is an administrator")
+    # and re-pointed without its 'before': the PBX user is not what the action says it changes
+    changes = [dataclasses.replace(update, pbx_user_id=ADMIN_ID) if a is update else a for a in result.plan.changes]
+    apply_is_refused(cli, demo, save_edited(demo, result.plan, changes), "is not PBX user 1 as it is")
+
+
+def test_an_orphan_of_the_protected_door_phone_is_refused(cli, demo):
+    _, result = demo_plan(demo)
+    door = result.snapshot.state.users[DOOR_ID]
+    orphan = Action("pbx_user.90", "orphan", DOOR_ID, door, diff.orphaned(door))
+    path = save_edited(demo, result.plan, [orphan, *result.plan.changes])
+    apply_is_refused(cli, demo, path, "(login 90) is protected by protect.logins")
+
+
+def test_a_create_with_an_emergency_login_id_is_refused(cli, demo):
+    _, result = demo_plan(demo)
+    create = change(result, "user.abrandt")
+    evil = dataclasses.replace(create, after=create.after.changed(login_id="112"))
+    changes = [evil if a is create else a for a in result.plan.changes]
+    apply_is_refused(cli, demo, save_edited(demo, result.plan, changes), "112 is an emergency or reserved")
+
+
+def test_a_create_granting_the_admin_role_without_an_admin_group_is_refused(cli, demo):
+    replace_in(demo / "adsync.yaml", '["CN=PBX-Admins,OU=Groups,DC=example,DC=com"]', "[]")
+    _, result = demo_plan(demo)
+    create = next(a for a in result.plan.changes if a.action == "create")
+    evil = dataclasses.replace(create, after=create.after.changed(role="admin"))
+    changes = [evil if a is create else a for a in result.plan.changes]
+    apply_is_refused(cli, demo, save_edited(demo, result.plan, changes), "grants the admin role")
+
+
+def test_a_delete_or_unknown_action_is_refused(cli, demo):
+    _, result = demo_plan(demo)
+    orphan = change(result, "pbx_user.67")
+    changes = [dataclasses.replace(orphan, action="delete") if a is orphan else a for a in result.plan.changes]
+    apply_is_refused(cli, demo, save_edited(demo, result.plan, changes), "'delete'")  # the plan schema says it first
+    found = invariants.violations(changes, result.snapshot.state, {}, load_config(demo / "adsync.yaml"))
+    assert "pbx_user.67: the action 'delete' does not exist (no user is ever deleted)" in found
+
+
+def test_a_number_given_to_two_users_is_refused(cli, demo):
+    _, result = demo_plan(demo)
+    one, two = [a for a in result.plan.changes if a.action == "create"][:2]
+    stolen = dataclasses.replace(two, after=two.after.changed(external_numbers=one.after.external_numbers))
+    changes = [stolen if a is two else a for a in result.plan.changes]
+    apply_is_refused(cli, demo, save_edited(demo, result.plan, changes), "would have 2 owners")
+
+
+def orphan_everyone(result) -> list[Action]:
+    """The plan's changes, with its updates turned into orphans: three orphans of three managed users."""
+    state = result.snapshot.state
+    orphans = [
+        Action(f"pbx_user.{state.users[i].login_id}", "orphan", i, state.users[i], diff.orphaned(state.users[i]))
+        for i in ("3", "4", "5")
+    ]
+    return orphans + [a for a in result.plan.changes if a.action == "create"]
+
+
+def test_many_orphans_without_the_override_are_refused_and_with_it_applied(cli, demo):
+    replace_in(demo / "adsync.yaml", "max_orphans: 5", "max_orphans: 2")
+    _, result = demo_plan(demo)
+    path = save_edited(demo, result.plan, orphan_everyone(result))
+    apply_is_refused(cli, demo, path, "orphans 3 of 3 managed PBX users", "--allow-mass-orphan")
+    path = save_edited(demo, result.plan, orphan_everyone(result), overrides=("allow-mass-orphan",))
+    code, _, err = cli("apply", path, "-c", demo / "adsync.yaml")
+    assert code == 0, err
+    pbx = json.loads((demo / "pbx.yaml").read_text(encoding="utf-8"))
+    assert sum(u["last_name"].startswith("-") for u in pbx["users"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [
+        ('logins: ["0001", "90"]', 'logins: ["0001", "90", "21"]', "(login 21) is protected by protect.logins"),
+        ("licenses: 40", "licenses: 20", "licences (pbx.licenses) are free"),
+        ("max_orphans: 5", "max_orphans: 0", "more than safety.max_orphans allows (0)"),
+    ],
+    ids=["protect", "licences", "max_orphans"],
+)
+def test_a_configuration_tightened_after_planning_holds_at_apply(cli, demo, old, new, words):
+    """Without any tampering: the configuration apply runs with is the one the plan's actions must keep."""
+    _, result = demo_plan(demo)
+    path = save_edited(demo, result.plan, result.plan.changes)
+    replace_in(demo / "adsync.yaml", old, new)
+    apply_is_refused(cli, demo, path)  # whichever check says it first: nothing is changed
+    tightened = load_config(demo / "adsync.yaml")
+    found = invariants.violations(result.plan.changes, result.snapshot.state, {}, tightened)
+    assert any(words in v for v in found), found
+
+
+def test_a_bound_administrator_kept_an_administrator_may_be_updated():
+    """R10's exception, as the rules make it: an administrator this tool bound as one is managed."""
+    from adsync_plan.model import PbxNumber, PhoneUser
+
+    admin = PhoneUser("30", "Ada", "Admin", "ada@example.com", "admin", "30", ("30",))
+    state = PbxState({"7": admin}, frozenset({"7"}), {"30": PbxNumber("internal", "7", "standard")})
+    config = Config(
+        path=Path("adsync.yaml"),
+        base_dir=Path("."),
+        sha256="0",
+        source={"type": "ldif"},
+        scope=Scope((ADMINS,), (USERS,)),
+        numbering=Numbering(),
+        pbx={"type": "file"},
+    )
+    renamed = Action("user.ada", "update", "7", admin, admin.changed(last_name="Lovelace"), ("last_name",), "sid")
+    assert invariants.violations([renamed], state, {"sid": "7"}, config) == []
+    assert invariants.violations([renamed], state, {}, config)  # not bound: protected
+    demoted = dataclasses.replace(renamed, after=admin.changed(role="user"))
+    assert invariants.violations([demoted], state, {"sid": "7"}, config)  # bound, but no longer an admin
+
+
+def test_plan_refuses_its_own_plan_when_a_bug_breaks_an_invariant(cli, demo, monkeypatch):
+    """An invariant broken by plan's own diff is a bug of ours: no plan, one sentence, nothing written."""
+    real = diff.actions
+
+    def buggy(decisions, state, map_fields=map):
+        actions, unchanged = real(decisions, state, map_fields)
+        return [dataclasses.replace(a, after=a.after.changed(login_id="110")) for a in actions], unchanged
+
+    monkeypatch.setattr(diff, "actions", buggy)
+    out = demo / "plans" / "bug.plan.json"
+    code, _, err = cli("plan", "-c", demo / "adsync.yaml", "-o", out)
+    assert code == 1
+    assert "110 is an emergency or reserved service number" in err and "this is a bug of adsync-plan" in err
+    assert not out.exists()
+
+
+def _small_world():
+    """Two PBX users and a free number block: the smallest state every invariant can be shown on."""
+    from adsync_plan.model import PbxNumber, PhoneUser
+
+    anna = PhoneUser("20", "Anna", "A", "anna@example.com", "user", "20", ("20",), (PREFIX + "20",))
+    ben = PhoneUser("21", "Ben", "B", "ben@example.com", "user", "21", ("21",))
+    numbers = {
+        "20": PbxNumber("internal", "1", "standard"),
+        PREFIX + "20": PbxNumber("external", "1", "standard"),
+        "21": PbxNumber("internal", "2", "standard"),
+        "22": PbxNumber("internal"),
+        "23": PbxNumber("internal"),
+    }
+    state = PbxState({"1": anna, "2": ben}, frozenset(), numbers)
+    config = Config(
+        path=Path("adsync.yaml"),
+        base_dir=Path("."),
+        sha256="0",
+        source={"type": "ldif"},
+        scope=Scope((ADMINS,), (USERS,)),
+        numbering=Numbering(trunk_prefix="0", blocks=(Block(PREFIX, ""),)),
+        pbx={"type": "file"},
+        safety=Safety(5, 0.5),
+    )
+    return anna, ben, state, config
+
+
+def _new(login="22", **fields):
+    from adsync_plan.model import PhoneUser
+
+    shape = PhoneUser(login, "Cleo", "C", "cleo@example.com", "user", login, (login,)).changed(**fields)
+    return Action("user.cleo", "create", None, None, shape, (), "sid-cleo")
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda a, b: [Action("pbx_user.20", "orphan", "1", a, a.changed(first_name="X", last_name="-A"))], "keeps"),
+        (lambda a, b: [Action("pbx_user.20", "orphan", "1", a, a.changed(last_name="-A"))], "only gets '-'"),
+        (lambda a, b: [_new(login="21", primary_internal_number="22", internal_numbers=("22",))], "login ID 21"),
+        (
+            lambda a, b: [_new(), Action("user.dora", "create", None, None, _new().after, (), "sid-dora")],
+            "login ID 22 would be given to 2 users",
+        ),
+        (lambda a, b: [_new(external_numbers=(PREFIX + "20",))], "belongs to 1, which the plan does not release"),
+        (lambda a, b: [_new(internal_numbers=("22", "99"))], "number 99 does not exist"),
+        (lambda a, b: [_new(primary_internal_number="23")], "primary internal number 23 is not one of its own"),
+        (lambda a, b: [Action("user.ben", "update", "2", b, b.changed(login_id="20"))], "login ID 20 is used by"),
+        (lambda a, b: [Action("user.x", "update", "9", b, b)], "the PBX has no user 9"),
+        (
+            lambda a, b: [_new(), Action("user.y", "update", "2", b, b.changed(last_name="Y"), (), "sid-cleo")],
+            "source id sid-cleo is given to 2 PBX users",
+        ),
+    ],
+    ids=[
+        "orphan-renames",
+        "orphan-keeps-numbers",
+        "login-taken",
+        "login-twice",
+        "number-taken",
+        "no-number",
+        "primary",
+        "update-login-taken",
+        "no-target",
+        "one-source-two-users",
+    ],
+)
+def test_each_invariant_names_the_action_that_breaks_it(make, words):
+    anna, ben, state, config = _small_world()
+    found = invariants.violations(make(anna, ben), state, {}, config)
+    assert any(words in v for v in found), found
+
+
+def test_a_number_moves_from_an_orphan_and_a_login_from_an_update_in_one_plan():
+    """What the rules allow in one apply, the invariants allow too: release first, then take."""
+    anna, ben, state, config = _small_world()
+    orphan = Action("pbx_user.20", "orphan", "1", anna, diff.orphaned(anna))
+    moved = Action("user.ben", "update", "2", ben, ben.changed(login_id="23", internal_numbers=("21", "23")))
+    taker = _new(login="21", primary_internal_number="22", internal_numbers=("22",), external_numbers=(PREFIX + "20",))
+    assert invariants.violations([orphan, moved, taker], state, {}, config) == []
+
+
+def test_ownership_bound_orphans_only_bound_users_and_licences_count_live_users():
+    anna, ben, state, config = _small_world()
+    bound = dataclasses.replace(config, ownership="bound")
+    orphan = Action("pbx_user.20", "orphan", "1", anna, diff.orphaned(anna))
+    assert any("not managed" in v for v in invariants.violations([orphan], state, {}, bound))
+    assert invariants.violations([orphan], state, {"sid-anna": "1"}, bound) == []
+    assert any(
+        "licences" in v for v in invariants.violations([_new()], state, {}, dataclasses.replace(config, licenses=2))
+    )
+    assert invariants.violations([_new()], state, {}, dataclasses.replace(config, licenses=3)) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from adsync_plan.config import load_config
 from adsync_plan.errors import PbxError
 from adsync_plan.providers.file import FileProvider
 from adsync_plan.state import Lock, read_lock
+from tests.plans import edit_plan
 
 
 def test_render_twice_gives_identical_bytes(cli, demo):
@@ -78,9 +80,7 @@ def test_stale_plan_is_refused_and_says_what_changed(cli, demo):
 def test_expired_plan_is_refused(cli, demo):
     cfg = demo / "adsync.yaml"
     cli("plan", "-c", cfg, "-o", demo / "p.plan.json")
-    plan = json.loads((demo / "p.plan.json").read_text())
-    plan["expires_at"] = "2020-01-01T00:00:00Z"
-    (demo / "p.plan.json").write_text(json.dumps(plan))
+    edit_plan(demo / "p.plan.json", lambda plan: plan.update(expires_at="2020-01-01T00:00:00Z"), reseal=True)
     code, _, err = cli("apply", "-c", cfg, demo / "p.plan.json")
     assert code == 1 and "expired at 2020-01-01T00:00:00Z" in err
 
@@ -141,13 +141,29 @@ def test_lock_released_by_the_holder_lets_the_waiter_through(cli, demo, monkeypa
     assert (demo / "pbx.yaml").read_bytes() != pbx
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended (and was reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def test_force_unlock_removes_a_crashed_runs_lock(cli, demo):
     cfg = demo / "adsync.yaml"
     lock = Lock(demo / "states", "crashed", "apply", timeout=0).__enter__()
     code, _, err = cli("force-unlock", "-c", cfg, "not-the-id")
     assert code == 1 and lock.path.exists()
+    code, _, err = cli("force-unlock", "-c", cfg, lock.info["id"])  # its holder (this process) is alive
+    assert code == 1 and "still running" in err and "--force" in err and lock.path.exists()
+    lock.path.write_text(json.dumps({**lock.info, "pid": dead_pid()}))  # the holder crashed
     code, out, _ = cli("force-unlock", "-c", cfg, lock.info["id"])
     assert code == 0 and not lock.path.exists()
+
+
+def test_force_unlock_with_force_removes_a_live_holders_lock(cli, demo):
+    lock = Lock(demo / "states", "alive", "apply", timeout=0).__enter__()
+    code, out, err = cli("force-unlock", "-c", demo / "adsync.yaml", lock.info["id"], "--force")
+    assert code == 0 and not lock.path.exists(), err
 
 
 class FailingFileProvider(FileProvider):

@@ -150,3 +150,55 @@ def test_update_by_email_match_shows_only_changed_fields(cli, tmp_path):
 
 def test_ownership_bound_leaves_unbound_users_alone(cli, tmp_path):
     assert set(changes(plan_of(cli, tmp_path, "ownership_bound"))) == {"user.newuser"}
+
+
+# -- R13 on the first contact and for an empty source (issue 10, item 2) ----------------------------------
+
+
+def _refused(cli, demo, *extra):
+    return cli("plan", "-c", demo / "adsync.yaml", *extra)
+
+
+def test_a_source_with_nobody_in_scope_refuses_the_plan_unless_overridden(cli, demo):
+    """max_orphans: 5 allows orphaning the demo's 3 managed users; an empty export must not."""
+    (demo / "directory.ldif").write_text("version: 1\n", encoding="utf-8")
+    code, out, err = _refused(cli, demo)
+    assert code == 1
+    assert "the source put no user in scope, while the PBX has 3 managed users" in err
+    assert "--allow-mass-orphan" in err and "Traceback" not in err
+    code, out, err = _refused(cli, demo, "--allow-mass-orphan", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["overrides"] == ["allow-mass-orphan"]
+    assert sum(c["action"] == "orphan" for c in plan["changes"]) == 3
+
+
+def test_misspelled_scope_groups_put_nobody_in_scope_and_are_refused(cli, demo):
+    text = (demo / "adsync.yaml").read_text(encoding="utf-8").replace("CN=PBX-", "CN=PBX_")
+    (demo / "adsync.yaml").write_text(text, encoding="utf-8")
+    code, _, err = _refused(cli, demo)
+    assert code == 1 and "no user in scope" in err
+
+
+def test_an_empty_desired_file_is_refused_as_an_empty_source(cli, demo):
+    assert cli("render", "-c", demo / "adsync.yaml")[0] == 0
+    path = demo / "states" / "desired.yaml"
+    desired = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**desired, "users": {}, "held": []}), encoding="utf-8")
+    code, _, err = _refused(cli, demo, "--desired", path)
+    assert code == 1 and "no user in scope" in err
+
+
+def test_the_orphan_limit_holds_on_the_first_contact(cli, demo):
+    """No bindings yet (no snapshot at all): orphaning more than safety.max_orphans is refused."""
+    text = (demo / "adsync.yaml").read_text(encoding="utf-8").replace("max_orphans: 5", "max_orphans: 1")
+    (demo / "adsync.yaml").write_text(text, encoding="utf-8")
+    ldif = (demo / "directory.ldif").read_text(encoding="utf-8")
+    entries = ldif.split("\n\n")
+    (demo / "directory.ldif").write_text(
+        "\n\n".join(e for e in entries if "anna.schroeder@example.com" not in e), encoding="utf-8"
+    )
+    assert not (demo / "states" / "pbx.yaml").exists()
+    code, _, err = _refused(cli, demo)
+    assert code == 1
+    assert "would orphan 2 of 3 managed PBX users, more than safety.max_orphans allows (1)" in err

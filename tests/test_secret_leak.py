@@ -29,6 +29,7 @@ SECRETS = {
     "ADSYNC_LDAP_PASSWORD": f"ldap-{uuid.uuid4().hex}",
     "ADSYNC_AZURE_CLIENT_SECRET": f"azure-{uuid.uuid4().hex}",
     "ADSYNC_STARFACE_PASSWORD": f"starface-{uuid.uuid4().hex}",
+    "ADSYNC_STARFACE_CLIENT_SECRET": f"client-{uuid.uuid4().hex}",
 }
 
 
@@ -62,14 +63,16 @@ def run(folder: Path, *args: str, secrets: dict[str, str] = SECRETS) -> subproce
     )
 
 
-def assert_no_secret(folder: Path, results: list[subprocess.CompletedProcess], secrets=SECRETS) -> None:
+def assert_no_secret(
+    folder: Path, results: list[subprocess.CompletedProcess], tokens: tuple[str, ...] = (), secrets=SECRETS
+) -> None:
     texts = {f"{' '.join(command_of(r))} (stdout)": r.stdout for r in results}
     texts |= {f"{' '.join(command_of(r))} (stderr)": r.stderr for r in results}
     for path in folder.rglob("*"):
         if path.is_file():
             texts[str(path)] = path.read_bytes().decode("utf-8", "replace")
     for where, text in texts.items():
-        for marker in markers(secrets):
+        for marker in markers(secrets) + list(tokens):
             assert marker not in text, f"a secret appears in {where}"
 
 
@@ -169,11 +172,13 @@ def test_error_paths_of_the_network_components_at_trace_level(tmp_path, source, 
     assert_no_secret(folder, results)
 
 
-def test_every_command_against_a_live_starface_at_trace_level(tmp_path):
+@pytest.mark.parametrize("version", ["6", "10"])
+def test_every_command_against_a_live_starface_at_trace_level(tmp_path, version):
     """With the STARFACE test server (tests/servers/starface.py) the password is really used: login
-    handshake, reads, creates."""
+    handshake (nonce, or on 10.x OAuth with the client secret), reads, creates; no token it issued shows."""
     folder = copy_demo(tmp_path)
-    with StarfaceServer(password=SECRETS["ADSYNC_STARFACE_PASSWORD"]) as pbx:
+    client = SECRETS["ADSYNC_STARFACE_CLIENT_SECRET"]
+    with StarfaceServer(password=SECRETS["ADSYNC_STARFACE_PASSWORD"], version=version, client_secret=client) as pbx:
         pbx.add_user("0001", "Admin", "STARFACE", "admin@example.com")
         pbx.grant(pbx.user_ids_by_login("0001")[0])
         for n in range(20, 60):
@@ -183,7 +188,8 @@ def test_every_command_against_a_live_starface_at_trace_level(tmp_path):
         config = config.replace(
             "pbx:\n  type: file\n  path: pbx.yaml\n",
             f'pbx:\n  type: starface\n  url: {pbx.url}\n  login_id: "0001"\n'
-            "  password_env: ADSYNC_STARFACE_PASSWORD\n  timeout: 5\n",
+            "  password_env: ADSYNC_STARFACE_PASSWORD\n  timeout: 5\n"
+            + ("  client_secret_env: ADSYNC_STARFACE_CLIENT_SECRET\n" if version == "10" else ""),
         )
         (folder / "adsync.yaml").write_text(config)
         commands = [["refresh"], ["plan", "-o", "plans/a.plan.json"], ["apply", "plans/a.plan.json"]]
@@ -191,7 +197,8 @@ def test_every_command_against_a_live_starface_at_trace_level(tmp_path):
         results = [run(folder, *args) for args in commands]
     assert [r.returncode for r in results] == [0, 0, 0, 0, 0, 0], [r.stderr[-800:] for r in results]
     assert "Apply complete" in results[2].stdout
-    assert_no_secret(folder, results)
+    assert pbx.issued and (pbx.counts["token password"] > 0) == (version == "10")
+    assert_no_secret(folder, results, tuple(pbx.issued))
 
 
 # -- the secret used with success: a bind to Samba AD and a sign-in to Entra ID, at trace level ----------
@@ -270,7 +277,7 @@ def test_every_command_with_a_successful_ldap_bind_at_trace_level(tmp_path, case
     (folder / "adsync.yaml").write_text(json.dumps(config, indent=1))
     results = run_all_succeeding(folder, secrets, "jmueller")
     assert f"users from {case_domain.ldaps_url}" in results[1].stderr, results[1].stderr[-800:]  # bound, and read
-    assert_no_secret(folder, results, secrets)
+    assert_no_secret(folder, results, secrets=secrets)
 
 
 def test_every_command_with_a_successful_graph_sign_in_at_trace_level(tmp_path):
@@ -302,4 +309,4 @@ def test_every_command_with_a_successful_graph_sign_in_at_trace_level(tmp_path):
         )
         results = run_all_succeeding(folder, secrets, "user000022")
         assert graph.counts["token:200"] >= 1 and graph.counts["users:200"] >= 1  # signed in, and read
-    assert_no_secret(folder, results, secrets)
+    assert_no_secret(folder, results, secrets=secrets)

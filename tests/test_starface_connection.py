@@ -71,8 +71,12 @@ def test_a_wrong_password(tmp_path, monkeypatch):
         with provider_for(srv, tmp_path) as prov, pytest.raises(PbxError) as err:
             prov.read()
     assert str(err.value) == (
-        f"The STARFACE PBX at {url} refused the login of login ID 0001: the login ID or the password "
-        f"(from the environment variable {PASSWORD_ENV}) is wrong, or the account is locked."
+        f"The STARFACE PBX at {url} refused the nonce login of login ID 0001 (HTTP 400): the login ID or the "
+        f"password (from the environment variable {PASSWORD_ENV}) is wrong, the account is locked, or the PBX no "
+        "longer offers this login; the nonce login was tried because pbx.auth is auto and pbx.client_secret_env "
+        "is not set; a STARFACE 10 or later signs REST clients in with OAuth: set pbx.client_secret_env to the "
+        "environment variable holding the REST client secret (admin UI: Server -> Status -> REST-API) or "
+        "pbx.auth: oauth."
     )
     assert srv.counts["POST /login"] == 1  # a refused login is not repeated (the PBX may lock the account)
 
@@ -109,7 +113,7 @@ def test_the_password_never_appears_in_logs_or_errors(tmp_path, monkeypatch, cap
             prov.update_user(uid, {"last_name": "Smith"})
             srv.advance_clock(5 * 3600)
             prov.assign_number(uid, "30", "standard")  # after a new login
-            tokens = [prov._token]
+            tokens = list(srv.issued)
             for call in (
                 lambda: prov.assign_number("99", "30", "standard"),
                 lambda: prov.release_number("99", "30"),
@@ -118,7 +122,8 @@ def test_the_password_never_appears_in_logs_or_errors(tmp_path, monkeypatch, cap
                     call()
                 except PbxError as err:
                     errors.append(err)
-            assert repr(prov._password) == "<secret>" and srv.password not in repr(vars(prov))
+            assert repr(prov._auth._password) == "<secret>" and srv.password not in repr(vars(prov))
+            assert srv.password not in repr(vars(prov._auth)) and tokens[-1] not in repr(vars(prov._auth))
         monkeypatch.setenv(PASSWORD_ENV, "Wrong-" + srv.password)
         with provider_for(srv, tmp_path) as prov:
             try:

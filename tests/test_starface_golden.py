@@ -12,7 +12,13 @@ import pytest
 
 from adsync_plan.providers.starface import StarfaceProvider
 from tests.conftest import CASES, copy_case
-from tests.servers.starface import PASSWORD_ENV, StarfaceServer, export_pbx_file, seed_from_pbx_file
+from tests.servers.starface import (
+    CLIENT_SECRET_ENV,
+    PASSWORD_ENV,
+    StarfaceServer,
+    export_pbx_file,
+    seed_from_pbx_file,
+)
 from tests.test_golden import CASE_NAMES, normalise, plan_and_apply
 
 
@@ -20,16 +26,19 @@ def on_starface(case: Path, srv: StarfaceServer) -> None:
     """Seed the server from the case's PBX file and point the case's configuration at the server."""
     seed_from_pbx_file(srv, json.loads((case / "pbx.yaml").read_text(encoding="utf-8")))
     config = json.loads((case / "adsync.yaml").read_text(encoding="utf-8"))
-    config["pbx"] = {
-        "type": "starface",
-        "url": srv.url,
-        "login_id": srv.login,
-        "password_env": PASSWORD_ENV,
-        "licenses": config["pbx"].get("licenses"),
-        "timeout": 5,
-    }
+    config["pbx"] = {**srv.settings(), "licenses": config["pbx"].get("licenses"), "timeout": 5}
     (case / "adsync.yaml").write_text(json.dumps(config, indent=1), encoding="utf-8")
     (case / "pbx.yaml").unlink()  # nothing may read the file PBX any more
+
+
+@pytest.fixture(params=["6", "10"], ids=["nonce-login", "starface10-oauth"])
+def version(request) -> str:
+    """Every test of this module runs against a STARFACE before 10 (nonce login) and a 10.x (OAuth only)."""
+    return request.param
+
+
+def sign_ins(srv: StarfaceServer) -> int:
+    return srv.counts["token password"] if srv.oauth else srv.counts["POST /login"]
 
 
 def licences(case: Path) -> int | None:
@@ -39,13 +48,14 @@ def licences(case: Path) -> int | None:
 @pytest.fixture(autouse=True)
 def password(monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, StarfaceServer().password)
+    monkeypatch.setenv(CLIENT_SECRET_ENV, StarfaceServer().client_secret)
     monkeypatch.setattr(StarfaceProvider, "backoff", 0.01)  # retries of reads without the real pause
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
-def test_golden_case_on_starface(name, cli, tmp_path):
+def test_golden_case_on_starface(name, cli, tmp_path, version):
     case = copy_case(name, tmp_path)
-    with StarfaceServer(licenses=licences(case)) as srv:
+    with StarfaceServer(licenses=licences(case), version=version) as srv:
         on_starface(case, srv)
         extra = ("--allow-mass-orphan",) if name == "r13_safety" else ()
         plan = plan_and_apply(cli, case, extra)
@@ -54,18 +64,23 @@ def test_golden_case_on_starface(name, cli, tmp_path):
         code, out, err = cli("plan", "-c", case / "adsync.yaml", "--detailed-exitcode")
         assert code == 0 and "No changes." in out, out + err
         assert srv.errors == [] and "DELETE /users/{id}" not in srv.counts
-        assert srv.counts["POST /login"] >= 3  # plan, apply and the second plan each logged in
+        assert sign_ins(srv) >= 3  # plan, apply and the second plan each signed in
+        assert ("POST /login" in srv.counts) == (not srv.oauth)
         srv.check_consistency()
 
 
 def write_counts(srv: StarfaceServer) -> int:
-    return sum(c for key, c in srv.counts.items() if not key.startswith("GET ") and not key.endswith("/login"))
+    return sum(
+        c
+        for key, c in srv.counts.items()
+        if key.split()[0] in ("POST", "PUT", "DELETE") and "/login" not in key and "oauth2" not in key
+    )
 
 
-def apply_requests(name: str, cli, tmp_path: Path) -> int:
+def apply_requests(name: str, cli, tmp_path: Path, version: str) -> int:
     """How many requests the apply of the case's plan makes, uninterrupted."""
     case = copy_case(name, tmp_path / "clean")
-    with StarfaceServer(licenses=licences(case)) as srv:
+    with StarfaceServer(licenses=licences(case), version=version) as srv:
         on_starface(case, srv)
         code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
         assert code == 0, err
@@ -78,13 +93,13 @@ def apply_requests(name: str, cli, tmp_path: Path) -> int:
 # create with admin role and fax number; update; orphan with a fax number released
 @pytest.mark.parametrize("name", ["create_basic", "update_matched", "r9_orphan"])
 @pytest.mark.parametrize("kind, after", [("500", False), ("drop", True)])
-def test_a_fault_at_every_request_of_an_apply_then_a_new_plan_converges(name, kind, after, cli, tmp_path):
-    steps = apply_requests(name, cli, tmp_path)
+def test_a_fault_at_every_request_of_an_apply_then_a_new_plan_converges(name, kind, after, cli, tmp_path, version):
+    steps = apply_requests(name, cli, tmp_path, version)
     expected = json.loads((CASES / name / "expected_pbx.yaml").read_text(encoding="utf-8"))
     stopped = 0
     for k in range(1, steps + 1):
         case = copy_case(name, tmp_path / str(k))
-        with StarfaceServer(licenses=licences(case)) as srv:
+        with StarfaceServer(licenses=licences(case), version=version) as srv:
             on_starface(case, srv)
             code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
             assert code == 0, err
@@ -105,9 +120,9 @@ def test_a_fault_at_every_request_of_an_apply_then_a_new_plan_converges(name, ki
     assert stopped >= 1  # the faults did interrupt applies
 
 
-def test_a_stale_plan_is_refused_against_the_live_pbx(cli, tmp_path):
+def test_a_stale_plan_is_refused_against_the_live_pbx(cli, tmp_path, version):
     case = copy_case("r9_orphan", tmp_path)
-    with StarfaceServer(licenses=licences(case)) as srv:
+    with StarfaceServer(licenses=licences(case), version=version) as srv:
         on_starface(case, srv)
         code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
         assert code == 0, err

@@ -110,6 +110,7 @@ def progress():
 
 # -- plans: each rendering has its own module; these names are the interface the CLI uses ------------------
 
+from adsync_plan.output.doctor import doctor_markdown, doctor_text  # noqa: E402
 from adsync_plan.output.escape import clean, md  # noqa: E402
 from adsync_plan.output.jsondoc import plan_json  # noqa: E402
 from adsync_plan.output.markdown import MARKDOWN_LIMIT, plan_markdown  # noqa: E402
@@ -121,6 +122,8 @@ __all__ = [
     "SIGNS",
     "Redactor",
     "clean",
+    "doctor_markdown",
+    "doctor_text",
     "learn_names",
     "md",
     "plan_json",

@@ -7,16 +7,33 @@ the PBX refused. There is deliberately no way to delete a user.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from adsync_plan.model import NO_PROGRESS, PbxState, PhoneUser, Progress
+from adsync_plan.model import EXTERNAL, NO_PROGRESS, SHAPE_FIELDS, PbxNumber, PbxState, PhoneUser, Progress
+
+MIN_E164_DIGITS = 8  # fewer digits after "+" than any real number with its country code (Niue's are 7 at most)
+
+
+def short_external_numbers(numbers: Mapping[str, PbxNumber]) -> list[str]:
+    """A sentence per external number that reads as implausibly short: usually a line whose settings lack the
+    number block, or an E.164 reading that went wrong (plan and doctor warn)."""
+    return [
+        f"The external number {n} reads as implausibly short ({len(n) - 1} digits); check its country and area "
+        "code in the line's settings."
+        for n, info in sorted(numbers.items())
+        if info.type == EXTERNAL and n.startswith("+") and len(n) - 1 < MIN_E164_DIGITS
+    ]
 
 
 class Provider(ABC):
     """Subclasses are built as `Provider(settings, base_dir, licenses)`; `settings` is the validated
     `pbx:` section of the configuration, `base_dir` the configuration's folder (for relative paths),
     `licenses` the licence count (None: unlimited)."""
+
+    # True when writes stay in memory until flush() (the file PBX); False when each call is durable on the
+    # PBX as soon as it returns. The apply journal makes its lines durable accordingly (journal.py).
+    buffered = False
 
     def __init__(self, settings: Mapping, base_dir: Path, licenses: int | None = None):
         self.settings = settings
@@ -51,9 +68,43 @@ class Provider(ABC):
     def release_number(self, user_id: str, number: str) -> None:
         """Remove the user's assignment of the number (the number stays in the inventory)."""
 
+    def change_service(self, user_id: str, number: str, service: str) -> None:
+        """Change the call service of a number the user keeps. This default releases and assigns it again;
+        a provider whose PBX can change it in place (one request, the number never free) overrides it."""
+        self.release_number(user_id, number)
+        self.assign_number(user_id, number, service)
+
     @abstractmethod
     def set_primary_internal_number(self, user_id: str, number: str | None) -> None:
         """Make an internal number the user already owns its primary internal number."""
+
+    def read_user(self, user_id: str, fields: Collection[str] = SHAPE_FIELDS) -> dict:
+        """One user as the PBX has it now, in `PhoneUser.to_dict()` form: at least `fields`, more where they
+        come in the same read (a fixed, small number of requests; apply verifies each user with it). This
+        default reads the whole PBX; providers override it with a cheaper read."""
+        return self.read().users[user_id].to_dict()
+
+    def profile(self) -> dict:
+        """What `doctor` reports, as data (see StarfaceProvider.profile for the keys). This default, for a
+        PBX without sign-in or mappings, reports the number inventory only."""
+        numbers: dict[str, dict[str, int]] = {}
+        for info in self.read().numbers.values():
+            entry = numbers.setdefault(info.type.upper(), {"total": 0, "users": 0})
+            entry["total"] += 1
+            entry["users"] += info.owner is not None and ":" not in info.owner
+        return {
+            "pbx": f"The {self.settings['type']} PBX",
+            "sign_in": "no credentials (a file on disk)",
+            "version": None,
+            "services": [],
+            "permissions": [],
+            "numbers": dict(sorted(numbers.items())),
+            "examples": [],
+            "system_users": [],
+            "assumptions": [],
+            "warnings": [],
+            "problems": [],
+        }
 
     def flush(self) -> None:
         """Make every change so far durable (a no-op where each call already is)."""

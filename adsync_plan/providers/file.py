@@ -6,23 +6,36 @@ when a step failed: what was done before a failure is on disk, as it would be on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from adsync_plan import schemas
 from adsync_plan.errors import InputError, PbxError
 from adsync_plan.files import read_document, write_document, yaml_line_finder
-from adsync_plan.model import EDITABLE_FIELDS, NO_PROGRESS, PbxAccount, PbxNumber, PbxState, PhoneUser, Progress
+from adsync_plan.model import (
+    EDITABLE_FIELDS,
+    NO_PROGRESS,
+    SERVICE_FAX,
+    SHAPE_FIELDS,
+    PbxAccount,
+    PbxNumber,
+    PbxState,
+    PhoneUser,
+    Progress,
+)
 from adsync_plan.providers.base import Provider
 
 
 class FileProvider(Provider):
+    buffered = True  # nothing is on disk before flush()
+
     def __init__(self, settings: Mapping, base_dir: Path, licenses: int | None = None):
         super().__init__(settings, base_dir, licenses)
         self.path = (base_dir / settings["path"]).resolve()
         self.users: dict[str, dict] = {}
         self.numbers: dict[str, dict] = {}
         self.logins: dict[str, str] = {}  # login ID -> user id
+        self.owned: dict[str, set[str]] = {}  # user id -> numbers it owns (read_user without a scan)
         self._loaded = False
         self._dirty = False
         self._next_id = 1
@@ -67,6 +80,8 @@ class FileProvider(Provider):
             raise InputError(f"{self.path}: {where}.owner: user {owner} does not exist.")
         service = entry.get("service") or ("standard" if owner else None)
         self.numbers[number] = {"type": entry["type"], "owner": owner, "service": service}
+        if owner is not None:
+            self.owned.setdefault(owner, set()).add(number)
 
     def read(self, progress: Progress = NO_PROGRESS) -> PbxState:
         self._load()
@@ -87,6 +102,19 @@ class FileProvider(Provider):
         progress.advance(len(accounts))
         progress.done()
         return PbxState.from_parts(accounts, numbers)
+
+    def read_user(self, user_id: str, fields: Collection[str] = SHAPE_FIELDS) -> dict:
+        u = self._user(user_id)
+        mine: dict[str, list[str]] = {"internal_numbers": [], "external_numbers": [], "fax_numbers": []}
+        for number in self.owned.get(user_id, ()):
+            entry = self.numbers[number]
+            mine["fax_numbers" if entry["service"] == SERVICE_FAX else f"{entry['type']}_numbers"].append(number)
+        return {
+            **{f: u[f] for f in EDITABLE_FIELDS},
+            "role": "admin" if u.get("is_admin") else "user",
+            "primary_internal_number": u.get("primary_internal_number"),
+            **{kind: sorted(numbers) for kind, numbers in mine.items()},
+        }
 
     # -- writing ----------------------------------------------------------------------------------------
 
@@ -143,6 +171,14 @@ class FileProvider(Provider):
         if entry["owner"] not in (None, user_id):
             raise PbxError(f"the PBX refused number {number} for user {user_id}: it belongs to {entry['owner']}.")
         entry.update(owner=user_id, service=service)
+        self.owned.setdefault(user_id, set()).add(number)
+        self._dirty = True
+
+    def change_service(self, user_id: str, number: str, service: str) -> None:
+        entry = self.numbers.get(number)
+        if entry is None or entry["owner"] != user_id:
+            raise PbxError(f"the PBX refused to change the service of number {number}: user {user_id} does not own it.")
+        entry["service"] = service
         self._dirty = True
 
     def release_number(self, user_id: str, number: str) -> None:
@@ -151,6 +187,7 @@ class FileProvider(Provider):
         if entry is None or entry["owner"] != user_id:
             raise PbxError(f"the PBX refused to release number {number}: user {user_id} does not own it.")
         entry.update(owner=None, service=None)
+        self.owned.get(user_id, set()).discard(number)
         if record.get("primary_internal_number") == number:
             record["primary_internal_number"] = None
         self._dirty = True

@@ -4,23 +4,30 @@ The only module that makes HTTP requests to the PBX. Facts about the API, with s
 are in shared/reference/starface-rest-api-notes.md; what this module assumes beyond them is said where it
 matters:
 
+- Signing in (nonce login before STARFACE 10, OAuth from 10 on) is providers/starface_auth.py's; this
+  module only asks it for headers, and tells it when the PBX answered 401.
 - Refresh costs a fixed number of requests whatever the user count: /users, /phonenumbers, /accounts,
-  /callservices, /permissions and /permissions/{id}/users, plus the two of the login. The call service of a
-  user's number is read from `PhoneNumber.assignedServiceId` (the id of the service it is assigned with);
-  were a PBX to leave that empty for user numbers, the per-user read
+  /callservices, /permissions and /permissions/{id}/users per administrator permission, plus the sign-in.
+  The call service of a user's number is read from `PhoneNumber.assignedServiceId` (the id of the service
+  it is assigned with); were a PBX to leave that empty for user numbers, the per-user read
   GET /users/{id}/phonenumberconfig/phonenumbers would cost one request per user.
 - External numbers are written as E.164 from the PhoneNumber fields: `nationalPrefix` is the country code
   ("49"), `localPrefix` the area code (with or without its trunk prefix, "07022" or "7022"), `number` the
-  subscriber number after it ("2797830"); `exitCode` ("00") only matters for dialling and is ignored. This
+  subscriber number after it ("2797830"); `exitCode` ("00") only matters for dialling and is ignored; in
+  Italy (+39) the area code keeps its leading zero. This
   matches the four fields of `AssignableNumber` (countryCode, localAreaCode, extension, exitCode); it is
   unverified on a real PBX.
-- A new user gets a random initial password that nobody knows (the API requires one to be set at creation
+- A new user gets a random initial password that nobody knows and that meets a typical policy (16+
+  characters, upper and lower case, digit, special character; the API requires one to be set at creation
   on a real PBX's UI, and an account must not be left without one); users sign in after an administrator or
   the user's own password reset, or through Active Directory login.
 - Requests per change: create = POST /users + GET /users?searchTerm=<login> (its id; the full list only if
   the search misses); field update = GET + PUT /users/{id} (the full user goes back); one request per number
-  assigned or released, per primary number and per admin grant. The API would take several assignments in
-  one POST, but the provider contract is one change per call.
+  assigned or released, per call-service change (in place, PUT of the assignment) and per administrator
+  permission granted or revoked; primary number = GET + PUT of the whole PhoneNumberConfig (never a null).
+  The API would take several assignments in one POST, but the provider contract is one change per call.
+  Verified apply reads a user back with read_user(): one GET per part the plan changed (user, permissions,
+  number assignments, number configuration).
 - Reads (GET) are retried with backoff on 5xx and connection errors; writes never are. A create whose
   answer is lost is never repeated: the login ID is looked up instead, and the user found is taken as the
   one just created when its e-mail address matches.
@@ -28,41 +35,45 @@ matters:
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import re
 import secrets
 import time
-from base64 import b64encode
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import orjson
 import requests
 import urllib3
 
-from adsync_plan.config import secret_from_env
 from adsync_plan.errors import PbxError
 from adsync_plan.model import (
     EXTERNAL,
     INTERNAL,
     NO_PROGRESS,
+    ROLE_ADMIN,
+    ROLE_USER,
     SERVICE_FAX,
     SERVICE_STANDARD,
+    SHAPE_FIELDS,
     PbxAccount,
     PbxNumber,
     PbxState,
     Progress,
 )
-from adsync_plan.providers.base import Provider
+from adsync_plan.providers.base import Provider, short_external_numbers
+from adsync_plan.providers.starface_auth import login_secret, make_sign_in  # noqa: F401 - login_secret re-exported
 
 log = logging.getLogger(__name__)
 
-ADMIN_PERMISSIONS = ("admin_perm", "administration", "administrator")
+ADMIN_PERMISSIONS = ("admin_perm", "administration", "administrator")  # the default: the first the PBX has
+# Call services by preference: fax numbers get Software Fax2Mail (faxes e-mailed) as the vendor's own AD module
+# configures them, else Software Fax (web UI only).
 SERVICE_NAMES = {
     "standard": ("standard_call", "standard", "standard call"),
-    "fax": ("software_fax", "fax", "software fax"),
+    "fax": ("software fax2mail", "software_fax2mail", "fax2mail", "software_fax", "software fax", "fax"),
 }
+SYSTEM_NAME = re.compile(r"\b(api|system|service|starface|admin|administrator|test|rest|fax|noreply)\b", re.I)
 # PhoneUser field -> STARFACE User field
 USER_FIELDS = {"login_id": "login", "first_name": "firstName", "last_name": "familyName", "email": "email"}
 FIELD_WORDS = {
@@ -77,23 +88,6 @@ class _Unanswered(PbxError):
     """A request whose outcome is unknown: the connection broke, it timed out, or the PBX answered 5xx."""
 
 
-class _Secret:
-    """Holds the password so that no repr, log line or traceback local can show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
-
-
 class StarfaceProvider(Provider):
     backoff = 0.5  # seconds before the first retry of a read; doubled for each further one
 
@@ -103,11 +97,12 @@ class StarfaceProvider(Provider):
         self.timeout = float(settings.get("timeout", 30))
         self.retries = int(settings.get("retries", 3))
         self._session: requests.Session | None = None
-        self._password: _Secret | None = None
-        self._token: str | None = None
+        self._auth = make_sign_in(self)  # nonce login or OAuth; nothing else here knows which
         self._number_ids: dict[str, int] | None = None  # "30" / "+4970222797830" -> PhoneNumber id
+        self._numbers_by_id: dict[int, tuple[str, str]] = {}  # PhoneNumber id -> (number, internal|external)
         self._services: list[dict] | None = None
-        self._admin_id: int | None = None
+        self._permissions: list[dict] | None = None
+        self._admin_ids: tuple[int, ...] | None = None  # the permissions that make an administrator
         self._names: dict[str, str] = {}  # PBX user id -> "login ID 30 (Jane Doe)", for messages
 
     @property
@@ -125,9 +120,14 @@ class StarfaceProvider(Provider):
         phone_numbers = self._get_list("/phonenumbers", progress)
         accounts = self._get_list("/accounts", progress)
         self._services = self._get_list("/callservices", progress)
-        admin_id = self._admin_permission(self._get_list("/permissions", progress))
-        admins = {str(u.get("id")) for u in self._get_list(f"/permissions/{admin_id}/users", progress)}
+        self._permissions = self._get_list("/permissions", progress)
+        admins = set()  # holding any of the administrator permissions makes an administrator (protected)
+        for pid in self._admin_permissions():
+            admins |= {str(u.get("id")) for u in self._get_list(f"/permissions/{pid}/users")}
+        progress.advance()
         progress.done()
+        if problems := self.mapping_problems():  # refuse before a plan that apply could not carry out
+            raise PbxError(problems[0])
         numbers = self._inventory(phone_numbers)
         primary = {
             str(a.get("accountId")): a.get("primaryInternalPhoneNumber") or None
@@ -172,7 +172,7 @@ class StarfaceProvider(Provider):
         """Internal and external numbers (other types, e.g. RESERVED or NT, are not assignable to users)."""
         fax_ids = self._fax_service_ids()
         numbers: dict[str, PbxNumber] = {}
-        self._number_ids = {}
+        self._number_ids, self._numbers_by_id = {}, {}
         for pn in phone_numbers:
             kind = {"INTERNAL": INTERNAL, "EXTERNAL": EXTERNAL}.get(pn.get("type"))
             if kind is None or not pn.get("number"):
@@ -189,29 +189,192 @@ class StarfaceProvider(Provider):
             owner, service = _owner(pn, fax_ids)
             numbers[text] = PbxNumber(type=kind, owner=owner, service=service)
             self._number_ids[text] = pn["id"]
+            self._numbers_by_id[pn["id"]] = (text, kind)
         return numbers
 
     def _fax_service_ids(self) -> set[int]:
         """Every service whose name or label says fax (Software Fax, Fax2Mail, ...) and the configured one."""
         ids = {s.get("serviceId") for s in self._services or () if "fax" in _service_text(s)}
         configured = self.settings.get("call_services", {}).get("fax")
-        if configured:
-            ids |= {s.get("serviceId") for s in self._services or () if configured.lower() in _service_names(s)}
+        if configured is not None:
+            ids |= {s.get("serviceId") for s in self._services or () if _is_named(s, configured)}
         return ids
 
-    def _admin_permission(self, permissions: list[dict]) -> int:
-        configured = self.settings.get("admin_permission")
-        wanted = (configured.lower(),) if configured else ADMIN_PERMISSIONS
-        by_name = {str(p.get("permission", "")).lower(): p.get("id") for p in permissions}
-        for name in wanted:
-            if by_name.get(name) is not None:
-                self._admin_id = by_name[name]
-                return self._admin_id
-        have = ", ".join(sorted(str(p.get("permission")) for p in permissions)) or "none"
+    def _admin_permissions(self) -> tuple[int, ...]:
+        """The ids of pbx.admin_permissions (names or ids), else of the first default name the PBX has."""
+        if self._admin_ids is not None:
+            return self._admin_ids
+        if self._permissions is None:
+            self._permissions = self._get_list("/permissions")
+        configured = self.settings.get("admin_permissions")
+        if configured is None and self.settings.get("admin_permission"):
+            configured = [self.settings["admin_permission"]]  # the older single-name setting
+        if configured:
+            found = [self._permission_id(wanted) for wanted in configured]
+        else:
+            ids = (self._permission_id(name, quiet=True) for name in ADMIN_PERMISSIONS)
+            default = next((pid for pid in ids if pid is not None), None)
+            found = [default if default is not None else self._permission_id(ADMIN_PERMISSIONS)]
+        self._admin_ids = tuple(found)
+        return self._admin_ids
+
+    def _permission_id(self, wanted, quiet: bool = False) -> int | None:
+        ids = sorted({p["id"] for p in self._permissions or () if _is_permission(p, wanted)})
+        if len(ids) > 1:
+            raise PbxError(
+                f"{self.pbx} has {len(ids)} permissions named {wanted!r} (ids {', '.join(map(str, ids))}); "
+                "set pbx.admin_permissions in the configuration to the ids of the ones that make an administrator."
+            )
+        if ids:
+            return ids[0]
+        if quiet:
+            return None
+        names = " or ".join(wanted) if isinstance(wanted, tuple) else repr(wanted)
+        have = ", ".join(f"{p.get('id')} {p.get('permission')}" for p in self._permissions or ()) or "none"
         raise PbxError(
-            f"{self.pbx} has no permission named {' or '.join(wanted)} (it has: {have}); "
-            "set pbx.admin_permission in the configuration to the name of its administrator permission."
+            f"{self.pbx} has no permission {names} (it has: {have}); set pbx.admin_permissions in the "
+            "configuration to the names or ids of the permissions that make an administrator."
         )
+
+    def read_user(self, user_id: str, fields: Collection[str] = SHAPE_FIELDS) -> dict:
+        """One request per part the fields need: the user (names, e-mail, login ID), its permissions (role),
+        its number assignments (numbers and their services), its number configuration (primary number)."""
+        uid, wanted, out = int(user_id), set(fields), {}
+        if wanted & set(USER_FIELDS):
+            user = self._get_one(f"/users/{uid}", user_id)
+            out |= {field: str(user.get(key) or "") for field, key in USER_FIELDS.items()}
+        if "role" in wanted:
+            admin = set(self._admin_permissions())
+            held = {p.get("id") for p in self._get_list(f"/permissions/users/{uid}")}
+            out["role"] = ROLE_ADMIN if held & admin else ROLE_USER
+        if wanted & {"internal_numbers", "external_numbers", "fax_numbers"}:
+            out |= self._user_numbers(uid)
+        if "primary_internal_number" in wanted:
+            config = self._get_one(f"/users/{uid}/phonenumberconfig", user_id)
+            primary = self._numbers_by_id.get(config.get("primaryInternalNumberId"))
+            out["primary_internal_number"] = primary[0] if primary else None
+        return out
+
+    def _user_numbers(self, uid: int) -> dict[str, list[str]]:
+        self._load_inventory()
+        fax_ids = self._fax_service_ids()
+        out: dict[str, list[str]] = {"internal_numbers": [], "external_numbers": [], "fax_numbers": []}
+        for assignment in self._get_list(f"/users/{uid}/phonenumberconfig/phonenumbers"):
+            number, kind = self._numbers_by_id.get(assignment.get("phoneNumberId"), (None, None))
+            if number is None:
+                number, kind = f"PhoneNumber id {assignment.get('phoneNumberId')}", INTERNAL  # not in the inventory
+            out["fax_numbers" if assignment.get("serviceId") in fax_ids else f"{kind}_numbers"].append(number)
+        return {kind: sorted(numbers) for kind, numbers in out.items()}
+
+    def _get_one(self, path: str, user_id: str) -> dict:
+        resp = self._call("GET", path, read=True)
+        if resp.status_code == 404:
+            raise PbxError(f"{self.pbx} no longer has {self._who(user_id)}; run refresh and plan again.")
+        data = self._json(self._checked(resp, "read", self._who(user_id), "GET", path), "GET", path)
+        if not isinstance(data, dict):
+            raise PbxError(f"{self.pbx} answered GET /rest{path} with JSON that is not an object.")
+        return data
+
+    # ---- doctor ----------------------------------------------------------------------------------------
+    def profile(self) -> dict:
+        """What doctor reports: a read-only first contact (GETs only), as data; output.py prints it."""
+        users = self._get_list("/users")
+        phone_numbers = self._get_list("/phonenumbers")
+        self._services = self._get_list("/callservices")
+        self._permissions = self._get_list("/permissions")
+        problems = self.mapping_problems()
+        numbers = self._inventory(phone_numbers)
+        externals = sorted((pn for pn in phone_numbers if pn.get("type") == "EXTERNAL"), key=lambda pn: pn.get("id"))
+        return {
+            "pbx": self.pbx,
+            "sign_in": self._auth.describe(),
+            "version": self._version(),
+            "services": self._mapped_services(),
+            "permissions": self._mapped_permissions(),
+            "numbers": _inventory_counts(phone_numbers),
+            "examples": [{"fields": _number_fields(pn), "e164": e164(pn)} for pn in externals[:3]],
+            "system_users": [found for u in users if (found := self._system_user(u))],
+            "assumptions": self._assumptions(phone_numbers, problems),
+            "warnings": short_external_numbers(numbers),
+            "problems": problems,
+        }
+
+    def _version(self) -> str | None:
+        resp = self._call("GET", "/server/version", read=True)  # "Server/Version" in the current API's sections
+        data = _json_or_none(resp) if resp.status_code == 200 else None
+        if isinstance(data, dict):
+            data = data.get("version") or data.get("productVersion")
+        return str(data) if isinstance(data, str | int | float) and data else None
+
+    def _safe(self, find) -> int | tuple | None:
+        try:
+            return find()
+        except PbxError:
+            return None
+
+    def _mapped_services(self) -> list[dict]:
+        used = {self._safe(lambda: self._service_id("standard")): "standard numbers"}
+        used[self._safe(lambda: self._service_id("fax"))] = "fax numbers"
+        fax = self._fax_service_ids()
+        return [
+            {
+                "id": s.get("serviceId"),
+                "name": s.get("serviceName"),
+                "label": s.get("label"),
+                "mapped_to": used.get(s.get("serviceId")) or ("read as fax" if s.get("serviceId") in fax else ""),
+            }
+            for s in self._services or ()
+        ]
+
+    def _mapped_permissions(self) -> list[dict]:
+        admin = set(self._safe(self._admin_permissions) or ())
+        return [
+            {
+                "id": p.get("id"),
+                "name": p.get("permission"),
+                "description": p.get("description"),
+                "mapped_to": "administrator" if p.get("id") in admin else "",
+            }
+            for p in self._permissions or ()
+        ]
+
+    def _system_user(self, user: dict) -> dict | None:
+        """A user that looks like a system or API account: the tool's own login, no e-mail, a technical name."""
+        login, name = str(user.get("login") or ""), f"{user.get('firstName') or ''} {user.get('familyName') or ''}"
+        why = []
+        if login == self.settings["login_id"]:
+            why.append("the login ID adsync-plan signs in with")
+        if SYSTEM_NAME.search(name):
+            why.append("a technical name")
+        if not user.get("email"):
+            why.append("no e-mail address")
+        if not why:
+            return None
+        return {"id": user.get("id"), "login": login, "name": name.strip(), "why": ", ".join(why)}
+
+    def _assumptions(self, phone_numbers: list[dict], problems: list[str]) -> list[str]:
+        found = []
+        user_numbers = [pn for pn in phone_numbers if pn.get("assignedUserAccountId") is not None]
+        blind = sum(1 for pn in user_numbers if pn.get("assignedServiceId") is None)
+        if blind:
+            found.append(
+                f"{blind} of {len(user_numbers)} user numbers have no assignedServiceId; their call service is "
+                "taken as standard (a fax number among them would read as a phone number)."
+            )
+        if not any(_is_named(s, "software fax2mail") or _is_named(s, "fax2mail") for s in self._services or ()):
+            found.append("The PBX has no Software Fax2Mail call service; fax numbers get Software Fax (web UI only).")
+        if "admin_permissions" not in self.settings and "admin_permission" not in self.settings:
+            found.append(
+                "Administrators are taken to be the holders of the permission marked administrator above; the "
+                "vendor's PowerShell module grants ids 11, 25-30, 32 and 36: set pbx.admin_permissions if your "
+                "PBX's administrators hold more."
+            )
+        if any(pn.get("type") == "EXTERNAL" for pn in phone_numbers):
+            found.append(
+                "External numbers are read as + nationalPrefix + localPrefix (without its leading 0) + number; "
+                "check the examples above against the numbers you know."
+            )
+        return found
 
     # ---- writing ---------------------------------------------------------------------------------------
     def create_user(self, user) -> str:
@@ -222,7 +385,7 @@ class StarfaceProvider(Provider):
             "familyName": user.last_name,
             "email": user.email,
             "language": "default",
-            "password": secrets.token_urlsafe(18),
+            "password": initial_password(),
             "missedCallReport": False,
             "faxCoverPage": False,
             "faxEmailJournal": False,
@@ -284,10 +447,14 @@ class StarfaceProvider(Provider):
             )
 
     def set_admin(self, user_id: str, admin: bool) -> None:
-        pid = self._admin_id if self._admin_id is not None else self._admin_permission(self._get_list("/permissions"))
-        path = f"/permissions/{pid}/users"
-        doing = "grant the administrator permission to" if admin else "revoke the administrator permission of"
-        self._write("PUT", path, [int(user_id)], doing, self._who(user_id), params={"granted": str(admin).lower()})
+        """Grant or revoke every administrator permission: one request per permission (a fixed, small number),
+        each touching only that permission, so the user's other permissions stay as they are."""
+        names = {p.get("id"): p.get("permission") for p in self._permissions or ()}
+        for pid in self._admin_permissions():
+            which = f"the administrator permission {names.get(pid)} ({pid})"
+            doing = f"grant {which} to" if admin else f"revoke {which} of"
+            params = {"granted": str(admin).lower()}
+            self._write("PUT", f"/permissions/{pid}/users", [int(user_id)], doing, self._who(user_id), params=params)
 
     def assign_number(self, user_id: str, number: str, service: str) -> None:
         who = self._who(user_id)
@@ -305,11 +472,35 @@ class StarfaceProvider(Provider):
         path = f"/users/{int(user_id)}/phonenumberconfig/phonenumbers/{self._number_id(number)}"
         self._write("DELETE", path, None, f"remove the number {number} from", self._who(user_id))
 
+    def change_service(self, user_id: str, number: str, service: str) -> None:
+        """In place, as STARFACE's own client does (updateUserPhoneNumberServiceId): the number is never free."""
+        body = [
+            {
+                "accountId": int(user_id),
+                "phoneNumberId": self._number_id(number),
+                "serviceId": self._service_id(service),
+            }
+        ]
+        path = f"/users/{int(user_id)}/phonenumberconfig/phonenumbers"
+        self._write("PUT", path, body, f"make the number {number} a {service} number of", self._who(user_id))
+
     def set_primary_internal_number(self, user_id: str, number: str | None) -> None:
-        # A partial PhoneNumberConfig, as STARFACE's own PHP client sends it (tested on 6.7.0.22).
-        body = {"primaryInternalNumberId": self._number_id(number) if number else None}
-        doing = f"make {number} the primary internal number of" if number else "clear the primary internal number of"
-        self._write("PUT", f"/users/{int(user_id)}/phonenumberconfig", body, doing, self._who(user_id))
+        """Read the user's PhoneNumberConfig and write it back whole with the one field changed (no public
+        source shows a partial body or a null accepted; STARFACE's PHP client carries a TODO about it). Never
+        sends null: a primary number goes when its number is released, so None only checks that it is gone."""
+        who, path = self._who(user_id), f"/users/{int(user_id)}/phonenumberconfig"
+        config = self._get_one(path, user_id)
+        if number is None:
+            if config.get("primaryInternalNumberId") is not None:
+                current = self._numbers_by_id.get(config["primaryInternalNumberId"], ("?",))[0]
+                raise PbxError(
+                    f"{self.pbx} still has {current} as the primary internal number of {who}, and the API cannot "
+                    "clear it; release that number from the user on the PBX, then run plan again."
+                )
+            return
+        body = {k: v for k, v in config.items() if v is not None}  # whole, without nulls
+        body["primaryInternalNumberId"] = self._number_id(number)
+        self._write("PUT", path, body, f"make {number} the primary internal number of", who)
 
     def _write(self, method: str, path: str, body, doing: str, who: str, params: dict | None = None) -> None:
         try:
@@ -336,10 +527,14 @@ class StarfaceProvider(Provider):
         name = self._names.get(str(user_id))
         return f"user {user_id}, {name}" if name else f"user {user_id}"
 
-    def _number_id(self, number: str) -> int:
+    def _load_inventory(self) -> None:
+        """The number inventory, when no read() loaded it yet (a provider used for writes only)."""
         if self._number_ids is None:
             self._services = self._services or self._get_list("/callservices")
             self._inventory(self._get_list("/phonenumbers"))
+
+    def _number_id(self, number: str) -> int:
+        self._load_inventory()
         try:
             return self._number_ids[number]
         except KeyError:
@@ -349,30 +544,47 @@ class StarfaceProvider(Provider):
             ) from None
 
     def _service_id(self, kind: str) -> int:
+        """The call service for standard or fax numbers: pbx.call_services.<kind> (a name or an id), else the
+        first of SERVICE_NAMES[kind] the PBX has (fax: Software Fax2Mail before Software Fax). Two services
+        answering to the chosen name are ambiguous: the configuration must then give the id."""
         if self._services is None:
             self._services = self._get_list("/callservices")
         configured = self.settings.get("call_services", {}).get(kind)
-        wanted = (configured.lower(),) if configured else SERVICE_NAMES[kind]
+        wanted = (configured,) if configured is not None else SERVICE_NAMES[kind]
         for name in wanted:
-            for service in self._services:
-                if name in _service_names(service):
-                    return service["serviceId"]
-        have = ", ".join(sorted(str(s.get("serviceName")) for s in self._services)) or "none"
+            ids = sorted({s["serviceId"] for s in self._services if _is_named(s, name)})
+            if len(ids) == 1:
+                return ids[0]
+            if ids:
+                raise PbxError(
+                    f"{self.pbx} has {len(ids)} call services named {name!r} (ids {', '.join(map(str, ids))}); "
+                    f"set pbx.call_services.{kind} in the configuration to the id of the one for {kind} numbers."
+                )
+        have = ", ".join(f"{s.get('serviceId')} {s.get('serviceName')}" for s in self._services) or "none"
         raise PbxError(
-            f"{self.pbx} has no call service named {' or '.join(wanted)} (it has: {have}); "
-            f"set pbx.call_services.{kind} in the configuration to the name of its {kind} call service."
+            f"{self.pbx} has no call service {' or '.join(map(repr, wanted))} (it has: {have}); "
+            f"set pbx.call_services.{kind} in the configuration to the name or id of its {kind} call service."
         )
+
+    def mapping_problems(self) -> list[str]:
+        """Each mapping apply needs (standard and fax call service, administrator permissions) that is missing
+        or ambiguous on this PBX, as the sentence plan and doctor both say."""
+        problems = []
+        for find in (lambda: self._service_id("standard"), lambda: self._service_id("fax"), self._admin_permissions):
+            try:
+                find()
+            except PbxError as err:
+                problems.append(str(err))
+        return problems
 
     # ---- the session -----------------------------------------------------------------------------------
     def close(self) -> None:
         if self._session is None:
             return
-        if self._token:
-            try:
-                self._send("DELETE", "/login", None, None)
-            except requests.RequestException as err:
-                log.debug("logout from %s failed: %s", self.url, type(err).__name__)
-            self._token = None
+        try:
+            self._auth.sign_out()
+        except (requests.RequestException, PbxError) as err:
+            log.debug("sign-out from %s failed: %s", self.url, type(err).__name__)
         self._session.close()
         self._session = None
 
@@ -382,8 +594,6 @@ class StarfaceProvider(Provider):
         raises `_Unanswered` when no answer came."""
         attempt, relogged = 0, False
         while True:
-            if self._token is None:
-                self._login()
             try:
                 resp = self._send(method, path, body, params)
             except requests.exceptions.SSLError as err:
@@ -401,7 +611,8 @@ class StarfaceProvider(Provider):
             if resp.status_code == 401 and not relogged:
                 # The token expired (4 h) or was revoked; the request was not carried out, so repeat it once.
                 log.debug("%s /rest%s answered 401; logging in again", method, path)
-                self._token, relogged = None, True
+                self._auth.forget()
+                relogged = True
                 continue
             if resp.status_code >= 500 and read and attempt < self.retries:
                 attempt = self._pause(attempt, method, path, f"HTTP {resp.status_code}")
@@ -429,7 +640,7 @@ class StarfaceProvider(Provider):
 
     def _send(self, method: str, path: str, body, params, auth: bool = True) -> requests.Response:
         session = self._open()
-        headers = {"authToken": self._token} if auth and self._token else {}
+        headers = self._auth.headers() if auth else {}
         started = time.perf_counter()
         resp = session.request(
             method,
@@ -464,66 +675,6 @@ class StarfaceProvider(Provider):
             return False
         return True
 
-    def _login(self) -> None:
-        """GET /rest/login for a nonce, POST the secret; retried (new nonce) on 5xx and connection errors."""
-        attempt = 0
-        while True:
-            try:
-                resp = self._send("GET", "/login", None, None, auth=False)
-                if resp.status_code == 200:
-                    template = self._json(resp, "GET", "/login")
-                    resp = self._send("POST", "/login", self._login_body(template), None, auth=False)
-            except requests.exceptions.SSLError as err:
-                raise self._tls_error(err) from None
-            except requests.RequestException as err:  # no answer, or one cut off (ChunkedEncodingError)
-                if attempt < self.retries:
-                    attempt = self._pause(attempt, "POST", "/login", type(err).__name__)
-                    continue
-                raise PbxError(
-                    f"Cannot log in to the STARFACE PBX at {self.url}: {self._transport_cause(err)}."
-                ) from None
-            if resp.status_code >= 500 and attempt < self.retries:
-                attempt = self._pause(attempt, "POST", "/login", f"HTTP {resp.status_code}")
-                continue
-            if 400 <= resp.status_code < 500:
-                raise PbxError(
-                    f"{self.pbx} refused the login of login ID {self.settings['login_id']}: the login ID or "
-                    f"the password (from the environment variable {self.settings['password_env']}) is wrong, "
-                    "or the account is locked."
-                )
-            token = self._json(resp, "POST", "/login").get("token") if resp.status_code == 200 else None
-            if not token:
-                raise PbxError(
-                    f"{self.pbx} answered the login with HTTP {resp.status_code} and no token; "
-                    "check that pbx.url points to a STARFACE PBX (version 6.4.2.12 or later)."
-                )
-            self._token = token
-            log.debug("logged in to %s as login ID %s", self.url, self.settings["login_id"])
-            return
-
-    def _login_body(self, template) -> dict:
-        if not isinstance(template, dict) or not template.get("nonce"):
-            raise PbxError(
-                f"{self.pbx} answered GET /rest/login without a nonce; check that pbx.url "
-                "points to a STARFACE PBX (version 6.4.2.12 or later)."
-            )
-        login_type = template.get("loginType") or self.settings.get("login_type", "Internal")
-        if login_type == "ActiveDirectory" and urlsplit(self.url).scheme != "https":
-            raise PbxError(
-                f"{self.pbx} asks for an Active Directory login, whose secret is the password merely base64-encoded; "
-                "it is not sent over plain http. Use an https:// pbx.url."
-            )
-        login, nonce = self.settings["login_id"], template["nonce"]
-        if self._password is None:
-            self._password = _Secret(
-                secret_from_env("the configuration", "pbx.password_env", self.settings["password_env"])
-            )
-        return {
-            "loginType": login_type,
-            "nonce": nonce,
-            "secret": login_secret(login_type, login, nonce, self._password.reveal()),
-        }
-
     def _json(self, resp: requests.Response, method: str, path: str):
         try:
             return orjson.loads(resp.content)
@@ -554,17 +705,28 @@ class StarfaceProvider(Provider):
         return "the network connection failed; check pbx.url and the network"
 
 
-def login_secret(login_type: str, login: str, nonce: str, password: str) -> str:
-    """The secret of the STARFACE REST login (Internal: SHA-512, lower-case hex; ActiveDirectory: base64)."""
-    if login_type == "ActiveDirectory":
-        return b64encode((login + nonce + password).encode("utf-8")).decode("ascii")
-    inner = hashlib.sha512(password.encode("utf-8")).hexdigest()
-    return login + ":" + hashlib.sha512((login + nonce + inner).encode("utf-8")).hexdigest()
+PASSWORD_CLASSES = ("ABCDEFGHJKLMNPQRSTUVWXYZ", "abcdefghijkmnopqrstuvwxyz", "23456789", "!#%+-.:=?@_")
+
+
+def initial_password(length: int = 24) -> str:
+    """A random password nobody knows that meets a typical policy: upper and lower case, a digit and a special
+    character, 16 characters or more (a PBX with such a policy would refuse a create otherwise)."""
+    alphabet = "".join(PASSWORD_CLASSES)
+    chars = [secrets.choice(group) for group in PASSWORD_CLASSES]
+    chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
+
+
+# Countries whose national numbers keep their leading zero in E.164 (no trunk prefix): Italy, San Marino,
+# Vatican City (+39 06 ... for Rome).
+KEEPS_LEADING_ZERO = frozenset({"39", "378", "379"})
 
 
 def e164(pn: Mapping) -> str:
     """An EXTERNAL PhoneNumber as E.164: "+" country code (nationalPrefix) + area code without its trunk
-    prefix (localPrefix) + subscriber number (number). A number already written with "+" or "00" is kept."""
+    prefix (localPrefix; Italy's leading zero stays) + subscriber number (number). A number already written
+    with "+" or "00" is kept."""
     number = "".join(ch for ch in str(pn.get("number") or "") if ch.isdigit())
     raw = str(pn.get("number") or "").strip()
     if raw.startswith("+"):
@@ -572,7 +734,9 @@ def e164(pn: Mapping) -> str:
     if raw.startswith("00"):
         return "+" + number[2:]
     country = "".join(ch for ch in str(pn.get("nationalPrefix") or "") if ch.isdigit()).removeprefix("00")
-    area = "".join(ch for ch in str(pn.get("localPrefix") or "") if ch.isdigit()).lstrip("0")
+    area = "".join(ch for ch in str(pn.get("localPrefix") or "") if ch.isdigit())
+    if country not in KEEPS_LEADING_ZERO:
+        area = area.lstrip("0")  # the trunk prefix: "07022" is +49 7022
     if not country:
         log.warning("External number %s (id %s) has no country code; kept as the PBX writes it.", raw, pn.get("id"))
         return raw
@@ -598,6 +762,41 @@ def _owner(pn: Mapping, fax_ids: set[int]) -> tuple[str | None, str | None]:
 
 def _service_names(service: Mapping) -> set[str]:
     return {str(service.get("serviceName") or "").lower(), str(service.get("label") or "").lower()}
+
+
+def _json_or_none(resp: requests.Response):
+    try:
+        return orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _inventory_counts(phone_numbers: list[dict]) -> dict[str, dict[str, int]]:
+    """PhoneNumber type -> how many, and how many of them are assigned to a user."""
+    out: dict[str, dict[str, int]] = {}
+    for pn in phone_numbers:
+        entry = out.setdefault(str(pn.get("type")), {"total": 0, "users": 0})
+        entry["total"] += 1
+        entry["users"] += pn.get("assignedUserAccountId") is not None
+    return dict(sorted(out.items()))
+
+
+def _number_fields(pn: Mapping) -> str:
+    keys = ("exitCode", "nationalPrefix", "localPrefix", "number")
+    return ", ".join(f"{k} {pn.get(k)!s}" for k in keys if pn.get(k) not in (None, ""))
+
+
+def _is_permission(permission: Mapping, wanted) -> bool:
+    if isinstance(wanted, int):
+        return permission.get("id") == wanted
+    return str(permission.get("permission", "")).lower() == str(wanted).lower()
+
+
+def _is_named(service: Mapping, wanted) -> bool:
+    """A call service by id (an int) or by name or label (case-insensitive)."""
+    if isinstance(wanted, int):
+        return service.get("serviceId") == wanted
+    return str(wanted).lower() in _service_names(service)
 
 
 def _service_text(service: Mapping) -> str:

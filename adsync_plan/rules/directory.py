@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from adsync_plan.config import Config
 from adsync_plan.model import ROLE_ADMIN, ROLE_USER, Diagnostic, Directory, DirectoryUser, PhoneUser, normalise_dn
 from adsync_plan.rules.numbers import NumberRules
+from adsync_plan.rules.values import INVALID_VALUE, TEXT_FIELDS, all_clean, value_problem
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def render_users(directory: Directory, config: Config) -> Rendered:
     the uniqueness rules over all of them."""
     rules = NumberRules(config.numbering)
     candidates: list[tuple[DirectoryUser, DesiredUser | None, list[Diagnostic]]] = []
-    accounts, emails = [], []  # lower case, counted at the end (Counter counts a list at C speed)
+    accounts, emails, source_ids = [], [], []  # lower case, counted at the end (Counter counts at C speed)
     out_of_scope = 0
     debug = log.isEnabledFor(logging.DEBUG)  # skip building the arguments of 100,000 unused messages
     for user in directory.users:
@@ -103,6 +104,7 @@ def render_users(directory: Directory, config: Config) -> Rendered:
         shape, found = _check_user(user, role, rules, directory.attributes, config)
         desired = DesiredUser(user.account.lower(), user.source_id, user.dn, shape) if shape else None
         candidates.append((user, desired, found))
+        source_ids.append(user.source_id.lower())
         if user.account:
             accounts.append(user.account.lower())
         if user.email:
@@ -110,6 +112,8 @@ def render_users(directory: Directory, config: Config) -> Rendered:
     names = directory.attributes
     _check_unique(candidates, Counter(accounts), "account", "DUPLICATE_ACCOUNT", "sAMAccountName", names)
     _check_unique(candidates, Counter(emails), "email", "DUPLICATE_EMAIL", "e-mail address", names)
+    # one source id on two entries would bind two PBX users to one key: both are held
+    _check_unique(candidates, Counter(source_ids), "source_id", "DUPLICATE_SOURCE_ID", "source id", names)
     rendered = Rendered(desired={}, held=[], out_of_scope=out_of_scope)
     for user, desired, found in candidates:
         if found:
@@ -136,10 +140,8 @@ REQUIRED = (
 
 def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, config: Config):
     check = _Checker(user, attributes)
-    for field_name, code, label in REQUIRED:
-        if not getattr(user, field_name):
-            attr = attributes.get(field_name, field_name)
-            check.error(code, field_name, f"{user.dn} has no {attr}: a PBX user needs {label}; set {attr}.")
+    if not all_clean(user.account, user.first_name, user.last_name, user.email):
+        _check_required(check, user, attributes)
     numbers = rules.user_numbers(user.phones, user.faxes)
     for value in numbers.invalid:
         check.error(
@@ -183,6 +185,21 @@ def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, 
     return shape, check.found
 
 
+def _check_required(check: _Checker, user, attributes) -> None:
+    """R1 (the text fields are set) and clean values (no control characters, bidi overrides, blank or overlong
+    values): `user` is a DirectoryUser or a desired user's identity and shape."""
+    for field_name, code, label in REQUIRED:
+        if not getattr(user, field_name):
+            attr = attributes.get(field_name, field_name)
+            check.error(code, field_name, f"{user.dn} has no {attr}: a PBX user needs {label}; set {attr}.")
+    for field_name in TEXT_FIELDS:
+        value = getattr(user, field_name)
+        problem = value_problem(field_name, value) if value else None
+        if problem:
+            attr = attributes.get(field_name, field_name)
+            check.error(INVALID_VALUE, field_name, f"the {attr} of {user.dn} {problem}; correct it in the directory.")
+
+
 def _check_unique(candidates, counts: Counter, field_name: str, code: str, label: str, attributes) -> None:
     """R2 and R14: every user sharing a value (case-insensitive) is held. `counts` counts the values."""
     if max(counts.values(), default=0) < 2:
@@ -205,3 +222,70 @@ def _check_unique(candidates, counts: Counter, field_name: str, code: str, label
                     {"dn": user.dn, "attribute": attributes.get(field_name, field_name)},
                 )
             )
+
+
+# -- a desired state read from a file --------------------------------------------------------------------
+
+
+def recheck(rendered: Rendered, config: Config, attributes) -> Rendered:
+    """A desired state read from a file is input, not truth (anyone can edit it in a pull request): every
+    rule that needs no directory runs again (R1 and clean values, R5, R12's primary number, R2, R14, one
+    source id per user, an admin role backed by an admin group); a user failing one is held, as after render.
+    The rules that need the PBX (R4, R6, R7, R10, R11) run at plan time for every desired state anyway."""
+    rules = NumberRules(config.numbering)
+    candidates = []
+    for desired in rendered.desired.values():
+        identity = _identity(desired)
+        candidates.append((identity, desired, _recheck_user(identity, desired.user, rules, attributes, config)))
+    held = [(DirectoryUser(h.source_id, h.dn, h.account, email=h.email), None, []) for h in rendered.held]
+    everyone = candidates + held
+    for field_name, code, label in UNIQUE:
+        counts = Counter((getattr(u, field_name) or "").lower() for u, _, _ in everyone if getattr(u, field_name))
+        _check_unique(everyone, counts, field_name, code, label, attributes)
+    out = Rendered(desired={}, held=list(rendered.held), out_of_scope=rendered.out_of_scope)
+    for user, desired, found in candidates:
+        if found:
+            out.held.append(HeldUser(address_of(user), user.account, user.source_id, user.dn, user.email, tuple(found)))
+        else:
+            out.desired[desired.account] = desired
+    out.held.sort(key=lambda h: (h.address, h.source_id))
+    return out
+
+
+UNIQUE = (
+    ("account", "DUPLICATE_ACCOUNT", "sAMAccountName"),
+    ("email", "DUPLICATE_EMAIL", "e-mail address"),
+    ("source_id", "DUPLICATE_SOURCE_ID", "source id"),
+)
+
+
+def _identity(desired: DesiredUser) -> DirectoryUser:
+    shape = desired.user
+    return DirectoryUser(desired.source_id, desired.dn, desired.account, shape.first_name, shape.last_name, shape.email)
+
+
+def _recheck_user(user: DirectoryUser, shape: PhoneUser, rules: NumberRules, attributes, config: Config):
+    check = _Checker(user, attributes)
+    _check_required(check, user, attributes)
+    primary = shape.primary_internal_number
+    if primary is None or primary not in (*shape.internal_numbers, *shape.fax_numbers):  # a fax primary: as render
+        check.error(
+            "NO_INTERNAL_NUMBER",
+            "phones",
+            f"the primary internal number {primary} is not among the user's internal numbers "
+            f"({', '.join(shape.internal_numbers) or 'none'}); render the desired state again.",
+        )
+    for number in sorted({*shape.internal_numbers, shape.login_id}):
+        reason = rules.reserved_reason(number)
+        if reason:
+            check.error("RESERVED_NUMBER", "phones", f"{number} {reason} and cannot be an internal number or login ID.")
+    listed = (*shape.internal_numbers, *shape.external_numbers, *shape.fax_numbers)
+    for number in sorted(n for n, count in Counter(listed).items() if count > 1):
+        check.error("NUMBER_CONFLICT", "phones", f"number {number} is listed twice; a number has one use.")
+    if shape.role == ROLE_ADMIN and not config.scope.admin_groups:
+        check.error(
+            INVALID_VALUE,
+            "role",
+            "the role admin needs an admin group, and scope.admin_groups names none; render the desired state again.",
+        )
+    return check.found

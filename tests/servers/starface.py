@@ -17,6 +17,7 @@ exactly the users a test put there (as the file PBX does).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import itertools
@@ -56,6 +57,10 @@ DEFAULT_CALL_SERVICES = [
 ]
 SERVICE_BY_KIND = {"standard": 1, "fax": 3}
 TOKEN_TTL = 4 * 3600.0
+ACCESS_TTL = 300.0  # STARFACE 10's access tokens
+REFRESH_TTL = 6 * 3600.0
+TOKEN_PATH = "/auth/realms/pbx/oauth2/token"
+CLIENT_ID = "rest-client-headless"
 _NUM = re.compile(r"/\d+(?=/|$)")
 
 
@@ -123,8 +128,28 @@ class StarfaceServer(ThreadedServer):
         licenses: int | None = None,
         tls: ssl.SSLContext | None = None,
         login_type: str = "Internal",
+        version: str = "6",
+        client_secret: str = "Cl1ent-secret",
+        client_auth: str = "form",
+        edge_node: str | None = None,
+        discovery: bool = True,
     ):
+        """`version` "10" is a STARFACE 10: the nonce login is refused; OAuth at the token endpoint (found
+        through the discovery document unless `discovery` is False), the client secret accepted only as
+        `client_auth` says ("form" or "basic"), `resource=edgenode://<edge_node>` required when set."""
         self.login, self.password, self.login_type = login, password, login_type
+        self.version, self.client_secret, self.client_auth = version, client_secret, client_auth
+        self.edge_node, self.discovery = edge_node, discovery
+        self.api_right = True  # the API user holds "API access with Password Grant"
+        self.refresh_tokens: dict[str, float] = {}  # refresh token -> expiry
+        self.refresh_ttl = REFRESH_TTL
+        self.issued: list[str] = []  # every token handed out, for the tests that look for leaks
+        # misbehaviour for the verified-apply tests: body fields accepted (2xx) but silently not stored, e.g.
+        # "familyName" (POST/PUT /users) or "primaryInternalNumberId" (PUT .../phonenumberconfig)
+        self.ignored: set[str] = set()
+        self.product_version = "10.0.2.6" if version == "10" else None  # GET /rest/server/version (None: 404)
+        self.pnc_bodies: list[dict] = []  # bodies of PUT /users/{id}/phonenumberconfig, as sent
+        self.password_policy = False  # True: 16+ characters with upper, lower, digit and special character
         self.data = Pbx(licenses=licenses)
         for pid, name, desc in DEFAULT_PERMISSIONS:
             self.data.permissions[pid] = {"id": pid, "permission": name, "description": desc}
@@ -137,7 +162,7 @@ class StarfaceServer(ThreadedServer):
         self.errors: list[str] = []  # exceptions inside the emulator (bugs), answered as 500
         self.nonces: set[str] = set()
         self.tokens: dict[str, float] = {}  # token -> expiry (server clock)
-        self.token_ttl = TOKEN_TTL
+        self.token_ttl = ACCESS_TTL if version == "10" else TOKEN_TTL  # settable: tests use 2 s
         self.clock_offset = 0.0
         self.tls = tls
 
@@ -149,6 +174,17 @@ class StarfaceServer(ThreadedServer):
         if self.tls:
             httpd.socket = self.tls.wrap_socket(httpd.socket, server_side=True)
         return self.serve(httpd)
+
+    @property
+    def oauth(self) -> bool:
+        return self.version == "10"
+
+    def settings(self) -> dict:
+        """The `pbx:` keys that sign in to this server (the caller sets PASSWORD_ENV and CLIENT_SECRET_ENV)."""
+        out = {"type": "starface", "url": self.url, "login_id": self.login, "password_env": PASSWORD_ENV}
+        if self.oauth:
+            out["client_secret_env"] = CLIENT_SECRET_ENV
+        return out
 
     @property
     def url(self) -> str:
@@ -174,7 +210,7 @@ class StarfaceServer(ThreadedServer):
 
     @property
     def total_requests(self) -> int:
-        return sum(self.counts.values())
+        return sum(c for key, c in self.counts.items() if not key.startswith("token "))  # those count grant types
 
     # ---- seeding -----------------------------------------------------------------------------------------
     def add_user(
@@ -214,7 +250,8 @@ class StarfaceServer(ThreadedServer):
                 "numberBlockId": block_id,
                 "exitCode": exit_code,
                 "nationalPrefix": national,
-                "localPrefix": "0" + local,  # as a line's settings write it, with the trunk prefix
+                # as a line's settings write it: with the trunk prefix 0 (Italy: the 0 is part of the number)
+                "localPrefix": local if national == "39" else "0" + local,
             }
         )
 
@@ -370,7 +407,8 @@ def _user(uid: int, login: str, first: str, last: str, email: str, **extra) -> d
 def _e164(n: dict) -> str:
     if n["type"] != "EXTERNAL":
         return n["number"]
-    return "+" + n["nationalPrefix"] + n["localPrefix"].lstrip("0") + n["number"]
+    area = n["localPrefix"] if n["nationalPrefix"] == "39" else n["localPrefix"].lstrip("0")  # Italy keeps its 0
+    return "+" + n["nationalPrefix"] + area + n["number"]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -420,7 +458,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = 500, {"code": 500, "message": "Unexpected error."}
         if fault and fault.after and self._fault(fault):
             return
-        self._send(status, body)
+        self._send(status, body, location=getattr(self, "redirect", None))
+        self.redirect = None
 
     def _fault(self, fault: Fault) -> bool:
         """Carry out a fault; True when it replaced the answer."""
@@ -438,9 +477,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(500, {"code": 500, "message": "Unexpected error."})
         return True
 
-    def _send(self, status: int, body, raw: bytes | None = None, ctype: str = "application/json") -> None:
+    def _send(
+        self, status: int, body, raw: bytes | None = None, ctype: str = "application/json", location: str | None = None
+    ) -> None:
         data = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
         self.send_response(status)
+        if location:
+            self.send_header("Location", location)
         if data:
             self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -450,6 +493,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, query: dict, raw: bytes):
         segs = path.split("/")[1:]
+        if segs and segs[0] in (".well-known", "auth"):
+            return self._keycloak(method, path, raw)
         if not segs or segs[0] != "rest":
             raise ApiError(404, f"{path} was not found.")
         segs = segs[1:]
@@ -464,7 +509,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorise(self) -> None:
         pbx = self.pbx
-        token = self.headers.get("authToken")
+        bearer = self.headers.get("Authorization") or ""
+        token = bearer.removeprefix("Bearer ") if pbx.oauth else self.headers.get("authToken")
         with pbx.lock:
             expiry = pbx.tokens.get(token or "")
             if expiry is None or expiry < pbx.now():
@@ -473,6 +519,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _login(self, method: str, raw: bytes):
         pbx = self.pbx
+        if pbx.oauth:  # what a 10.x answers here is unknown; any 4xx reads as a refused login
+            raise ApiError(403, "The login with a nonce is not available on this PBX; sign in with OAuth.")
         with pbx.lock:
             if method == "GET":
                 nonce = secrets.token_hex(13)
@@ -495,7 +543,67 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "Invalid login.")
             token = secrets.token_urlsafe(24)
             pbx.tokens[token] = pbx.now() + pbx.token_ttl
+            pbx.issued.append(token)
             return 200, {"token": token}
+
+    # -- STARFACE 10: the Keycloak realm `pbx`
+    def _keycloak(self, method: str, path: str, raw: bytes):
+        pbx = self.pbx
+        if not pbx.oauth:
+            raise ApiError(404, f"{path} was not found.")
+        if method == "GET" and path == "/.well-known/openid-configuration" and pbx.discovery:
+            self.redirect = "/auth/realms/pbx/.well-known/openid-configuration"  # as the PBX does
+            return 302, None
+        if method == "GET" and path == "/auth/realms/pbx/.well-known/openid-configuration" and pbx.discovery:
+            doc = {"issuer": f"{pbx.url}/auth/realms/pbx", "token_endpoint": pbx.url + TOKEN_PATH}
+            if pbx.edge_node:
+                doc["edgeNodeId"] = pbx.edge_node
+            return 200, doc
+        if method == "POST" and path == TOKEN_PATH:
+            form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8")).items()}
+            with pbx.lock:
+                pbx.counts[f"token {form.get('grant_type')}"] += 1
+                return self._grant(form)
+        raise ApiError(404, f"{path} was not found.")
+
+    def _grant(self, form: dict):
+        pbx = self.pbx
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        basic = self.headers.get("Authorization") or ""
+        if basic.startswith("Basic "):
+            client_id, _, secret = base64.b64decode(basic[6:]).decode("utf-8").partition(":")
+        by_form = "client_secret" in form
+        if client_id != CLIENT_ID or secret != pbx.client_secret or by_form != (pbx.client_auth == "form"):
+            return 401, {
+                "error": "unauthorized_client",
+                "error_description": "Invalid client or Invalid client credentials",
+            }
+        if pbx.edge_node and form.get("resource") != f"edgenode://{pbx.edge_node}":
+            return 400, {"error": "invalid_request", "error_description": "Missing or wrong resource"}
+        grant = form.get("grant_type")
+        if grant == "password":
+            if form.get("username") != pbx.login or form.get("password") != pbx.password or not pbx.api_right:
+                return 401, {"error": "invalid_grant", "error_description": "Invalid user credentials"}
+            if "login" not in (form.get("scope") or "").split():
+                return 400, {"error": "invalid_scope", "error_description": "Invalid scopes: " + str(form.get("scope"))}
+        elif grant == "refresh_token":
+            expiry = pbx.refresh_tokens.pop(form.get("refresh_token") or "", None)  # single use: rotated
+            if expiry is None or expiry < pbx.now():
+                return 400, {"error": "invalid_grant", "error_description": "Token is not active"}
+        else:
+            return 400, {"error": "unsupported_grant_type", "error_description": "Unsupported grant_type"}
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        pbx.tokens[access] = pbx.now() + pbx.token_ttl
+        pbx.refresh_tokens[refresh] = pbx.now() + pbx.refresh_ttl
+        pbx.issued += [access, refresh]
+        return 200, {
+            "access_token": access,
+            "expires_in": pbx.token_ttl,
+            "refresh_expires_in": pbx.refresh_ttl,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "scope": "login",
+        }
 
 
 def _secret(login_type: str, login: str, password: str, nonce: str) -> str:
@@ -540,7 +648,7 @@ class _Operations:
             ),
             (
                 n == 4 and s[0] == "users" and s[3] == "phonenumbers",
-                {"GET": self.list_assignments, "POST": self.add_assignments, "PUT": self.add_assignments},
+                {"GET": self.list_assignments, "POST": self.add_assignments, "PUT": self.put_assignments},
             ),
             (n == 5 and s[0] == "users" and s[4] == "delete", {"POST": self.delete_assignments}),
             (n == 5 and s[0] == "users" and s[3] == "phonenumbers", {"DELETE": self.delete_assignment}),
@@ -558,6 +666,7 @@ class _Operations:
             ),
             (n == 1 and s[0] == "callservices", {"GET": lambda: (200, list(self.d.services.values()))}),
             (n == 1 and s[0] == "groups", {"GET": self.list_groups}),
+            (n == 2 and s == ["server", "version"], {"GET": self.server_version}),
         ]
         for matched, methods in routes:
             if matched:
@@ -582,6 +691,9 @@ class _Operations:
 
     def _check_user_body(self, uid: int | None) -> dict:
         b = self.body
+        if isinstance(b, dict) and self.server.ignored & b.keys():  # a PBX ignoring fields it accepts
+            old = self.d.users.get(uid, _user(0, "", "", "", ""))
+            b = {**b, **{k: old[k] for k in self.server.ignored & b.keys() if k in old}}
         if not isinstance(b, dict):
             raise ApiError(400, "The body must be a User object.")
         for key in ("email", "familyName", "firstName", "language", "login"):
@@ -594,6 +706,8 @@ class _Operations:
             raise ApiError(400, f"The login ID {login} is already in use.")
         if b.get("password") and len(b["password"]) < 8:
             raise ApiError(400, "The password must be at least 8 characters long.")
+        if b.get("password") and self.server.password_policy and not _strong(b["password"]):
+            raise ApiError(400, "The password does not meet the password policy.")
         return b
 
     # -- users
@@ -695,10 +809,11 @@ class _Operations:
     def put_pnc(self):
         uid = self._uid()
         b = self.body if isinstance(self.body, dict) else {}
-        if "primaryInternalNumberId" in b:  # a partial body, as STARFACE's PHP client sends it
+        self.server.pnc_bodies.append(b)
+        if "primaryInternalNumberId" in b and "primaryInternalNumberId" not in self.server.ignored:
             nid = b["primaryInternalNumberId"]
-            if nid is None:
-                self.d.primary.pop(uid, None)
+            if nid is None:  # no public source shows null accepted: this PBX fails as an unchecked Java server would
+                raise ApiError(500, "java.lang.NullPointerException", plain=True)
             else:
                 n = self.d.numbers.get(nid)
                 if n is None or n["type"] != "INTERNAL" or n["assignedUserAccountId"] != uid:
@@ -736,6 +851,23 @@ class _Operations:
                 raise ApiError(400, f"Request error: the phone number {n['number']} is already assigned.", plain=True)
         for a in items:
             self.server._assign(uid, a["phoneNumberId"], a["serviceId"])
+        return 200, items
+
+    def put_assignments(self):
+        """Changes the call service of numbers the user already has (STARFACE's updateUserPhoneNumberServiceId)."""
+        uid = self._uid()
+        items = self._assignments()
+        for a in items:
+            n = self.d.numbers.get(a["phoneNumberId"])
+            if a["accountId"] != uid or n is None or n["assignedUserAccountId"] != uid:
+                raise ApiError(
+                    400, f"Request error: the phone number {a['phoneNumberId']} is not the user's.", plain=True
+                )
+            if a["serviceId"] not in self.d.services:
+                raise ApiError(400, f"Request error: the call service {a['serviceId']} does not exist.", plain=True)
+        for a in items:
+            if "serviceId" not in self.server.ignored:
+                self.d.numbers[a["phoneNumberId"]]["assignedServiceId"] = a["serviceId"]
         return 200, items
 
     def _unassign(self, uid: int, nid: int) -> None:
@@ -794,11 +926,22 @@ class _Operations:
             (self.d.grants[pid].add if granted == "true" else self.d.grants[pid].discard)(uid)
         return 200, None
 
+    def server_version(self):
+        if self.server.product_version is None:  # not in the 6.7 API description
+            raise ApiError(404, "/server/version was not found.")
+        return 200, {"version": self.server.product_version}
+
     def list_groups(self):
         return 200, [
             {"id": g["id"], "groupname": g["name"], "groupinternalnumber": "", "groupexternalnumber": ""}
             for g in self.d.groups.values()
         ]
+
+
+def _strong(password: str) -> bool:
+    """A typical password policy: 16 characters or more, upper and lower case, a digit, a special character."""
+    tests = (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
+    return len(password) >= 16 and all(any(test(c) for c in password) for test in tests)
 
 
 def _account(aid: int, kind: str, first: str, last: str, pin: str) -> dict:
@@ -841,13 +984,15 @@ def seed_scale(server: StarfaceServer, count: int, block_id: int = 1) -> None:
 
 
 PASSWORD_ENV = "ADSYNC_TEST_PBX_PASSWORD"
+CLIENT_SECRET_ENV = "ADSYNC_TEST_PBX_CLIENT_SECRET"
 
 
 def provider_for(server: StarfaceServer, base_dir, **settings):
-    """A StarfaceProvider pointed at the server; the caller sets PASSWORD_ENV (monkeypatch.setenv)."""
+    """A StarfaceProvider pointed at the server; the caller sets PASSWORD_ENV (and for a 10.x server
+    CLIENT_SECRET_ENV) with monkeypatch.setenv."""
     from adsync_plan.providers.starface import StarfaceProvider
 
-    config = {"type": "starface", "url": server.url, "login_id": server.login, "password_env": PASSWORD_ENV}
+    config = server.settings()
     config.update(settings)
     provider = StarfaceProvider(config, base_dir, None)
     provider.backoff = 0.01  # keep retry tests fast
@@ -888,8 +1033,8 @@ def seed_from_pbx_file(server: StarfaceServer, document: dict) -> None:
 
 def export_pbx_file(server: StarfaceServer) -> dict:
     """The server's content as an embedded-PBX document (SPEC 9.5), sorted as the file provider writes it."""
-    kinds = {v: k for k, v in SERVICE_BY_KIND.items()}
     with server.lock:
+        kinds = {sid: "fax" if "fax" in s["serviceName"] else "standard" for sid, s in server.data.services.items()}
         d = server.data
         admins = server.admins()
         users = []
