@@ -12,6 +12,7 @@ from adsync_plan.errors import InputError, LockError, PlanRefused
 from adsync_plan.planfile import check_applicable, load_plan, parse_time
 from adsync_plan.state import Lock, force_unlock, load_snapshot, read_lock
 from tests.conftest import copy_case
+from tests.plans import edit_plan
 
 # -- the snapshot ---------------------------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ def test_the_lock_creates_missing_folders_and_holds_who_and_what(tmp_path):
 
 def test_a_lock_removed_by_force_unlock_while_held_ends_quietly(tmp_path):
     with Lock(tmp_path, None, "sync", timeout=0) as lock:
-        assert force_unlock(tmp_path, lock.info["id"])["operation"] == "sync"
+        assert force_unlock(tmp_path, lock.info["id"], force=True)["operation"] == "sync"  # its holder is alive
     assert not (tmp_path / ".adsync.lock").exists()  # and leaving raised nothing
 
 
@@ -93,7 +94,10 @@ def test_force_unlock_of_an_unreadable_lock_names_no_id_and_keeps_it(tmp_path):
     path.write_text("not json")
     with pytest.raises(LockError) as err:
         force_unlock(tmp_path, "abc")
-    assert str(err.value) == f"{path}: the lock's id is ?, not abc; nothing was removed."
+    assert str(err.value) == (
+        f"{path} is not JSON, so not a lock file adsync-plan wrote; it has no id. "
+        "Run `adsync-plan force-unlock broken` to remove it."
+    )
     assert path.exists()
 
 
@@ -115,9 +119,8 @@ def test_a_plan_has_expired_at_the_second_of_expires_at(saved_plan):
 
 
 def test_an_expiry_that_is_no_time_is_refused_with_a_sentence(cli, demo, saved_plan):
-    doc = json.loads(saved_plan.read_text())
-    doc["expires_at"] = "2026-13-45T99:99:99Z"  # the schema's shape, but no time
-    saved_plan.write_text(json.dumps(doc))
+    # the schema's shape, but no time; resealed, so that the expiry check is the one that speaks
+    edit_plan(saved_plan, lambda doc: doc.update(expires_at="2026-13-45T99:99:99Z"), reseal=True)
     code, _, err = cli("apply", "-c", demo / "adsync.yaml", saved_plan)
     assert code == 1
     assert f"{saved_plan}: expires_at '2026-13-45T99:99:99Z' is no valid time; make a new plan." in err

@@ -156,10 +156,12 @@ def test_error_paths_of_the_network_components_at_trace_level(tmp_path, source, 
     commands = [["validate"], ["render"], ["refresh"], ["plan"], ["explain", "jmueller"], ["sync", "--yes"]]
     commands += [["apply", "plans/a.plan.json"]]
     results = [run(folder, *args) for args in commands]
-    # every command that reaches the closed port fails with one sentence (exit 1, last line "Error: ..."); the
-    # others succeed: validate, and with a file PBX refresh and apply, which never ask the source
+    # every command that reaches the closed port fails with one sentence (exit 1, last line "Error: ..."), and so
+    # does apply, whose plan was made with the demo's configuration; the others succeed: validate, and with a
+    # file PBX refresh, which never asks the source
     reaches_network = {"ldap": {"render", "plan", "explain", "sync"}, "azure": {"render", "plan", "explain", "sync"}}
-    reaches_network["ldif"] = {"refresh", "plan", "explain", "sync", "apply"}
+    reaches_network["ldif"] = {"refresh", "plan", "explain", "sync"}
+    reaches_network = {name: commands | {"apply"} for name, commands in reaches_network.items()}
     checked = []
     for r in results:
         command = command_of(r)[0]
