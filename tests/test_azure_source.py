@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -373,3 +374,89 @@ def test_members_that_are_devices_contacts_or_service_principals_are_skipped(gra
             directory = read(graph, scope=Scope(admin_groups=(), user_groups=(staff,), nested_groups=nested))
         assert {u.account for u in directory.users if staff in u.groups} == {"user000000"}
     assert "1 device, 1 orgContact, 1 servicePrincipal" in caplog.text
+
+
+# --- values the tool cannot read as text: a located error, never a traceback -------------------------------
+
+
+def one_sentence(message: str) -> None:
+    assert "\n" not in message and "Traceback" not in message and message.endswith(".")
+
+
+@pytest.mark.parametrize(
+    ("prop", "value", "words"),
+    [
+        ("surname", {"value": "Müller"}, "an object in surname"),
+        ("givenName", True, "a true/false value in givenName"),
+        ("businessPhones", [["+49 7022 1"]], "a list inside a list in businessPhones"),
+        ("accountEnabled", {"enabled": False}, "an object in accountEnabled, where true or false was expected"),
+    ],
+)
+def test_a_property_that_is_no_text_names_the_user_and_the_property(graph, prop, value, words):
+    graph.users = [graph_user(1), graph_user(2, **{prop: value})]
+    graph.add_group(group_id("staff"), [])
+
+    with pytest.raises(SourceError) as err:
+        read(graph)
+
+    one_sentence(str(err.value))
+    assert graph.users[1]["id"] in str(err.value) and "user000002@contoso.example" in str(err.value)
+    assert words in str(err.value)
+
+
+def test_numbers_in_a_mapped_property_are_text(graph):
+    graph.users = [graph_user(1, employeeId=4711)]
+    graph.add_group(group_id("staff"), [])
+
+    [user] = read(graph, attributes={"account": "employeeId"}).users
+
+    assert user.account == "4711"
+
+
+@pytest.mark.parametrize(
+    ("raw", "replacement"),
+    [
+        (b'"surname":"Last2"', b'"surname":"Last\xff2"'),  # bytes that are not UTF-8
+        (b'"surname":"Last2"', b'"surname":"Last\\ud8002"'),  # a lone surrogate escape
+    ],
+)
+def test_a_page_with_text_that_is_not_unicode_names_the_user_and_the_property(graph, raw, replacement):
+    graph.users = [graph_user(1), graph_user(2)]
+    graph.add_group(group_id("staff"), [])
+    page = orjson.dumps({"value": graph.users})
+    assert raw in page
+    graph.fail("users", 200, body=page.replace(raw, replacement))
+
+    with pytest.raises(SourceError) as err:
+        read(graph)
+
+    one_sentence(str(err.value))
+    assert f"object {graph.users[1]['id']} (user000002@contoso.example) whose surname" in str(err.value)
+    assert "not valid Unicode text" in str(err.value)
+
+
+def test_a_page_that_is_not_json_at_all_is_still_said_so(graph):
+    graph.users = [graph_user(1)]
+    graph.add_group(group_id("staff"), [])
+    graph.fail("users", 200, body=b"<html>\xff</html>")
+
+    with pytest.raises(SourceError, match="something that is not JSON"):
+        read(graph)
+
+
+def test_a_page_with_an_item_that_is_no_user_object(graph):
+    graph.users = [graph_user(1)]
+    graph.add_group(group_id("staff"), [])
+    graph.fail("users", 200, body=b'{"value": ["not a user"]}')
+
+    with pytest.raises(SourceError, match="an item that is not a user object"):
+        read(graph)
+
+
+def test_a_member_page_with_an_item_that_is_no_object(graph):
+    graph.users = [graph_user(1)]
+    staff = graph.add_group(group_id("staff"), [graph.users[0]["id"]])
+    graph.fail("members", 200, body=b'{"value": [42]}')
+
+    with pytest.raises(SourceError, match=f"page 1 of the members of group {staff} .* not an object"):
+        read(graph, scope=Scope((), (staff,), nested_groups=False))

@@ -342,7 +342,43 @@ def test_samba_missing_scope_group(dc, reader_password):
     with pytest.raises(SourceError) as err:
         read(dc_settings(dc), scope=Scope(admin_groups=(ADMINS,), user_groups=(missing,)))
     one_sentence(str(err.value))
-    assert missing in str(err.value) and "scope group" in str(err.value)
+    assert missing in str(err.value) and "scope group" in str(err.value) and "(scope.user_groups)" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("configured", "meant"),
+    [
+        (f"CN=Staff-All,{PEOPLE}", STAFF_ALL),  # the right group in the wrong OU
+        (f"CN=Staff-Al,{ad_seed.GROUPS}", STAFF_ALL),  # a typo in the CN
+    ],
+)
+def test_samba_missing_scope_group_suggests_the_group_meant(dc, reader_password, configured, meant):
+    reader_password(samba.READER_PASSWORD)
+    with pytest.raises(SourceError) as err:
+        read(dc_settings(dc), scope=Scope(admin_groups=(ADMINS,), user_groups=(configured,)))
+    one_sentence(str(err.value).replace("?", "."))
+    assert configured in str(err.value) and str(err.value).endswith(f"Did you mean {meant}?")
+
+
+def test_samba_a_mapped_attribute_holding_bytes_that_are_not_utf8_is_a_located_error(dc, reader_password):
+    """Samba refuses bytes that are not UTF-8 in a string attribute (sn); they reach the tool when a field is
+    mapped to a binary attribute (attributes: email: thumbnailPhoto)."""
+    reader_password(samba.READER_PASSWORD)
+    ou = f"OU=Undecodable,{ad_seed.DOMAIN}"
+    dn = f"CN=Photo Only,{ou}"
+    admin = dc.admin_connection()
+    try:
+        admin.add(ou, ["top", "organizationalUnit"])
+        admin.add(dn, ad_seed.USER_CLASSES, {"sAMAccountName": "photoonly", "thumbnailPhoto": b"\xff\xd8\xff\xe0"})
+        with pytest.raises(SourceError) as err:
+            read(dc_settings(dc, base_dn=ou), attributes={"email": "thumbnailPhoto"})
+        one_sentence(str(err.value))
+        assert dn in str(err.value) and "thumbnailPhoto value that is not UTF-8" in str(err.value)
+        assert "ff d8 ff e0" in str(err.value)
+    finally:
+        admin.delete(dn)
+        admin.delete(ou)
+        admin.unbind()
 
 
 def test_samba_refuses_simple_bind_without_encryption(dc, reader_password):
@@ -358,6 +394,46 @@ def test_samba_refuses_simple_bind_without_encryption(dc, reader_password):
 
 
 # --- connection failures without a directory -----------------------------------------------------------
+
+
+# --- values that are not UTF-8, without a server ------------------------------------------------------------------
+
+
+def _mapped(dn: str, raw: dict, attributes=None):
+    from adsync_plan.sources.ldap import ScopeGroups, _PageMapper
+
+    mapper = _PageMapper(ad.attribute_map(attributes or {}), ScopeGroups({}, {}))
+    return mapper.map([{"dn": dn, "raw_attributes": raw}])
+
+
+GUID_BYTES = uuid.UUID(int=7).bytes_le
+
+
+def test_a_string_attribute_that_is_not_utf8_names_the_entry_and_the_attribute():
+    with pytest.raises(SourceError) as err:
+        _mapped("CN=A,DC=x", {"objectGUID": [GUID_BYTES], "sn": [b"M\xfcller"]})
+    one_sentence(str(err.value))
+    message = str(err.value)
+    assert "CN=A,DC=x" in message and "sn value that is not UTF-8 text (bytes 4d fc 6c 6c 65 72)" in message
+
+
+def test_a_member_of_value_that_is_not_utf8_is_an_error_too():
+    with pytest.raises(SourceError) as err:
+        _mapped("CN=A,DC=x", {"objectGUID": [GUID_BYTES], "memberOf": [b"CN=\xff"]})
+    assert "memberOf value" in str(err.value)
+
+
+def test_a_binary_source_id_is_shown_in_hex_not_refused():
+    [user] = _mapped("CN=A,DC=x", {"objectSid": [b"\x01\x05\xff"]}, {"source_id": "objectSid"})
+    assert user.source_id == "0105ff"
+
+
+def test_a_dn_that_is_not_utf8_is_refused():
+    dn = b"CN=M\xfcller,DC=x".decode("utf-8", "surrogateescape")  # as the lean decoder passes it on
+    with pytest.raises(SourceError) as err:
+        _mapped(dn, {"objectGUID": [GUID_BYTES]})
+    one_sentence(str(err.value))
+    assert "DN is not UTF-8" in str(err.value) and "\\udcfc" in str(err.value)
 
 
 def test_unreachable_server(reader_password, closed_port):

@@ -180,7 +180,7 @@ def test_ldif_mapping_ignores_other_phone_attributes_and_reads_disabled(tmp_path
         givenName="A",
         sn="B",
     )
-    user = read(tmp_path, text)["u1"]
+    user = read(tmp_path, text + "\n" + _group("Top"))["u1"]  # the scope group must be in the file
     assert user.phones == ("30", "31") and user.faxes == ("+49 7022 27978-99",)
     assert user.enabled is False
     assert (user.first_name, user.last_name, user.email) == ("A", "B", "a@b.c")

@@ -6,8 +6,9 @@ as objectGUID). Other phone attributes (ipPhone, otherIpPhone, pager, mobile, ho
 
 from __future__ import annotations
 
+import difflib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from adsync_plan.errors import SourceError
 from adsync_plan.model import DirectoryUser
@@ -167,3 +168,21 @@ def _source_id(entry: Mapping[str, list], names: Sequence[str]) -> str | None:
 def diagnostic_names(attrs: Mapping[str, Sequence[str]]) -> dict[str, str]:
     """field -> the attribute name(s) a diagnostic shows, e.g. phones -> "telephoneNumber/otherTelephone"."""
     return {field: "/".join(names) for field, names in attrs.items()}
+
+
+def similar_dn(wanted: str, candidates: Iterable[str]) -> str | None:
+    """The candidate DN that `wanted` most likely meant, for a "did you mean": the same first RDN elsewhere in
+    the tree, or a first RDN spelled nearly alike in the same place. All DNs normalised (normalise_dn)."""
+    head, _, tail = wanted.partition(",")
+    best, best_score = None, 0.0
+    for candidate in candidates:
+        first, _, rest = candidate.partition(",")
+        if first == head:
+            score = 2.0
+        elif rest == tail:
+            score = difflib.SequenceMatcher(None, first, head).ratio()
+        else:
+            continue
+        if score > best_score and score >= 0.75:
+            best, best_score = candidate, score
+    return best

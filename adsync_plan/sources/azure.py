@@ -16,6 +16,7 @@ Hard-won details (shared/reference/entra-graph-msal-notes.md):
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import time
 import uuid
@@ -113,11 +114,13 @@ def to_directory_user(raw: Mapping, attrs: Mapping[str, Sequence[str]], groups) 
     """One Graph user -> DirectoryUser. `groups` are the lower-cased scope group ids the user is in."""
     source_id = _first(raw, attrs["source_id"])
     if not source_id:
-        raise SourceError(f"Graph returned a user without {attrs['source_id'][0]}; it cannot be bound to a PBX user.")
+        upn = _first(raw, (UPN,))
+        who = f"a user ({upn}) without" if upn else "a user without"
+        raise SourceError(f"Graph returned {who} {attrs['source_id'][0]}; it cannot be bound to a PBX user.")
     enabled = _first_raw(raw, attrs["enabled"])
     return DirectoryUser(
         source_id=source_id.lower(),
-        dn=raw.get(UPN) or source_id,
+        dn=_first(raw, (UPN,)) or source_id,
         account=_account(raw, attrs["account"]),
         first_name=_first(raw, attrs["first_name"]),
         last_name=_first(raw, attrs["last_name"]),
@@ -125,20 +128,45 @@ def to_directory_user(raw: Mapping, attrs: Mapping[str, Sequence[str]], groups) 
         phones=tuple(_values(raw, attrs["phones"])),
         faxes=tuple(_values(raw, attrs["faxes"])),
         groups=frozenset(groups),
-        enabled=_truthy(enabled),
+        enabled=_truthy(raw, attrs["enabled"], enabled),
     )
 
 
 def _values(raw: Mapping, names: Sequence[str]) -> list[str]:
-    """Every non-empty value of the properties, in order; collections (businessPhones) are flattened."""
+    """Every non-empty value of the properties, in order; collections (businessPhones) are flattened. Text
+    and numbers (an extension property may be an Integer) are values; anything else is an error naming the
+    user and the property, never its Python rendering."""
     out = []
     for name in names:
         value = raw.get(name)
         for item in value if isinstance(value, list) else (value,):
-            text = "" if item is None else str(item).strip()
+            kind = type(item)
+            if kind is str:
+                text = item.strip()
+            elif item is None:
+                continue
+            elif kind is int or kind is float:
+                text = str(item)
+            else:
+                raise SourceError(_not_text(raw, name, item))
             if text:
                 out.append(text)
     return out
+
+
+def _not_text(raw: Mapping, name: str, item, expected: str = "text") -> str:
+    kinds = {bool: "a true/false value", dict: "an object", list: "a list inside a list"}
+    return (
+        f"Graph returned user {_who(raw)} with {kinds.get(type(item), type(item).__name__)} in {name}, where "
+        f"{expected} was expected; check the property mapped to it (attributes:)."
+    )
+
+
+def _who(raw: Mapping) -> str:
+    """A user as messages name it: the object id (and the userPrincipalName when it is text)."""
+    gid, upn = raw.get("id"), raw.get(UPN)
+    name = gid if isinstance(gid, str) and gid.isprintable() else "without a usable id"
+    return f"{name} ({upn})" if isinstance(upn, str) and upn.isprintable() else name
 
 
 def _first(raw: Mapping, names: Sequence[str]) -> str | None:
@@ -162,10 +190,12 @@ def _account(raw: Mapping, names: Sequence[str]) -> str | None:
     return None
 
 
-def _truthy(value) -> bool:
+def _truthy(raw: Mapping, names: Sequence[str], value) -> bool:
     """accountEnabled is a JSON boolean; an absent value counts as enabled, as for AD."""
     if isinstance(value, str):
         return value.strip().lower() not in ("false", "0", "no")
+    if isinstance(value, dict | list):
+        raise SourceError(_not_text(raw, names[0], value, "true or false"))
     return True if value is None else bool(value)
 
 
@@ -195,7 +225,12 @@ def read_users(graph: GraphClient, attrs, page_size: int, progress: Progress, in
     guests = 0
     progress.start("Reading users from Entra ID", None)
     try:
-        for page in graph.pages("/v1.0/users", params, "the users"):
+        for number, page in enumerate(graph.pages("/v1.0/users", params, "the users"), 1):
+            if not all(isinstance(user, dict) for user in page):
+                raise SourceError(
+                    f"Graph answered page {number} of the users with an item that is not a user object; the "
+                    "read was stopped so that no partial directory is used."
+                )
             for user in page:
                 if include_guests or str(user.get("userType") or "").lower() != GUEST:
                     users.append(user)
@@ -221,7 +256,13 @@ def read_memberships(
         for gid, key in groups.items():
             path = f"/v1.0/groups/{quote(gid)}/{relation}"
             what = f"the members of group {gid} ({key})"
-            for page in graph.pages(path, {"$select": "id", "$top": str(page_size)}, what, group=(gid, key)):
+            pages = graph.pages(path, {"$select": "id", "$top": str(page_size)}, what, group=(gid, key))
+            for number, page in enumerate(pages, 1):
+                if not all(isinstance(item, dict) for item in page):
+                    raise SourceError(
+                        f"Graph answered page {number} of {what} with an item that is not an object; the read "
+                        "was stopped so that no partial directory is used."
+                    )
                 for item in page:
                     kind = item.get("@odata.type", USER_TYPE)
                     if kind == USER_TYPE and item.get("id"):
@@ -434,6 +475,7 @@ class GraphClient:
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
+            _locate_undecodable(response.content, what, number)
             body = None
         if not isinstance(body, dict):
             kind = response.headers.get("Content-Type", "no content type")
@@ -467,6 +509,38 @@ class GraphClient:
             f"Graph failed to return page {number} of {what}{tried} (HTTP {status} {code}{detail}); the read "
             "was stopped so that no partial directory is used."
         )
+
+
+def _locate_undecodable(content: bytes, what: str, number: int) -> None:
+    """A page orjson refused may be JSON whose text is not valid Unicode (bytes that are not UTF-8, or a lone
+    surrogate escape such as \\ud800): then name the object and the property that hold it."""
+    try:
+        body = json.loads(content.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        return
+    items = body.get("value") if isinstance(body, dict) else None
+    for item in items if isinstance(items, list) else ():
+        for name, value in item.items() if isinstance(item, dict) else ():
+            if any(not _is_unicode(text) for text in (name, *(value if isinstance(value, list) else (value,)))):
+                raise SourceError(
+                    f"Graph answered page {number} of {what} with object {_who(item)} whose {_printable(name)} "
+                    "is not valid Unicode text; the read was stopped so that no partial directory is used: "
+                    "correct the value in Entra ID."
+                )
+
+
+def _is_unicode(value) -> bool:
+    if not isinstance(value, str):
+        return True  # numbers and the like decode; objects are refused where they are used
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    return name if _is_unicode(name) and name.isprintable() else ascii(name)
 
 
 def _graph_error_parts(response: requests.Response) -> tuple[str, str]:

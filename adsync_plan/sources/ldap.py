@@ -46,6 +46,7 @@ from adsync_plan.sources.ad import (
     primary_group_sid,
     requested_attributes,
     rid,
+    similar_dn,
     to_directory_user,
 )
 
@@ -70,6 +71,7 @@ FOREST_PRIMARY_GROUP_ATTRIBUTES = ["objectSid", "primaryGroupID"]
 BINARY_ATTRIBUTES = GUID_ATTRIBUTES | {"objectsid"}
 GROUP_FILTER = "(objectClass=group)"
 NO_ATTRIBUTES = ["1.1"]  # RFC 4511: return no attributes, only DNs
+SUGGESTION_CANDIDATES = 2000  # groups compared with a scope group that does not exist, at most
 DEFAULT_PAGE_SIZE = 500
 LEAN_DECODING_TESTED = frozenset({"2.9.1"})  # ldap3 versions _decode_entries_lean is proven against
 DEFAULT_TIMEOUT = 30.0
@@ -273,7 +275,8 @@ def _decode_entries_lean(conn: ldap3.Connection) -> None:
             return original(message)
         return {
             "type": "searchResEntry",
-            "dn": bytes(dn).decode("utf-8", "replace"),  # LDAP strings are UTF-8
+            # LDAP strings are UTF-8; a DN that is not stays recognisable here and is refused by the mapper
+            "dn": bytes(dn).decode("utf-8", "surrogateescape"),
             "raw_attributes": raw,
             "attributes": {},
         }
@@ -388,33 +391,61 @@ def _connect_error(ep: Endpoint, err: BaseException) -> SourceError:
 # --- reading --------------------------------------------------------------------------------------------
 
 
+class _Missing(SourceError):
+    """The entry searched for does not exist."""
+
+
 class _Reader:
     """Searches on one bound connection; every failure becomes a SourceError."""
 
     def __init__(self, conn: ldap3.Connection, endpoint: Endpoint, page_size: int):
         self.conn, self.endpoint, self.page_size = conn, endpoint, page_size
 
-    def require_entry(self, dn: str, what: str) -> str:
-        """The entry's DN as the server spells it; a clear error when it does not exist."""
-        return self.required_entry(dn, what, NO_ATTRIBUTES)["dn"]
+    def require_entry(self, dn: str, what: str, key: str = "") -> str:
+        """The entry's DN as the server spells it; a clear error when it does not exist (naming the
+        configuration key that names it, if given)."""
+        return self.required_entry(dn, what, NO_ATTRIBUTES, key)["dn"]
 
-    def required_entry(self, dn: str, what: str, attributes: list[str]) -> dict:
+    def required_entry(self, dn: str, what: str, attributes: list[str], key: str = "") -> dict:
         """The entry (a searchResEntry response with `attributes`); a clear error when it does not exist."""
         if not self._search(dn, "(objectClass=*)", ldap3.BASE, attributes):
             if (self.conn.result or {}).get("result") in (NO_SUCH_OBJECT, INVALID_DN_SYNTAX):
-                raise SourceError(
-                    f"{what} {dn} does not exist on the LDAP server at {self.endpoint.url}; check the DN."
+                named = f" ({key})" if key else ""
+                raise _Missing(
+                    f"{what} {dn}{named} does not exist on the LDAP server at {self.endpoint.url}; check the DN."
                 )
             raise self._search_error(dn)
         entries = [e for e in self.conn.response if e.get("type") == "searchResEntry"]
-        return entries[0] if entries else {"dn": dn, "raw_attributes": {}}
+        entry = entries[0] if entries else {"dn": dn, "raw_attributes": {}}
+        if not _is_utf8(entry["dn"]):
+            raise SourceError(f"{what} {dn} has a name on the LDAP server at {self.endpoint.url} that is not UTF-8.")
+        return entry
 
     def root_dse(self) -> dict[str, list]:
         """The server's rootDSE (RFC 4512 5.1), attribute names lower case; empty if the server hides it."""
         if not self._search("", "(objectClass=*)", ldap3.BASE, ROOT_DSE_ATTRIBUTES):
             return {}
         entries = [e for e in self.conn.response if e.get("type") == "searchResEntry"]
-        return _entry(entries[0]["raw_attributes"]) if entries else {}
+        return _entry("", entries[0]["raw_attributes"]) if entries else {}
+
+    def similar_group(self, dn: str) -> str | None:
+        """A group that the missing group `dn` was probably meant to be: one whose CN begins like dn's, in the
+        same domain, chosen by ad.similar_dn. None when there is none, or the search fails."""
+        try:
+            value = parse_dn(dn)[0][1]
+        except (lexc.LDAPInvalidDnError, IndexError):
+            return None
+        prefix = escape_filter_chars(value[:3])
+        found: dict[str, str] = {}
+        try:
+            for page in self.pages(domain_of(dn), f"(&{GROUP_FILTER}(cn={prefix}*))", NO_ATTRIBUTES):
+                found.update((normalise_dn(r["dn"]), r["dn"]) for r in page)
+                if len(found) >= SUGGESTION_CANDIDATES:
+                    break
+        except SourceError:
+            return None
+        best = similar_dn(normalise_dn(dn), found)
+        return found[best] if best else None
 
     def pages(self, base: str, search_filter: str, attributes: list[str]) -> Iterator[list[dict]]:
         """Every page of a paged subtree search (RFC 2696), as lists of searchResEntry responses."""
@@ -486,15 +517,23 @@ class _PageMapper:
     def __init__(self, attrs: Mapping, groups: ScopeGroups):
         self.attrs, self.aliases, self.primary, self.by_sid = attrs, groups.aliases, groups.primary, groups.by_sid
         self.interned: dict[str, str] = {}  # group DN as read -> one lower-case string shared by all members
+        # the source id may be binary (objectSid, an octet string): shown in hex, never an error
+        self.binary_ok = frozenset(name.lower() for name in attrs["source_id"])
 
     def map(self, page: list[dict]) -> list[DirectoryUser]:
         users = []
         for response in page:
-            entry = _entry(response["raw_attributes"])
+            dn = response["dn"]
+            if not dn.isascii() and not _is_utf8(dn):
+                raise SourceError(
+                    f"The LDAP server sent an entry whose DN is not UTF-8 text ({shown(dn)}); LDAP strings are "
+                    "UTF-8: correct the entry's name in the directory."
+                )
+            entry = _entry(dn, response["raw_attributes"], self.binary_ok)
             groups = _groups(entry.get("memberof", ()), self.aliases, self.interned)
             if self.primary:
                 groups |= _primary_groups(entry, self.primary, self.by_sid)
-            users.append(to_directory_user(response["dn"], entry, self.attrs, groups))
+            users.append(to_directory_user(dn, entry, self.attrs, groups))
         return users
 
 
@@ -509,16 +548,52 @@ def _primary_groups(entry: Mapping[str, list], primary: Mapping, by_sid: bool) -
     return primary.get(primary_group_sid(sid[0], group_id[0]), frozenset()) if sid else frozenset()
 
 
-def _entry(raw: Mapping[str, list[bytes]]) -> dict[str, list]:
-    """Lower-case keys, text values decoded as UTF-8 (LDAP's string encoding); GUIDs stay bytes."""
+def _entry(dn: str, raw: Mapping[str, list[bytes]], binary_ok: frozenset[str] = frozenset()) -> dict[str, list]:
+    """Lower-case keys, text values decoded as UTF-8 (LDAP's string encoding); GUIDs and SIDs stay bytes. A
+    value that is not UTF-8 is an error naming the entry and the attribute, unless it is a source id (kept as
+    bytes)."""
     entry = {}
     for name, values in raw.items():
         key = name.lower()
         if key in BINARY_ATTRIBUTES:
             entry[key] = list(values)
-        else:
-            entry[key] = [v.decode("utf-8", "replace") for v in values]
+            continue
+        try:
+            entry[key] = [v.decode("utf-8") for v in values]
+        except UnicodeDecodeError:
+            if key not in binary_ok:
+                raise _not_text(dn, name, values) from None
+            entry[key] = [_text_or_bytes(v) for v in values]
     return entry
+
+
+def _text_or_bytes(value: bytes) -> str | bytes:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+def _not_text(dn: str, name: str, values: list[bytes]) -> SourceError:
+    value = next(v for v in values if isinstance(_text_or_bytes(v), bytes))
+    data = value[:16].hex(" ") + (" ..." if len(value) > 16 else "")
+    return SourceError(
+        f"The LDAP entry {shown(dn)} has a {name} value that is not UTF-8 text (bytes {data}); LDAP strings are "
+        f"UTF-8: correct the value in the directory, or map another attribute than {name} (attributes:)."
+    )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(text: str) -> str:
+    """A DN or value as a message shows it: as it is, or quoted with escapes if it is not printable text."""
+    return text if text.isprintable() and _is_utf8(text) else ascii(text)
 
 
 def _groups(member_of, aliases: Mapping[str, frozenset[str]], interned: dict[str, str]) -> frozenset[str]:
@@ -561,8 +636,14 @@ def scope_groups(reader: _Reader, scope: Scope) -> ScopeGroups:
     lower-cased strings even when the server writes the DN differently (spaces, escapes)."""
     aliases: dict[str, set[str]] = {}
     sids: dict[str, bytes] = {}  # group DN, lower case -> objectSid (a server other than AD has none)
+    keys = {group: "scope.user_groups" for group in scope.user_groups}
+    keys.update({group: "scope.admin_groups" for group in scope.admin_groups})
     for configured in dict.fromkeys((*scope.admin_groups, *scope.user_groups)):
-        actual = reader.required_entry(tidy_dn(configured), "The scope group", ["objectSid"])
+        try:
+            actual = reader.required_entry(tidy_dn(configured), "The scope group", ["objectSid"], keys[configured])
+        except _Missing as err:
+            similar = reader.similar_group(tidy_dn(configured))
+            raise SourceError(f"{err} Did you mean {similar}?" if similar else str(err)) from None
         members = {actual["dn"]: _sid(actual)}
         if scope.nested_groups:
             members.update(nested_groups(reader, actual["dn"], FOREST if reader.endpoint.global_catalog else None))
