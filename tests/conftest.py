@@ -65,8 +65,10 @@ def golden_update_requested() -> bool:
     return True
 
 
-def check_golden(path: Path, actual: str) -> None:
+def check_golden(path: Path, actual: str | bytes) -> None:
     """`actual` must equal the golden file; with UPDATE_GOLDEN (never in CI) the file is rewritten first."""
+    if isinstance(actual, bytes):
+        actual = actual.decode("utf-8")
     if golden_update_requested() and (not path.exists() or path.read_text(encoding="utf-8") != actual):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(actual, encoding="utf-8")
