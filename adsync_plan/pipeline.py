@@ -289,7 +289,7 @@ def _plan(
     )
     actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
     invariants.refuse_own_plan(actions, snapshot.state, snapshot.bindings, config)
-    diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
+    diagnostics = [d for h in desired.rendered.held for d in h.diagnostics] + desired.rendered.warnings
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
     diagnostics += _pbx_warnings(snapshot.state)
     if desired_path is not None and desired.config_sha256 not in ("", config.sha256):

@@ -34,6 +34,7 @@ class UserNumbers(NamedTuple):
     external: tuple[str, ...]
     fax: tuple[str, ...]
     invalid: tuple[str, ...]  # raw values that are no phone number at all
+    outside: tuple[str, ...] = ()  # R7: external numbers (E.164) in no configured block, when blocks are set
 
 
 class NumberRules:
@@ -82,7 +83,9 @@ class NumberRules:
         return None
 
     def user_numbers(self, phones, faxes) -> UserNumbers:
-        primary, internal, external, fax, invalid = None, set(), set(), set(), []
+        """Each value parsed once: its kind, its internal number, and (R7) whether it lies in a block."""
+        primary, internal, external, fax, invalid, outside = None, set(), set(), set(), [], []
+        check_blocks = bool(self._blocks)  # with no block configured, only the PBX can tell (at plan time)
         for value in phones:
             kind, number = self.parse(value)
             if kind == "invalid":
@@ -92,13 +95,18 @@ class NumberRules:
                 primary = primary or number
             else:
                 external.add(number)
-                primary = primary or self.derive_internal(number)
+                derived = self.derive_internal(number)
+                primary = primary or derived
+                if derived is None and check_blocks:
+                    outside.append(number)
         for value in faxes:
             kind, number = self.parse(value)
             if kind == "invalid":
                 invalid.append(value)
             else:
                 fax.add(number)
+                if kind == "external" and check_blocks and self.derive_internal(number) is None:
+                    outside.append(number)
         if primary is not None:
             internal.add(primary)
         return UserNumbers(
@@ -107,6 +115,7 @@ class NumberRules:
             external=tuple(sorted(external - fax)),
             fax=tuple(sorted(fax)),
             invalid=tuple(invalid),
+            outside=tuple(dict.fromkeys(outside)),
         )
 
     def reserved_reason(self, number: str) -> str | None:
