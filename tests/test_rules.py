@@ -246,3 +246,29 @@ def test_r7_at_render_drop_number_warns_and_drops_only_that_number(cli, tmp_path
     code, out, err = cli("plan", "-c", case / "adsync.yaml", "--desired", case / "desired.yaml", "--json")
     assert code == 0, err
     assert warning in json.loads(out)["diagnostics"]  # a desired state read from the file keeps the warning
+
+
+@pytest.mark.parametrize("mode", ["hold_user", "drop_number"])
+def test_r7_a_hand_edited_desired_state_is_checked_against_the_blocks_as_render_does(cli, tmp_path, mode):
+    """A number on the PBX but in no block of numbering.blocks, added to desired.yaml by hand: plan --desired
+    says what render would have said, even though the PBX's numbers alone would let it through."""
+    case = copy_case("r7_invalid_number", tmp_path)
+    config = json.loads((case / "adsync.yaml").read_text())
+    config["rules"]["on_invalid_number"] = mode
+    (case / "adsync.yaml").write_text(json.dumps(config))
+    pbx = json.loads((case / "pbx.yaml").read_text())
+    pbx["numbers"].append({"number": "+497111234599", "owner": None, "service": None, "type": "external"})
+    (case / "pbx.yaml").write_text(json.dumps(pbx))
+    _, data = held_at_render(cli, case / "adsync.yaml")
+    data["users"]["fine"]["external_numbers"] = ["+497111234599"]
+    (case / "desired.yaml").write_text(json.dumps(data))
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--desired", case / "desired.yaml", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    [found] = [d for d in plan["diagnostics"] if d["address"] == "user.fine"]
+    assert found["code"] == "INVALID_EXTERNAL_NUMBER" and "+497111234599" in found["message"]
+    if mode == "hold_user":
+        assert found["severity"] == "error" and "user.fine" not in changes(plan)
+    else:
+        assert found["severity"] == "warning"
+        assert changes(plan)["user.fine"]["after"]["external_numbers"] == []

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from adsync_plan.config import Config
 from adsync_plan.model import ROLE_ADMIN, ROLE_USER, Diagnostic, Directory, DirectoryUser, PhoneUser, normalise_dn
-from adsync_plan.rules.numbers import NumberRules
+from adsync_plan.rules.numbers import NumberRules, UserNumbers
 from adsync_plan.rules.values import INVALID_VALUE, TEXT_FIELDS, all_clean, value_problem
 
 log = logging.getLogger(__name__)
@@ -270,19 +270,21 @@ def _check_unique(candidates, counts: Counter, field_name: str, code: str, label
 def recheck(rendered: Rendered, config: Config, attributes) -> Rendered:
     """A desired state read from a file is input, not truth (anyone can edit it in a pull request): every
     rule that needs no directory runs again (R1 and clean values, R5, R12's primary number, R2, R14, one
-    source id per user, an admin role backed by an admin group); a user failing one is held, as after render.
-    The rules that need the PBX (R4, R6, R7, R10, R11) run at plan time for every desired state anyway."""
+    source id per user, an admin role backed by an admin group, R7 by numbering.blocks); a user failing one is
+    held, as after render. The rules that need the PBX (R4, R6, R7, R10, R11) run at plan time anyway."""
     rules = NumberRules(config.numbering)
-    candidates = []
+    candidates, warnings = [], list(rendered.warnings)
     for desired in rendered.desired.values():
         identity = _identity(desired)
-        candidates.append((identity, desired, _recheck_user(identity, desired.user, rules, attributes, config)))
+        desired, found = _recheck_blocks(identity, desired, rules, attributes, config, warnings)
+        found += _recheck_user(identity, desired.user, rules, attributes, config)
+        candidates.append((identity, desired, found))
     held = [(DirectoryUser(h.source_id, h.dn, h.account, email=h.email), None, []) for h in rendered.held]
     everyone = candidates + held
     for field_name, code, label in UNIQUE:
         counts = Counter((getattr(u, field_name) or "").lower() for u, _, _ in everyone if getattr(u, field_name))
         _check_unique(everyone, counts, field_name, code, label, attributes)
-    out = Rendered({}, list(rendered.held), rendered.out_of_scope, list(rendered.warnings))
+    out = Rendered({}, list(rendered.held), rendered.out_of_scope, warnings)
     for user, desired, found in candidates:
         if found:
             out.held.append(HeldUser(address_of(user), user.account, user.source_id, user.dn, user.email, tuple(found)))
@@ -302,6 +304,23 @@ UNIQUE = (
 def _identity(desired: DesiredUser) -> DirectoryUser:
     shape = desired.user
     return DirectoryUser(desired.source_id, desired.dn, desired.account, shape.first_name, shape.last_name, shape.email)
+
+
+def _recheck_blocks(identity: DirectoryUser, desired: DesiredUser, rules: NumberRules, attributes, config, warnings):
+    """R7 by numbering.blocks on a desired user, as `render` does it: (the user, maybe without the dropped
+    numbers; the errors holding it). The warnings of dropped numbers go to `warnings`."""
+    shape = desired.user
+    outside = rules.outside_blocks((*shape.external_numbers, *shape.fax_numbers))
+    if not outside:
+        return desired, []  # the usual case
+    check = _Checker(identity, attributes)
+    numbers = UserNumbers(None, (), shape.external_numbers, shape.fax_numbers, (), tuple(dict.fromkeys(outside)))
+    external, fax = _check_blocks(check, numbers, config.on_invalid_number == "drop_number")
+    warnings += check.warned
+    if check.warned:
+        shape = shape.changed(external_numbers=external, fax_numbers=fax)
+        desired = DesiredUser(desired.account, desired.source_id, desired.dn, shape)
+    return desired, check.found
 
 
 def _recheck_user(user: DirectoryUser, shape: PhoneUser, rules: NumberRules, attributes, config: Config):

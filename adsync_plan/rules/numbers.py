@@ -118,6 +118,12 @@ class NumberRules:
             outside=tuple(dict.fromkeys(outside)),
         )
 
+    def outside_blocks(self, numbers) -> tuple[str, ...]:
+        """R7 for numbers already normalised (a desired state's): the E.164 ones in no configured block."""
+        if not self._blocks:
+            return ()
+        return tuple(n for n in numbers if n.startswith("+") and self.derive_internal(n) is None)
+
     def reserved_reason(self, number: str) -> str | None:
         """Why an internal number or login ID may not be used, or None."""
         if self._reserved.match(number):
