@@ -149,7 +149,7 @@ def render_users(directory: Directory, config: Config) -> Rendered:
             if debug:
                 log.debug("%s: desired as %s", address_of(user), desired.user)
     rendered.held.sort(key=lambda h: (h.address, h.source_id))
-    rendered.warnings = [w for found in warned.values() for w in found]
+    rendered.warnings = sorted((w for found in warned.values() for w in found), key=lambda d: (d.address, d.message))
     return rendered
 
 
@@ -314,7 +314,7 @@ def _recheck_blocks(identity: DirectoryUser, desired: DesiredUser, rules: Number
     if not outside:
         return desired, []  # the usual case
     check = _Checker(identity, attributes)
-    numbers = UserNumbers(None, (), shape.external_numbers, shape.fax_numbers, (), tuple(dict.fromkeys(outside)))
+    numbers = UserNumbers(None, (), shape.external_numbers, shape.fax_numbers, (), outside)
     external, fax = _check_blocks(check, numbers, config.on_invalid_number == "drop_number")
     warnings += check.warned
     if check.warned:

@@ -83,9 +83,8 @@ class NumberRules:
         return None
 
     def user_numbers(self, phones, faxes) -> UserNumbers:
-        """Each value parsed once: its kind, its internal number, and (R7) whether it lies in a block."""
-        primary, internal, external, fax, invalid, outside = None, set(), set(), set(), [], []
-        check_blocks = bool(self._blocks)  # with no block configured, only the PBX can tell (at plan time)
+        """Each value parsed once; R7's numbers outside every block are looked up on the parsed numbers."""
+        primary, internal, external, fax, invalid = None, set(), set(), set(), []
         for value in phones:
             kind, number = self.parse(value)
             if kind == "invalid":
@@ -95,34 +94,31 @@ class NumberRules:
                 primary = primary or number
             else:
                 external.add(number)
-                derived = self.derive_internal(number)
-                primary = primary or derived
-                if derived is None and check_blocks:
-                    outside.append(number)
+                primary = primary or self.derive_internal(number)
         for value in faxes:
             kind, number = self.parse(value)
             if kind == "invalid":
                 invalid.append(value)
             else:
                 fax.add(number)
-                if kind == "external" and check_blocks and self.derive_internal(number) is None:
-                    outside.append(number)
         if primary is not None:
             internal.add(primary)
+        external, fax = tuple(sorted(external - fax)), tuple(sorted(fax))
         return UserNumbers(
             primary=primary,
-            internal=tuple(sorted(internal - fax)),
-            external=tuple(sorted(external - fax)),
-            fax=tuple(sorted(fax)),
+            internal=tuple(sorted(internal - set(fax))),
+            external=external,
+            fax=fax,
             invalid=tuple(invalid),
-            outside=tuple(dict.fromkeys(outside)),
+            outside=self.outside_blocks((*external, *fax)),
         )
 
     def outside_blocks(self, numbers) -> tuple[str, ...]:
-        """R7 for numbers already normalised (a desired state's): the E.164 ones in no configured block."""
+        """R7 on normalised numbers: the E.164 ones in no configured block. With no block configured, only the
+        PBX can tell (at plan time)."""
         if not self._blocks:
             return ()
-        return tuple(n for n in numbers if n.startswith("+") and self.derive_internal(n) is None)
+        return tuple(dict.fromkeys(n for n in numbers if n.startswith("+") and self.derive_internal(n) is None))
 
     def reserved_reason(self, number: str) -> str | None:
         """Why an internal number or login ID may not be used, or None."""
