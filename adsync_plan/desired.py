@@ -41,7 +41,7 @@ def to_document(state: DesiredState, config_sha256: str) -> dict:
         }
         for h in state.rendered.held
     ]
-    return {
+    doc = {
         "format_version": FORMAT_VERSION,
         "source": dict(state.source),
         "config_sha256": config_sha256,
@@ -49,6 +49,9 @@ def to_document(state: DesiredState, config_sha256: str) -> dict:
         "users": users,
         "held": held,
     }
+    if state.rendered.warnings:  # only then: a desired state without any keeps its bytes
+        doc["warnings"] = [d.to_dict() for d in state.rendered.warnings]
+    return doc
 
 
 def write_desired(path: Path, state: DesiredState, config_sha256: str) -> str:
@@ -85,7 +88,7 @@ def read_desired(path: Path) -> DesiredState:
     ]
     digest = hashlib.sha256(raw).hexdigest()  # of the very bytes parsed
     return DesiredState(
-        Rendered(desired, held),
+        Rendered(desired, held, warnings=[Diagnostic.from_dict(d) for d in data.get("warnings", ())]),
         data.get("attributes", {}),
         data.get("source", {}),
         digest,

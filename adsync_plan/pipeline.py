@@ -298,7 +298,7 @@ def _plan(
     targeted = _Targeted.of(targets, desired, snapshot, decisions, actions) if targets else None
     if targeted:
         actions = targeted.actions(actions, snapshot, config)
-    diagnostics = [d for h in desired.rendered.held for d in h.diagnostics]
+    diagnostics = [d for h in desired.rendered.held for d in h.diagnostics] + desired.rendered.warnings
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
     diagnostics += _pbx_warnings(snapshot.state)
     if targeted:

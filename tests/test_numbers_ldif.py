@@ -37,6 +37,18 @@ def test_spec_6_example_primary_from_external_and_other_internal():
     assert numbers.external == ("+4970222797830",)
 
 
+def test_r7_numbers_outside_every_block_are_named_once_phones_and_faxes():
+    numbers = RULES.user_numbers(["+49 30 1234567", "31", "+49 (30) 1234567"], ["+49 7022 27978-99", "+49 89 7654321"])
+    assert numbers.outside == ("+49301234567", "+49897654321")  # once each; +4970222797899 is in the block
+    assert numbers.primary == "31"  # the outside number gives none; the next value does
+    assert RULES.user_numbers(["+49 7022 27978-30", "31"], []).outside == ()
+
+
+def test_r7_without_configured_blocks_only_the_pbx_can_tell():
+    rules = NumberRules(Numbering(country="DE"))
+    assert rules.user_numbers(["+49 30 1234567", "31"], ["+49 89 7654321"]).outside == ()
+
+
 def test_primary_comes_from_the_first_value_that_yields_one():
     numbers = RULES.user_numbers(["+49 30 1234567", "+49 7022 27978-44"], ["+49 7022 27978-99"])
     assert numbers.primary == "44"

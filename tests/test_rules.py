@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from adsync_plan.files import read_document
 from tests.conftest import copy_case
 
 
@@ -208,3 +209,72 @@ def test_the_orphan_limit_holds_on_the_first_contact(cli, demo):
     code, _, err = _refused(cli, demo)
     assert code == 1
     assert "would orphan 2 of 3 managed PBX users, more than safety.max_orphans allows (1)" in err
+
+
+def held_at_render(cli, config) -> tuple[dict[str, list[dict]], dict]:
+    """(address -> the diagnostics `render` wrote for a held user, the desired state written)."""
+    code, out, err = cli("render", "-c", config, "-o", config.parent / "desired.yaml")
+    assert code == 0, err
+    data, _ = read_document(config.parent / "desired.yaml", "the desired state")
+    return {h["address"]: h["diagnostics"] for h in data["held"]}, data
+
+
+def test_r7_at_render_a_number_outside_every_block_is_an_invalid_external_number(cli, demo):
+    """The demo's onummer has only +49 30 1234567, in no block of numbering.blocks: render says the FAQ's
+    reason, naming the attribute, besides NO_INTERNAL_NUMBER; plan says the same words."""
+    held, _ = held_at_render(cli, demo / "adsync.yaml")
+    codes = {d["code"]: d for d in held["user.onummer"]}
+    assert set(codes) == {"INVALID_EXTERNAL_NUMBER", "NO_INTERNAL_NUMBER"}
+    invalid = codes["INVALID_EXTERNAL_NUMBER"]
+    assert invalid["severity"] == "error"
+    assert invalid["message"].startswith("invalid external phone number +49301234567:")
+    assert invalid["source"]["attribute"] == "telephoneNumber/otherTelephone"
+    code, out, err = cli("plan", "-c", demo / "adsync.yaml", "--json")
+    planned = [d for d in json.loads(out)["diagnostics"] if d["address"] == "user.onummer"]
+    assert invalid in planned  # the same words at render and at plan time
+
+
+def test_r7_at_render_drop_number_warns_and_drops_only_that_number(cli, tmp_path):
+    case = copy_case("r7_drop_number", tmp_path)
+    held, data = held_at_render(cli, case / "adsync.yaml")
+    assert held == {}
+    assert data["users"]["wrongblock"]["external_numbers"] == []
+    assert data["users"]["wrongblock"]["internal_numbers"] == ["10"]
+    [warning] = data["warnings"]
+    assert (warning["severity"], warning["code"], warning["address"]) == (
+        "warning",
+        "INVALID_EXTERNAL_NUMBER",
+        "user.wrongblock",
+    )
+    assert "+497111234567 dropped" in warning["message"]
+    plan = plan_of(cli, tmp_path / "again", "r7_drop_number")
+    assert [d for d in plan["diagnostics"] if d["code"] == "INVALID_EXTERNAL_NUMBER"] == [warning]
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--desired", case / "desired.yaml", "--json")
+    assert code == 0, err
+    assert warning in json.loads(out)["diagnostics"]  # a desired state read from the file keeps the warning
+
+
+@pytest.mark.parametrize("mode", ["hold_user", "drop_number"])
+def test_r7_a_hand_edited_desired_state_is_checked_against_the_blocks_as_render_does(cli, tmp_path, mode):
+    """A number on the PBX but in no block of numbering.blocks, added to desired.yaml by hand: plan --desired
+    says what render would have said, even though the PBX's numbers alone would let it through."""
+    case = copy_case("r7_invalid_number", tmp_path)
+    config = json.loads((case / "adsync.yaml").read_text())
+    config["rules"]["on_invalid_number"] = mode
+    (case / "adsync.yaml").write_text(json.dumps(config))
+    pbx = json.loads((case / "pbx.yaml").read_text())
+    pbx["numbers"].append({"number": "+497111234599", "owner": None, "service": None, "type": "external"})
+    (case / "pbx.yaml").write_text(json.dumps(pbx))
+    _, data = held_at_render(cli, case / "adsync.yaml")
+    data["users"]["fine"]["external_numbers"] = ["+497111234599"]
+    (case / "desired.yaml").write_text(json.dumps(data))
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--desired", case / "desired.yaml", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    [found] = [d for d in plan["diagnostics"] if d["address"] == "user.fine"]
+    assert found["code"] == "INVALID_EXTERNAL_NUMBER" and "+497111234599" in found["message"]
+    if mode == "hold_user":
+        assert found["severity"] == "error" and "user.fine" not in changes(plan)
+    else:
+        assert found["severity"] == "warning"
+        assert changes(plan)["user.fine"]["after"]["external_numbers"] == []

@@ -1,18 +1,19 @@
-"""The rules that need only the directory and the configuration (R1, R2, R3, R5, R12, R14).
+"""The rules that need only the directory and the configuration (R1, R2, R3, R5, R7 by numbering.blocks, R12,
+R14).
 
 `render_users` turns a Directory into desired users and held users. The rules that need the PBX (R4, R6,
-R7, R10, R11, R13 and whether numbers exist) run at plan time, in `rules.pbx`.
+R7 by the PBX's numbers, R10, R11, R13 and whether numbers exist) run at plan time, in `rules.pbx`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adsync_plan.config import Config
 from adsync_plan.model import ROLE_ADMIN, ROLE_USER, Diagnostic, Directory, DirectoryUser, PhoneUser, normalise_dn
-from adsync_plan.rules.numbers import NumberRules
+from adsync_plan.rules.numbers import NumberRules, UserNumbers
 from adsync_plan.rules.values import INVALID_VALUE, TEXT_FIELDS, all_clean, value_problem
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,20 @@ class Rendered:
     desired: dict[str, DesiredUser]  # account (lower case) -> user
     held: list[HeldUser]
     out_of_scope: int = 0
+    warnings: list[Diagnostic] = field(default_factory=list)  # of desired users (R7 drops)
+
+
+def invalid_external_number(address: str, number: str, source: dict | None, drop: bool) -> Diagnostic:
+    """R7, in the vendor FAQ's words: at render (outside numbering.blocks) and at plan time (not on the PBX)
+    alike. An error holds the user; with rules.on_invalid_number: drop_number, a warning and the number goes."""
+    if drop:
+        message = f"invalid external phone number {number} dropped (rules.on_invalid_number: drop_number)."
+        return Diagnostic("warning", "INVALID_EXTERNAL_NUMBER", address, message, source)
+    message = (
+        f"invalid external phone number {number}: it is in no number block of the PBX's lines; "
+        "correct it in the directory."
+    )
+    return Diagnostic("error", "INVALID_EXTERNAL_NUMBER", address, message, source)
 
 
 def address_of(user: DirectoryUser) -> str:
@@ -59,11 +74,13 @@ class _Checker:
     """Collects the diagnostics of one user."""
 
     def __init__(self, user: DirectoryUser, attributes):
-        self.user, self.attributes, self.found = user, attributes, []
+        self.user, self.attributes, self.found, self.warned = user, attributes, [], []
 
-    def error(self, code: str, field: str, message: str) -> None:
-        source = {"dn": self.user.dn, "attribute": self.attributes.get(field, field)}
-        self.found.append(Diagnostic("error", code, address_of(self.user), message, source))
+    def source(self, field_name: str) -> dict:
+        return {"dn": self.user.dn, "attribute": self.attributes.get(field_name, field_name)}
+
+    def error(self, code: str, field_name: str, message: str) -> None:
+        self.found.append(Diagnostic("error", code, address_of(self.user), message, self.source(field_name)))
 
 
 def in_scope(user: DirectoryUser, config: Config) -> str | None:
@@ -92,7 +109,7 @@ def render_users(directory: Directory, config: Config) -> Rendered:
     rules = NumberRules(config.numbering)
     candidates: list[tuple[DirectoryUser, DesiredUser | None, list[Diagnostic]]] = []
     accounts, emails, source_ids = [], [], []  # lower case, counted at the end (Counter counts at C speed)
-    out_of_scope = 0
+    out_of_scope, warnings = 0, []
     debug = log.isEnabledFor(logging.DEBUG)  # skip building the arguments of 100,000 unused messages
     for user in directory.users:
         role = in_scope(user, config)
@@ -101,9 +118,10 @@ def render_users(directory: Directory, config: Config) -> Rendered:
             if debug:
                 log.debug("%s: out of scope (not enabled or in no configured group): %s", address_of(user), user.dn)
             continue
-        shape, found = _check_user(user, role, rules, directory.attributes, config)
+        shape, found, warned = _check_user(user, role, rules, directory.attributes, config)
         desired = DesiredUser(user.account.lower(), user.source_id, user.dn, shape) if shape else None
         candidates.append((user, desired, found))
+        warnings.extend(warned)
         source_ids.append(user.source_id.lower())
         if user.account:
             accounts.append(user.account.lower())
@@ -115,8 +133,12 @@ def render_users(directory: Directory, config: Config) -> Rendered:
     # one source id on two entries would bind two PBX users to one key: both are held
     _check_unique(candidates, Counter(source_ids), "source_id", "DUPLICATE_SOURCE_ID", "source id", names)
     rendered = Rendered(desired={}, held=[], out_of_scope=out_of_scope)
+    warned = defaultdict(list)
+    for warning in warnings:
+        warned[warning.address].append(warning)
     for user, desired, found in candidates:
         if found:
+            found += warned.pop(address_of(user), ())  # a held user's dropped numbers: said once, with it
             rendered.held.append(
                 HeldUser(address_of(user), user.account, user.source_id, user.dn, user.email, tuple(found))
             )
@@ -127,6 +149,7 @@ def render_users(directory: Directory, config: Config) -> Rendered:
             if debug:
                 log.debug("%s: desired as %s", address_of(user), desired.user)
     rendered.held.sort(key=lambda h: (h.address, h.source_id))
+    rendered.warnings = sorted((w for found in warned.values() for w in found), key=lambda d: (d.address, d.message))
     return rendered
 
 
@@ -149,6 +172,7 @@ def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, 
             "phones",
             f"{value!r} is not a phone number (invalid external phone number); correct it in the directory.",
         )
+    external, fax = _check_blocks(check, numbers, config.on_invalid_number == "drop_number")
     login_id = rules.login_id(numbers.primary) if numbers.primary else None
     if numbers.primary is None:
         check.error(
@@ -170,7 +194,7 @@ def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, 
                 f"{number} {reason} and cannot be an internal number or login ID.",
             )
     if check.found:
-        return None, check.found
+        return None, check.found, check.warned
     shape = PhoneUser(
         login_id=login_id,
         first_name=user.first_name,
@@ -179,10 +203,26 @@ def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, 
         role=role,
         primary_internal_number=numbers.primary,
         internal_numbers=numbers.internal,
-        external_numbers=numbers.external,
-        fax_numbers=numbers.fax,
+        external_numbers=external,
+        fax_numbers=fax,
     )
-    return shape, check.found
+    return shape, check.found, check.warned
+
+
+def _check_blocks(check: _Checker, numbers, drop: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """R7 as far as the configuration tells: an external or fax number in no block of numbering.blocks.
+    Returns the external and fax numbers the user keeps."""
+    if not numbers.outside:
+        return numbers.external, numbers.fax  # the usual case
+    for number in numbers.outside:
+        diagnostic = invalid_external_number(
+            address_of(check.user), number, check.source("faxes" if number in numbers.fax else "phones"), drop
+        )
+        (check.warned if drop else check.found).append(diagnostic)
+    if not drop:
+        return numbers.external, numbers.fax
+    outside = set(numbers.outside)
+    return tuple(n for n in numbers.external if n not in outside), tuple(n for n in numbers.fax if n not in outside)
 
 
 def _check_required(check: _Checker, user, attributes) -> None:
@@ -230,19 +270,21 @@ def _check_unique(candidates, counts: Counter, field_name: str, code: str, label
 def recheck(rendered: Rendered, config: Config, attributes) -> Rendered:
     """A desired state read from a file is input, not truth (anyone can edit it in a pull request): every
     rule that needs no directory runs again (R1 and clean values, R5, R12's primary number, R2, R14, one
-    source id per user, an admin role backed by an admin group); a user failing one is held, as after render.
-    The rules that need the PBX (R4, R6, R7, R10, R11) run at plan time for every desired state anyway."""
+    source id per user, an admin role backed by an admin group, R7 by numbering.blocks); a user failing one is
+    held, as after render. The rules that need the PBX (R4, R6, R7, R10, R11) run at plan time anyway."""
     rules = NumberRules(config.numbering)
-    candidates = []
+    candidates, warnings = [], list(rendered.warnings)
     for desired in rendered.desired.values():
         identity = _identity(desired)
-        candidates.append((identity, desired, _recheck_user(identity, desired.user, rules, attributes, config)))
+        desired, found = _recheck_blocks(identity, desired, rules, attributes, config, warnings)
+        found += _recheck_user(identity, desired.user, rules, attributes, config)
+        candidates.append((identity, desired, found))
     held = [(DirectoryUser(h.source_id, h.dn, h.account, email=h.email), None, []) for h in rendered.held]
     everyone = candidates + held
     for field_name, code, label in UNIQUE:
         counts = Counter((getattr(u, field_name) or "").lower() for u, _, _ in everyone if getattr(u, field_name))
         _check_unique(everyone, counts, field_name, code, label, attributes)
-    out = Rendered(desired={}, held=list(rendered.held), out_of_scope=rendered.out_of_scope)
+    out = Rendered({}, list(rendered.held), rendered.out_of_scope, warnings)
     for user, desired, found in candidates:
         if found:
             out.held.append(HeldUser(address_of(user), user.account, user.source_id, user.dn, user.email, tuple(found)))
@@ -262,6 +304,23 @@ UNIQUE = (
 def _identity(desired: DesiredUser) -> DirectoryUser:
     shape = desired.user
     return DirectoryUser(desired.source_id, desired.dn, desired.account, shape.first_name, shape.last_name, shape.email)
+
+
+def _recheck_blocks(identity: DirectoryUser, desired: DesiredUser, rules: NumberRules, attributes, config, warnings):
+    """R7 by numbering.blocks on a desired user, as `render` does it: (the user, maybe without the dropped
+    numbers; the errors holding it). The warnings of dropped numbers go to `warnings`."""
+    shape = desired.user
+    outside = rules.outside_blocks((*shape.external_numbers, *shape.fax_numbers))
+    if not outside:
+        return desired, []  # the usual case
+    check = _Checker(identity, attributes)
+    numbers = UserNumbers(None, (), shape.external_numbers, shape.fax_numbers, (), outside)
+    external, fax = _check_blocks(check, numbers, config.on_invalid_number == "drop_number")
+    warnings += check.warned
+    if check.warned:
+        shape = shape.changed(external_numbers=external, fax_numbers=fax)
+        desired = DesiredUser(desired.account, desired.source_id, desired.dn, shape)
+    return desired, check.found
 
 
 def _recheck_user(user: DirectoryUser, shape: PhoneUser, rules: NumberRules, attributes, config: Config):

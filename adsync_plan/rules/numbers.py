@@ -34,6 +34,7 @@ class UserNumbers(NamedTuple):
     external: tuple[str, ...]
     fax: tuple[str, ...]
     invalid: tuple[str, ...]  # raw values that are no phone number at all
+    outside: tuple[str, ...] = ()  # R7: external numbers (E.164) in no configured block, when blocks are set
 
 
 class NumberRules:
@@ -82,6 +83,7 @@ class NumberRules:
         return None
 
     def user_numbers(self, phones, faxes) -> UserNumbers:
+        """Each value parsed once; R7's numbers outside every block are looked up on the parsed numbers."""
         primary, internal, external, fax, invalid = None, set(), set(), set(), []
         for value in phones:
             kind, number = self.parse(value)
@@ -101,13 +103,22 @@ class NumberRules:
                 fax.add(number)
         if primary is not None:
             internal.add(primary)
+        external, fax = tuple(sorted(external - fax)), tuple(sorted(fax))
         return UserNumbers(
             primary=primary,
-            internal=tuple(sorted(internal - fax)),
-            external=tuple(sorted(external - fax)),
-            fax=tuple(sorted(fax)),
+            internal=tuple(sorted(internal - set(fax))),
+            external=external,
+            fax=fax,
             invalid=tuple(invalid),
+            outside=self.outside_blocks((*external, *fax)),
         )
+
+    def outside_blocks(self, numbers) -> tuple[str, ...]:
+        """R7 on normalised numbers: the E.164 ones in no configured block. With no block configured, only the
+        PBX can tell (at plan time)."""
+        if not self._blocks:
+            return ()
+        return tuple(dict.fromkeys(n for n in numbers if n.startswith("+") and self.derive_internal(n) is None))
 
     def reserved_reason(self, number: str) -> str | None:
         """Why an internal number or login ID may not be used, or None."""

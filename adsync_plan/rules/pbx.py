@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from adsync_plan.config import Config
 from adsync_plan.model import EXTERNAL, INTERNAL, ROLE_ADMIN, Diagnostic, PbxState, PhoneUser
-from adsync_plan.rules.directory import DesiredUser, HeldUser
+from adsync_plan.rules.directory import DesiredUser, HeldUser, invalid_external_number
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +180,8 @@ class Reconciler:
                 self._drop_numbers(user, bad)
                 continue
             for number in bad:
-                self._hold(
-                    user,
-                    _error(
-                        user.address,
-                        "INVALID_EXTERNAL_NUMBER",
-                        f"invalid external phone number {number}: it is in no number block of the PBX's "
-                        "lines; correct it in the directory.",
-                        user,
-                        self._attr_of(shape, number),
-                    ),
-                )
+                source = {"dn": user.dn, "attribute": self._attr_of(shape, number)}
+                self._hold(user, invalid_external_number(user.address, number, source, drop=False))
 
     def _attr_of(self, shape: PhoneUser, number: str) -> str | None:
         return self.attributes.get("faxes" if number in shape.fax_numbers else "phones")
@@ -209,15 +200,8 @@ class Reconciler:
                     self.desired[user.account] if bucket is self.d.creates else (self.desired[user.account], *entry[1:])
                 )
         for number in bad:
-            self.d.diagnostics.append(
-                Diagnostic(
-                    "warning",
-                    "INVALID_EXTERNAL_NUMBER",
-                    user.address,
-                    f"invalid external phone number {number} dropped (rules.on_invalid_number: drop_number).",
-                    {"dn": user.dn, "attribute": self._attr_of(shape, number)},
-                )
-            )
+            source = {"dn": user.dn, "attribute": self._attr_of(shape, number)}
+            self.d.diagnostics.append(invalid_external_number(user.address, number, source, drop=True))
 
     def _active(self):
         """(account, user, matched PBX id or None) of everyone still to be created or matched."""
