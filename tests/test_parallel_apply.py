@@ -157,3 +157,22 @@ def test_phases_keep_releases_before_assignments_and_a_users_steps_in_order(tmp_
         users = [steps[chain[0]].index for chain in phase]
         assert len(users) == len(set(users))  # one chain per user: its steps never run side by side
         assert all(chain == sorted(chain) for chain in phase)  # and in plan order
+
+
+def test_users_contending_for_a_login_id_take_their_account_steps_one_after_the_other():
+    from adsync_plan.model import Action, PhoneUser
+
+    def user(login: str, last: str) -> PhoneUser:
+        return PhoneUser(login, "Vorname", last, f"{last.lower()}@example.com")
+
+    actions = (
+        Action("user.a", "update", "1", user("501", "A"), user("502", "A")),  # takes the login ID b gives up
+        Action("user.b", "update", "2", user("502", "B"), user("503", "B")),
+        Action("user.c", "update", "3", user("504", "C"), user("504", "Other")),
+        Action("user.d", "create", None, None, user("501", "D")),  # takes the login ID a gives up
+    )
+    steps = plan_steps(actions)
+    account = parallel.phases(steps, actions)[1]
+    serial = [chain for chain in account if len({steps[n].index for n in chain}) > 1]
+    assert [[steps[n].index for n in chain] for chain in serial] == [[0, 1, 3]]  # in plan order, as sequential
+    assert [[steps[n].index for n in chain] for chain in account if chain not in serial] == [[2]]
