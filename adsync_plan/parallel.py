@@ -140,7 +140,10 @@ def run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead, 
                 break
             # longest chains first, so the last users of a phase do not leave the other threads idle
             futures = [pool.submit(run.chain, chain) for chain in sorted(phase, key=len, reverse=True)]
-            wait(futures)
+            # in short waits: the main thread runs Python often, so a Ctrl-C is noted at once (a signal
+            # handler runs only there), and the workers see it before their next step
+            while wait(futures, timeout=0.1).not_done:
+                pass
             for future in futures:
                 future.result()  # a bug in the runner itself surfaces here
     result.not_done = [s.text for n, s in enumerate(steps) if n not in run.done]

@@ -176,3 +176,33 @@ def test_users_contending_for_a_login_id_take_their_account_steps_one_after_the_
     serial = [chain for chain in account if len({steps[n].index for n in chain}) > 1]
     assert [[steps[n].index for n in chain] for chain in serial] == [[0, 1, 3]]  # in plan order, as sequential
     assert [[steps[n].index for n in chain] for chain in account if chain not in serial] == [[2]]
+
+
+def test_ctrl_c_in_a_parallel_apply_lets_the_steps_in_flight_finish_and_binds_every_created_user(cli, tmp_path):
+    import signal
+
+    from tests.test_interrupt import audit, leftovers, signal_during
+
+    with StarfaceServer() as srv:
+        folder = make_project(tmp_path / "p", srv)
+        cfg = folder / "adsync.yaml"
+        assert cli("plan", "-c", cfg, "-o", folder / "p.plan.json")[0] == 0
+        users_before = len(srv.data.users)
+        srv.latency = 0.02  # the other users' steps take a while too
+        fault = srv.fail(3, "slow", method="POST", path="/users", after=True, delay=1.5)
+        apply = ["apply", "-c", cfg, folder / "p.plan.json", "--parallelism", "4"]
+        done = signal_during(srv, fault, apply, signal.SIGINT, folder)
+        srv.latency = 0
+        assert done.returncode == 130, done.stderr
+        assert "run plan again to converge" in done.stderr and "Traceback" not in done.stderr
+        created = len(srv.data.users) - users_before
+        assert 3 <= created < 25, created  # the slow create finished; the apply stopped before the last
+        snapshot = json.loads((folder / "states" / "pbx.yaml").read_text())
+        assert len(snapshot["users"]) == len(srv.data.users)  # every created user, the slow one included
+        assert len(snapshot["bindings"]) == 30 + created  # 30 matched by e-mail, and each created user bound
+        assert audit(folder)[-1]["result"] == "interrupted" and leftovers(folder) == []
+        code, said = apply_at(cli, folder, 4)
+        assert code == 0, said
+        converged(cli, folder)
+        srv.check_consistency()
+        assert len(srv.data.users) == users_before + 25  # nothing created twice
