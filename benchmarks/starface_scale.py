@@ -149,16 +149,9 @@ def measure_apply(
     """kind -> (requests per action, milliseconds per action), the steps run as apply runs them (steps.py,
     SPEC 8 order) and, with `verify`, each user read back at its checkpoints as apply does (verify.py)."""
     with StarfaceServer(version=version) as srv:
-        seed_scale(srv, size)
-        spare = [str(9_000_000 + i) for i in range(actions * 2)]
-        for number in spare:
-            srv.add_internal(number)
-        for i in range(actions):
-            srv.add_external(f"28{i:05d}")
-        os.environ[PASSWORD_ENV], os.environ[CLIENT_SECRET_ENV] = srv.password, srv.client_secret
+        spare = seeded(srv, size, actions)
         with provider_for(srv, base) as prov:
             state = prov.read()
-            ids = sorted(state.users, key=int)
             results = {}
 
             def timed(kind: str, planned: list[Action]) -> None:
@@ -175,43 +168,8 @@ def measure_apply(
                 elapsed = time.perf_counter() - started
                 results[kind] = (srv.total_requests / actions, 1000 * elapsed / actions)
 
-            creates = [
-                Action(
-                    f"user.new{i}",
-                    "create",
-                    None,
-                    None,
-                    PhoneUser(
-                        spare[i],
-                        f"New{i}",
-                        "User",
-                        f"new{i}@example.com",
-                        primary_internal_number=spare[i],
-                        internal_numbers=(spare[i],),
-                        external_numbers=(f"+49702228{i:05d}",),
-                    ),
-                )
-                for i in range(actions)
-            ]
-            updates = []
-            for i, uid in enumerate(ids[:actions]):
-                before = state.users[uid]
-                after = before.changed(
-                    last_name=f"Renamed{i}",
-                    email=f"renamed{i}@example.com",
-                    internal_numbers=tuple(sorted((*before.internal_numbers, spare[actions + i]))),
-                    external_numbers=(),
-                )
-                updates.append(Action(f"user.u{i}", "update", uid, before, after))
-            orphans = []
-            for uid in ids[actions : 2 * actions]:
-                before = state.users[uid]
-                keep = (before.primary_internal_number,)
-                after = before.changed(last_name="-" + before.last_name, internal_numbers=keep, external_numbers=())
-                orphans.append(Action(f"pbx_user.{before.login_id}", "orphan", uid, before, after))
-            timed("create", creates)
-            timed("update", updates)
-            timed("orphan", orphans)
+            for kind, planned in planned_actions(state, spare, actions).items():
+                timed(kind, planned)
         srv.check_consistency()
         return results
 
