@@ -92,10 +92,10 @@ class _Run:
             except Exception as err:  # noqa: BLE001 - whatever stopped it, the snapshot and audit must be written
                 self._failed(step, err)
                 return
-            self._succeeded(n, step, action, new_id)
+            count = self._succeeded(n, step, action, new_id)
             if n in self.points and not self._verified(action, self.ids[step.index], self.points[n]):
                 return
-            interrupts.test_hook(f"step:{n + 1}")
+            interrupts.test_hook(f"step:{count}")  # the count-th step done, as progress counts them
 
     def _failed(self, step, err: Exception) -> None:
         if not isinstance(err, AdsyncError):
@@ -105,7 +105,8 @@ class _Run:
         with self.lock:
             self.error = self.error or err
 
-    def _succeeded(self, n: int, step, action, new_id: str | None) -> None:
+    def _succeeded(self, n: int, step, action, new_id: str | None) -> int:
+        """Record a step done; returns how many are done now."""
         with self.lock:
             if new_id is not None:
                 self.ids[step.index] = new_id
@@ -118,6 +119,7 @@ class _Run:
             if self.on_step:
                 self.on_step(step.text)
             self.progress.advance()
+            return len(self.done)
 
     def _verified(self, action, user_id: str, fields) -> bool:
         try:
