@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 from adsync_plan import interrupts
 from adsync_plan.errors import AdsyncError, PbxError
@@ -141,10 +141,21 @@ def run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead, 
             if run.halted():
                 break
             # longest chains first, so the last users of a phase do not leave the other threads idle
+            finished, left = threading.Event(), [len(phase)]
+
+            def one_done(_future, finished=finished, left=left) -> None:
+                with run.lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        finished.set()
+
             futures = [pool.submit(run.chain, chain) for chain in sorted(phase, key=len, reverse=True)]
-            # in short waits: the main thread runs Python often, so a Ctrl-C is noted at once (a signal
-            # handler runs only there), and the workers see it before their next step
-            while wait(futures, timeout=0.1).not_done:
+            for future in futures:
+                future.add_done_callback(one_done)
+            # in short waits on one event (not on 100,000 futures): the main thread runs Python often, so a
+            # Ctrl-C is noted at once (a signal handler runs only there) and the workers see it before their
+            # next step
+            while phase and not finished.wait(0.1):
                 pass
             for future in futures:
                 future.result()  # a bug in the runner itself surfaces here
