@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from adsync_plan.cli import run
+
+# Property tests: a fixed seed in CI (env CI set), so a red build can be run again and stays red, and the
+# same examples run on every push; a random one on developers' machines, so that over time more are tried.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", derandomize=False)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
@@ -43,3 +53,34 @@ def copy_case(name: str, tmp_path: Path) -> Path:
     target = tmp_path / name
     shutil.copytree(CASES / name, target, ignore=shutil.ignore_patterns("expected_*"))
     return target
+
+
+def golden_update_requested() -> bool:
+    """UPDATE_GOLDEN=1 rewrites the golden files, which then only compare with themselves: allowed on a
+    developer's machine (review the diff), never in CI (env CI set), where it would make the tests blind."""
+    if not os.environ.get("UPDATE_GOLDEN"):
+        return False
+    if os.environ.get("CI"):
+        pytest.fail("UPDATE_GOLDEN is set in CI (env CI): the golden tests would compare files with themselves.")
+    return True
+
+
+def check_golden(path: Path, actual: str | bytes) -> None:
+    """`actual` must equal the golden file; with UPDATE_GOLDEN (never in CI) the file is rewritten first."""
+    if isinstance(actual, bytes):
+        actual = actual.decode("utf-8")
+    if golden_update_requested() and (not path.exists() or path.read_text(encoding="utf-8") != actual):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+        warnings.warn(f"UPDATE_GOLDEN rewrote {path}: review the diff before committing it", stacklevel=2)
+    assert path.exists(), f"{path} is missing; run with UPDATE_GOLDEN=1 (not in CI) and review it"
+    assert actual == path.read_text(encoding="utf-8"), f"{path} differs (UPDATE_GOLDEN=1 rewrites it)"
+
+
+@pytest.fixture
+def closed_port():
+    """A port on 127.0.0.1 that is bound but never listens: a connection to it is refused at once, and no
+    other process can take it while the test runs (a port picked free and closed could be taken meanwhile)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

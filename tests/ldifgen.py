@@ -37,8 +37,9 @@ def entry(dn: str, attrs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def user(n: int, cn: str, ou: str = "OU=Staff", uac: int = 512, **attrs) -> tuple[str, str]:
-    """(dn, LDIF text) of a user; attrs use AD names (sAMAccountName, givenName, telephoneNumber, ...)."""
+def user_entry(n: int, cn: str, ou: str = "OU=Staff", uac: int = 512, **attrs) -> tuple[str, dict]:
+    """(dn, attributes) of a user, as data: attrs use AD names (sAMAccountName, givenName, telephoneNumber,
+    ...); a value is a str, a list of str, bytes (objectGUID) or None (left out)."""
     dn = f"CN={cn},{ou},{BASE}"
     body = {
         "objectClass": ["top", "person", "organizationalPerson", "user"],
@@ -47,10 +48,16 @@ def user(n: int, cn: str, ou: str = "OU=Staff", uac: int = 512, **attrs) -> tupl
         "userAccountControl": str(uac),
         **attrs,
     }
+    return dn, {name: value for name, value in body.items() if value is not None}
+
+
+def user(n: int, cn: str, ou: str = "OU=Staff", uac: int = 512, **attrs) -> tuple[str, str]:
+    """(dn, LDIF text) of a user; attrs use AD names (sAMAccountName, givenName, telephoneNumber, ...)."""
+    dn, body = user_entry(n, cn, ou, uac, **attrs)
     return dn, entry(dn, body)
 
 
-def group(name: str, members: list[str], ou: str = "OU=Groups", n: int = 0) -> tuple[str, str]:
+def group_entry(name: str, members: list[str], ou: str = "OU=Groups", n: int = 0) -> tuple[str, dict]:
     dn = f"CN={name},{ou},{BASE}"
     body = {
         "objectClass": ["top", "group"],
@@ -59,6 +66,11 @@ def group(name: str, members: list[str], ou: str = "OU=Groups", n: int = 0) -> t
         "sAMAccountName": name,
         "member": members,
     }
+    return dn, body
+
+
+def group(name: str, members: list[str], ou: str = "OU=Groups", n: int = 0) -> tuple[str, str]:
+    dn, body = group_entry(name, members, ou, n)
     return dn, entry(dn, body)
 
 

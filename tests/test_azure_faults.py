@@ -126,12 +126,12 @@ def test_a_403_names_the_permissions_to_grant(graph):
         read(graph)
 
 
-def test_a_server_that_went_away_fails_the_read(graph, monkeypatch):
+def test_a_server_that_went_away_fails_the_read(graph, monkeypatch, closed_port):
     monkeypatch.setattr(azure, "MAX_ATTEMPTS", 2)
     monkeypatch.setattr(azure, "BACKOFF_FIRST", 0.01)
-    settings = graph.source_settings(graph_url="https://127.0.0.1:1")  # nothing listens there
+    settings = graph.source_settings(graph_url=f"https://127.0.0.1:{closed_port}")  # bound, never listening
 
-    with pytest.raises(SourceError, match="Cannot connect to 127.0.0.1:1"):
+    with pytest.raises(SourceError, match=f"Cannot connect to 127.0.0.1:{closed_port}"):
         azure.read_directory(settings, Scope((), (group_id("staff"),)), {}, Path("."))
 
 
@@ -158,9 +158,18 @@ def test_retry_after_values(header, seconds):
     assert azure.retry_after(header) == seconds
 
 
-def test_retry_after_http_date_in_the_future():
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert 28 <= azure.retry_after(when) <= 30
+def test_retry_after_http_date_in_the_future(monkeypatch):
+    """The clock is fixed, so the answer is exact however long the machine takes between the two lines."""
+    now = datetime(2026, 12, 2, 9, 0, 0, tzinfo=UTC)
+
+    class FixedClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return now if tz is not None else now.replace(tzinfo=None)
+
+    monkeypatch.setattr(azure, "datetime", FixedClock)
+    assert azure.retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True)) == 30.0
+    assert azure.retry_after(format_datetime(now - timedelta(seconds=5), usegmt=True)) == 0.0  # in the past
 
 
 def test_backoff_doubles_and_is_bounded():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +16,13 @@ from adsync_plan.state import Lock
 from tests.test_cli_ops import set_in_config
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "examples" / "demo"
 
 
 @pytest.fixture
-def demo(tmp_path, monkeypatch):
-    folder = tmp_path / "demo"
-    shutil.copytree(DEMO, folder, ignore=shutil.ignore_patterns("make_demo.py", "states", "plans", "__pycache__"))
-    monkeypatch.chdir(folder)
-    return folder
+def demo(demo, monkeypatch):
+    """conftest's copy of the demo, as the working directory: the commands run as a user types them there."""
+    monkeypatch.chdir(demo)
+    return demo
 
 
 def adsync(capsys, *args: str) -> tuple[int, str, str]:

@@ -4,14 +4,12 @@ then plan again and find nothing to do. Regenerate with UPDATE_GOLDEN=1 and revi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CASES, copy_case
+from tests.conftest import CASES, check_golden, copy_case
 
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "adsync.yaml").exists())
 VOLATILE = ("plan_id", "created_at", "expires_at", "tool_version", "config_sha256", "desired_sha256")
 
@@ -20,13 +18,6 @@ def normalise(plan: dict) -> dict:
     plan = {k: v for k, v in plan.items() if k not in VOLATILE}
     plan["base_state"] = {"fingerprint": plan["base_state"]["fingerprint"]}
     return plan
-
-
-def check_golden(path: Path, actual: bytes) -> None:
-    if UPDATE:
-        path.write_bytes(actual)
-    assert path.exists(), f"{path} is missing; run with UPDATE_GOLDEN=1 and review it"
-    assert actual.decode() == path.read_text(encoding="utf-8")
 
 
 def plan_and_apply(cli, case: Path, extra=()) -> dict:
@@ -44,10 +35,19 @@ def test_golden_case(name, cli, tmp_path):
     extra = ("--allow-mass-orphan",) if name == "r13_safety" else ()
     plan = plan_and_apply(cli, case, extra)
     expected = CASES / name
-    check_golden(
-        expected / "expected_plan.json", (json.dumps(normalise(plan), indent=1, ensure_ascii=False) + "\n").encode()
-    )
-    check_golden(expected / "expected_pbx.yaml", (case / "pbx.yaml").read_bytes())
+    check_golden(expected / "expected_plan.json", json.dumps(normalise(plan), indent=1, ensure_ascii=False) + "\n")
+    check_golden(expected / "expected_pbx.yaml", (case / "pbx.yaml").read_text(encoding="utf-8"))
     code, out, err = cli("plan", "-c", case / "adsync.yaml", "--detailed-exitcode")
     assert code == 0, f"a second plan right after apply still has changes:\n{out}"
     assert "No changes." in out
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_the_case_ldif_is_written_from_the_case_data(name):
+    """Samba and the Graph tenant are seeded from the case's data (tests/cases/make_cases.py), the ldif
+    source reads the committed file: the two must be the same directory, or "ldap == ldif" proves nothing."""
+    from tests import ldifgen
+    from tests.cases.make_cases import case_entries
+
+    written = ldifgen.document([ldifgen.entry(dn, attrs) for dn, attrs in case_entries(name)])
+    assert (CASES / name / "directory.ldif").read_text(encoding="utf-8") == written

@@ -136,15 +136,15 @@ def make_config(draw) -> Config:
     )
 
 
-def protected_ids(state: PbxState, config: Config, bindings, rendered) -> set[str]:
-    admin_bound = {
-        bindings[u.source_id] for u in rendered.desired.values() if u.user.role == "admin" and u.source_id in bindings
-    }
-    return {
-        i
-        for i, u in state.users.items()
-        if u.login_id in config.protect_logins or (i in state.admins and i not in admin_bound)
-    }
+def protected_ids(state: PbxState, config: Config, bindings, directory: Directory) -> set[str]:
+    """Who SPEC R10 says must never be touched, derived from the test's own inputs (not from the code's rules):
+    every PBX user whose login is in protect.logins, and every PBX administrator, except an administrator
+    bound to a directory user of an admin group (one this tool may manage in the admin role). That exception
+    is drawn wide on purpose (the code also requires the user to be in scope and to pass every rule), so this
+    set is never larger than the code's: a failure here is a real breach, not a difference of definitions."""
+    managed_admins = {bindings[u.source_id] for u in directory.users if u.source_id in bindings and ADMINS in u.groups}
+    listed = {i for i, u in state.users.items() if u.login_id in config.protect_logins}
+    return listed | (set(state.admins) - managed_admins)
 
 
 def plan(directory, state, bindings, config):
@@ -179,8 +179,8 @@ def test_plans_are_safe_executable_and_converge(data):
     }
     bindings = {s: i for s, i in bindings.items() if list(bindings.values()).count(i) == 1}
 
-    rendered, decisions, actions = plan(directory, state, bindings, config)
-    protected = protected_ids(state, config, bindings, rendered)
+    _, decisions, actions = plan(directory, state, bindings, config)
+    protected = protected_ids(state, config, bindings, directory)
     assert {a.action for a in actions} <= {"create", "update", "orphan"}
     assert not {a.pbx_user_id for a in actions} & protected, "a protected user was touched"
     assert invariants.violations(actions, state, bindings, config, allow_mass_orphan=True) == []

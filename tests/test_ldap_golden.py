@@ -1,7 +1,8 @@
 """The core's golden cases (tests/cases/<name>/) with a real Active Directory as the source.
 
 For each case a Samba AD DC is seeded with exactly the users and groups of the case's directory.ldif (its
-objectGUIDs included), then:
+objectGUIDs included), from the data that file is written from (tests/cases/make_cases.py), not through the
+project's LDIF parser, so that a parser bug cannot cancel out; then:
 1. `render` with `source.type: ldap` gives the same desired state as `render` with the LDIF;
 2. a full `plan` then `apply` against the case's file PBX gives the golden plan and PBX file, and a second
    plan finds nothing to do.
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from tests.cases.make_cases import case_entries
 from tests.conftest import CASES, copy_case
 from tests.servers import samba
 
@@ -33,14 +35,12 @@ def load_yaml(path: Path):
     return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
 
 
-def users_base_dn(ldif_text: str, fallback: str) -> str:
-    """The deepest container holding every person entry of the LDIF (e.g. OU=Staff,DC=example,DC=com)."""
-    from adsync_plan.sources.ldif import parse_ldif
-
+def users_base_dn(entries, fallback: str) -> str:
+    """The deepest container holding every person entry (e.g. OU=Staff,DC=example,DC=com)."""
     parents = [
         dn.split(",", 1)[1].split(",")
-        for dn, entry in parse_ldif(ldif_text)
-        if "person" in {str(c).lower() for c in entry.get("objectclass", [])}
+        for dn, entry in entries
+        if "person" in {str(c).lower() for c in entry.get("objectClass", [])}
     ]
     if not parents:
         return fallback
@@ -87,7 +87,7 @@ def case_domain(request, tmp_path, monkeypatch):
     config = load_yaml(case / "adsync.yaml")
     groups = [*config["scope"].get("admin_groups", ()), *config["scope"].get("user_groups", ())]
     try:
-        domain = samba.start_domain_from_ldif((case / "directory.ldif").read_text(encoding="utf-8"), groups)
+        domain = samba.start_domain_from_entries(case_entries(name), groups)
     except samba.UnsupportedDirectory as err:
         pytest.skip(f"Active Directory cannot hold this case's directory: {err}")
     except samba.Unavailable as err:
@@ -103,8 +103,7 @@ def case_domain(request, tmp_path, monkeypatch):
 def test_golden_case_with_samba_as_the_source(case_domain, cli):
     case, domain = case_domain
     name = case.name
-    ldif_text = (case / "directory.ldif").read_text(encoding="utf-8")
-    ldap_yaml = ldap_config(case, domain, users_base_dn(ldif_text, samba.domain_dn(domain.realm)))
+    ldap_yaml = ldap_config(case, domain, users_base_dn(case_entries(name), samba.domain_dn(domain.realm)))
 
     code, _, err = cli("render", "-c", case / "adsync.yaml", "-o", case / "desired-ldif.yaml")
     assert code == 0, err

@@ -436,9 +436,9 @@ def test_a_dn_that_is_not_utf8_is_refused():
     assert "DN is not UTF-8" in str(err.value) and "\\udcfc" in str(err.value)
 
 
-def test_unreachable_server(reader_password):
+def test_unreachable_server(reader_password, closed_port):
     reader_password("whatever")
-    port = slapd.free_port()  # nothing listens there
+    port = closed_port  # bound, never listening
     with pytest.raises(SourceError) as err:
         read(bare_settings(f"ldaps://127.0.0.1:{port}", timeout=2))
     one_sentence(str(err.value))
@@ -556,10 +556,10 @@ PBX_USERS, TEAM = f"CN=PBX-Users,{CASE_GROUPS}", f"CN=Team,{CASE_GROUPS}"
 @pytest.fixture(scope="module")
 def case_dc():
     """A domain holding the r3_scope case (PBX-Users ∋ Abteilung ∋ Team), for tests that change it."""
-    from tests.conftest import CASES
+    from tests.cases.make_cases import case_entries
 
     try:
-        domain = samba.start_domain_from_ldif((CASES / "r3_scope" / "directory.ldif").read_text(encoding="utf-8"))
+        domain = samba.start_domain_from_entries(case_entries("r3_scope"))
     except samba.Unavailable as err:
         _unavailable(f"Samba AD DC unavailable: {err}")
     yield domain

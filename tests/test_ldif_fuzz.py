@@ -277,7 +277,7 @@ def test_a_mutated_file_reads_or_is_one_located_sentence(folder, seed, mutations
     assert time.perf_counter() - started < 5
 
 
-@settings(max_examples=100, **COMMON)
+@settings(max_examples=60, **COMMON)
 @given(mutations=st.lists(MUTATION, min_size=1, max_size=4))
 def test_render_of_a_mutated_demo_export_writes_a_desired_state_or_says_one_sentence(demo_copy, mutations):
     demo, original = demo_copy

@@ -7,13 +7,15 @@ import os
 import subprocess
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from adsync_plan import providers
+from adsync_plan import pipeline, providers, state
+from adsync_plan.config import load_config
 from adsync_plan.errors import PbxError
 from adsync_plan.providers.file import FileProvider
-from adsync_plan.state import Lock
+from adsync_plan.state import Lock, read_lock
 from tests.plans import edit_plan
 
 
@@ -95,15 +97,48 @@ def test_second_apply_waits_for_the_lock_then_fails_with_the_holder(cli, demo):
     assert "force-unlock" in err
 
 
-def test_lock_released_by_the_holder_lets_the_waiter_through(cli, demo):
+def test_lock_released_by_the_holder_lets_the_waiter_through(cli, demo, monkeypatch):
+    """Told by what the lock file says, not by the time it took: while another run holds the lock, apply
+    waits and changes nothing; once it is released, apply takes the lock in its own name and applies."""
     cfg = demo / "adsync.yaml"
-    cli("plan", "-c", cfg, "-o", demo / "p.plan.json")
-    lock = Lock(demo / "states", "other", "apply", timeout=1).__enter__()
-    threading.Timer(0.5, lock.__exit__, args=(None, None, None)).start()
-    started = time.monotonic()
-    code, _, err = cli("apply", "-c", cfg, demo / "p.plan.json")
-    assert code == 0, err
-    assert time.monotonic() - started >= 0.4
+    cfg.write_text(cfg.read_text() + "state:\n  lock_timeout: 120s\n")  # far beyond a loaded machine's pace
+    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+    plan_id = json.loads((demo / "p.plan.json").read_text())["plan_id"]
+    holder = Lock(demo / "states", "other", "apply", timeout=1).__enter__()
+    waiting = threading.Event()
+
+    def sleep(seconds):  # the waiter found the lock taken and waits its turn
+        waiting.set()
+        time.sleep(min(seconds, 0.05))
+
+    monkeypatch.setattr(state, "time", SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    seen, outcome = [], {}
+
+    def first_step(_text):
+        if not seen:
+            seen.append(read_lock(holder.path))
+
+    def waiter():
+        try:
+            outcome["result"] = pipeline.apply(load_config(cfg), demo / "p.plan.json", on_step=first_step)
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = err
+
+    pbx = (demo / "pbx.yaml").read_bytes()
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    try:
+        assert waiting.wait(60), "apply did not wait for the lock"
+        assert read_lock(holder.path)["id"] == holder.info["id"]  # still the holder's
+        assert (demo / "pbx.yaml").read_bytes() == pbx and not (demo / "states" / "audit.jsonl").exists()
+    finally:
+        holder.__exit__(None, None, None)
+        thread.join(120)
+    assert "error" not in outcome, outcome
+    assert seen[0]["id"] != holder.info["id"]  # while applying, the lock was the waiter's own
+    assert (seen[0]["plan_id"], seen[0]["operation"], seen[0]["pid"]) == (plan_id, "apply", os.getpid())
+    assert not holder.path.exists()  # and released at the end
+    assert (demo / "pbx.yaml").read_bytes() != pbx
 
 
 def dead_pid() -> int:

@@ -4,7 +4,6 @@ e-mail address or number of the demo left in redacted Markdown, JSON or text."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from adsync_plan import cli, output
 from adsync_plan.model import Action, Diagnostic, PhoneUser, Plan
+from tests.conftest import check_golden, golden_update_requested
 
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "examples" / "demo"
@@ -42,10 +42,7 @@ def normalise(markdown: str) -> str:
 
 def test_demo_markdown_matches_the_golden_file(demo_plan, capsys):
     markdown = normalise(show(capsys, str(demo_plan), "--markdown"))
-    if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(markdown)
-    assert markdown == GOLDEN.read_text()
+    check_golden(GOLDEN, markdown)
 
 
 README = HERE.parent / "README.md"
@@ -55,7 +52,7 @@ README_BLOCK = re.compile(r"(<!-- demo-plan-markdown: [^\n]*-->\n)(.*?)(<!-- end
 def test_the_readme_shows_the_golden_comment():
     """The README's example comment is the golden file, as GitHub renders it; UPDATE_GOLDEN=1 rewrites it."""
     readme = README.read_text()
-    if os.environ.get("UPDATE_GOLDEN"):
+    if golden_update_requested():  # never in CI
         readme = README_BLOCK.sub(lambda m: m.group(1) + GOLDEN.read_text() + "\n" + m.group(3), readme)
         README.write_text(readme)
     match = README_BLOCK.search(readme)

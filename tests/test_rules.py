@@ -160,8 +160,13 @@ def _refused(cli, demo, *extra):
 
 
 def test_a_source_with_nobody_in_scope_refuses_the_plan_unless_overridden(cli, demo):
-    """max_orphans: 5 allows orphaning the demo's 3 managed users; an empty export must not."""
-    (demo / "directory.ldif").write_text("version: 1\n", encoding="utf-8")
+    """max_orphans: 5 allows orphaning the demo's 3 managed users; an export that lost its users must not.
+    (The scope groups are still in it: a group missing from the file is refused before, as a typo.)"""
+    groups = "".join(
+        f"dn: CN={name},OU=Groups,DC=example,DC=com\nobjectClass: top\nobjectClass: group\ncn: {name}\n\n"
+        for name in ("PBX-Admins", "PBX-Users")
+    )
+    (demo / "directory.ldif").write_text("version: 1\n\n" + groups, encoding="utf-8")
     code, out, err = _refused(cli, demo)
     assert code == 1
     assert "the source put no user in scope, while the PBX has 3 managed users" in err
@@ -173,11 +178,12 @@ def test_a_source_with_nobody_in_scope_refuses_the_plan_unless_overridden(cli, d
     assert sum(c["action"] == "orphan" for c in plan["changes"]) == 3
 
 
-def test_misspelled_scope_groups_put_nobody_in_scope_and_are_refused(cli, demo):
+def test_misspelled_scope_groups_are_refused_before_anything_is_planned(cli, demo):
     text = (demo / "adsync.yaml").read_text(encoding="utf-8").replace("CN=PBX-", "CN=PBX_")
     (demo / "adsync.yaml").write_text(text, encoding="utf-8")
-    code, _, err = _refused(cli, demo)
-    assert code == 1 and "no user in scope" in err
+    code, out, err = _refused(cli, demo)
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert "is not in the LDIF file" in err and "Did you mean CN=PBX-Admins,OU=Groups,DC=example,DC=com?" in err
 
 
 def test_an_empty_desired_file_is_refused_as_an_empty_source(cli, demo):

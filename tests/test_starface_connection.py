@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import socket
 import ssl
 
 import pytest
@@ -82,10 +81,8 @@ def test_a_wrong_password(tmp_path, monkeypatch):
     assert srv.counts["POST /login"] == 1  # a refused login is not repeated (the PBX may lock the account)
 
 
-def test_an_unreachable_pbx(tmp_path, env):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # free once closed: nothing listens there
+def test_an_unreachable_pbx(tmp_path, env, closed_port):
+    port = closed_port  # bound, never listening
     settings = {"type": "starface", "url": f"http://127.0.0.1:{port}", "login_id": "0001"}
     prov = StarfaceProvider({**settings, "password_env": PASSWORD_ENV, "retries": 1}, tmp_path)
     prov.backoff = 0.01

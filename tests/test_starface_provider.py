@@ -92,11 +92,46 @@ def test_every_request_carries_token_and_version(server, provider):
     assert all("authToken" in h for _, url, h in seen if not url.endswith("/rest/login"))
 
 
-def test_nonce_is_single_use_and_token_required(server):
-    template = requests.get(server.url + "/rest/login", timeout=5).json()
-    from adsync_plan.providers.starface import login_secret
+# Known answers for the login secret, computed outside the project's code from the vendor's formula
+# (shared/reference/starface-rest-api-notes.md, step 2) with the nonce of the vendor's example, in bash
+# (LC_ALL=C.UTF-8, so the password's bytes are UTF-8):
+#   inner=$(printf '%s' "$PASSWORD" | sha512sum | cut -d' ' -f1)
+#   printf '%s' "0001pds24hmip1ctbogn1l8ujvs5u4$inner" | sha512sum        # Internal: "0001:" + this
+#   printf '%s' "0001pds24hmip1ctbogn1l8ujvs5u4$PASSWORD" | base64 -w0   # ActiveDirectory
+VENDOR_NONCE = "pds24hmip1ctbogn1l8ujvs5u4"
+KNOWN_SECRETS = [
+    (
+        "Internal",
+        "secret1234!",
+        "0001:d655ce8a88d642abd9633787daf84d7bd6577df4599661751e7cfd99b0be572d"
+        "7f6eb879dbc346a297b03041947ea60d47adbf150c299339467580c7587f4896",
+    ),
+    (
+        "Internal",
+        "Pässwort-ß€",
+        "0001:3f9ed37874fa739937499b08878a7b20cd75ccb5075862b4581c18b176c94f18"
+        "4d22e206b6f8f48a80a9400e475880f4a4293ed20af6212a21366efad6de2d8c",
+    ),
+    ("ActiveDirectory", "secret1234!", "MDAwMXBkczI0aG1pcDFjdGJvZ24xbDh1anZzNXU0c2VjcmV0MTIzNCE="),
+    ("ActiveDirectory", "Pässwort-ß€", "MDAwMXBkczI0aG1pcDFjdGJvZ24xbDh1anZzNXU0UMOkc3N3b3J0LcOf4oKs"),
+]
 
-    body = {**template, "secret": login_secret("Internal", server.login, template["nonce"], server.password)}
+
+@pytest.mark.parametrize(("login_type", "password", "expected"), KNOWN_SECRETS)
+def test_the_login_secret_of_the_provider_and_of_the_test_server_match_known_answers(login_type, password, expected):
+    from adsync_plan.providers.starface import login_secret
+    from tests.servers.starface import _secret as server_secret
+
+    assert login_secret(login_type, "0001", VENDOR_NONCE, password) == expected
+    assert server_secret(login_type, "0001", password, VENDOR_NONCE) == expected
+
+
+def test_nonce_is_single_use_and_token_required(server):
+    """Spoken to by hand, with the server's own secret (not the provider's): the nonce works once."""
+    from tests.servers.starface import _secret as server_secret
+
+    template = requests.get(server.url + "/rest/login", timeout=5).json()
+    body = {**template, "secret": server_secret("Internal", server.login, server.password, template["nonce"])}
     assert requests.post(server.url + "/rest/login", json=body, timeout=5).status_code == 200
     again = requests.post(server.url + "/rest/login", json=body, timeout=5)
     assert again.status_code == 400

@@ -441,7 +441,7 @@ class _RecordParser:
         """The entry key of an attribute description seen for the first time (or an error)."""
         if not colon:
             self._no_colon(line, index)
-        if name.lower() == "dn":
+        if name.split(";", 1)[0].lower() == "dn":
             raise self._error(
                 index,
                 f"a second 'dn:' in the record that began at line {self._line(0)}; records must be separated "
@@ -515,7 +515,7 @@ class _RecordParser:
         if kind.lower() != "add":
             raise self._error(
                 index,
-                f"changetype: {kind[:20]} makes this a change record, which does not describe an entry; "
+                f"changetype: {shown(kind[:20])} makes this a change record, which does not describe an entry; "
                 "source.path needs an export of entries (plain records, or changetype: add).",
             )
         return index + 1

@@ -58,7 +58,7 @@ DOOR = {
 
 
 def person(n, account, first="Vor", last=None, mail=None, phones=("",), uac=512, groups=(USERS,), **extra):
-    """A directory user; `phones` are telephoneNumber then otherTelephone values."""
+    """A directory user as data, (dn, attributes); `phones` are telephoneNumber then otherTelephone values."""
     last = last if last is not None else account.capitalize()
     mail = mail if mail is not None else f"{account}@example.com"
     attrs = {"sAMAccountName": account or None, "givenName": first or None, "sn": last or None, "mail": mail or None}
@@ -69,7 +69,7 @@ def person(n, account, first="Vor", last=None, mail=None, phones=("",), uac=512,
         attrs["otherTelephone"] = phones[1:]
     attrs.update(extra)
     attrs["memberOf"] = list(groups)
-    return ldifgen.user(n, f"{first or 'X'} {last or account or n}", uac=uac, **attrs)[1]
+    return ldifgen.user_entry(n, f"{first or 'X'} {last or account or n}", uac=uac, **attrs)
 
 
 def contact(n, cn, mail, phone, groups=(USERS,)):
@@ -85,7 +85,7 @@ def contact(n, cn, mail, phone, groups=(USERS,)):
         "telephoneNumber": phone,
         "memberOf": list(groups),
     }
-    return ldifgen.entry(f"CN={cn},OU=Staff,{ldifgen.BASE}", attrs)
+    return f"CN={cn},OU=Staff,{ldifgen.BASE}", attrs
 
 
 def computer(n, name, groups=(USERS,)):
@@ -98,7 +98,7 @@ def computer(n, name, groups=(USERS,)):
         "userAccountControl": "4096",  # WORKSTATION_TRUST_ACCOUNT
         "memberOf": list(groups),
     }
-    return ldifgen.entry(f"CN={name},OU=Staff,{ldifgen.BASE}", attrs)
+    return f"CN={name},OU=Staff,{ldifgen.BASE}", attrs
 
 
 DOMAIN_SID = "S-1-5-21-1004336348-1177238915-682003330"  # the example domain's SID, as an export shows it
@@ -117,7 +117,7 @@ def domain_user(n, account, phones, groups=()):
     return person(n, account, phones=phones, groups=groups, objectSid=sid(1000 + n), primaryGroupID="513")
 
 
-def domain_users_directory(people: list[str], inside: str | None = None) -> str:
+def domain_users_entries(people: list[tuple[str, dict]], inside: str | None = None) -> list[tuple[str, dict]]:
     """The usual groups and Domain Users (in CN=Users, with its well-known RID), nested in `inside`."""
     users_members = [DOMAIN_USERS] if inside == USERS else []
     domain_users = {
@@ -129,23 +129,40 @@ def domain_users_directory(people: list[str], inside: str | None = None) -> str:
         "groupType": "-2147483646",
     }
     groups = [
-        ldifgen.group("PBX-Admins", [], n=1)[1],
-        ldifgen.group("PBX-Users", users_members, n=2)[1],
-        ldifgen.entry(DOMAIN_USERS, domain_users),
+        ldifgen.group_entry("PBX-Admins", [], n=1),
+        ldifgen.group_entry("PBX-Users", users_members, n=2),
+        (DOMAIN_USERS, domain_users),
     ]
-    return ldifgen.document(people + groups)
+    return [*people, *groups]
 
 
-def directory(people: list[str], nested_user_groups: bool = False) -> str:
-    groups = [ldifgen.group("PBX-Admins", [], n=1)[1]]
+def directory_entries(people: list[tuple[str, dict]], nested_user_groups: bool = False) -> list[tuple[str, dict]]:
+    """Every entry of a case's directory as data: the people, then the groups."""
+    groups = [ldifgen.group_entry("PBX-Admins", [], n=1)]
     if nested_user_groups:  # PBX-Users > Abteilung > Team: three deep
         team = f"CN=Team,OU=Groups,{ldifgen.BASE}"
-        groups.append(ldifgen.group("PBX-Users", [f"CN=Abteilung,OU=Groups,{ldifgen.BASE}"], n=2)[1])
-        groups.append(ldifgen.group("Abteilung", [team], n=3)[1])
-        groups.append(ldifgen.group("Team", [], n=4)[1])
+        groups.append(ldifgen.group_entry("PBX-Users", [f"CN=Abteilung,OU=Groups,{ldifgen.BASE}"], n=2))
+        groups.append(ldifgen.group_entry("Abteilung", [team], n=3))
+        groups.append(ldifgen.group_entry("Team", [], n=4))
     else:
-        groups.append(ldifgen.group("PBX-Users", [], n=2)[1])
-    return ldifgen.document(people + groups)
+        groups.append(ldifgen.group_entry("PBX-Users", [], n=2))
+    return [*people, *groups]
+
+
+def directory(people: list[tuple[str, dict]], nested_user_groups: bool = False) -> str:
+    """The case's directory.ldif, written from the data by ldifgen (never read back by the project's parser)."""
+    return ldifgen.document([ldifgen.entry(dn, attrs) for dn, attrs in directory_entries(people, nested_user_groups)])
+
+
+def case_entries(name: str) -> list[tuple[str, dict]]:
+    """The entries of a case's directory.ldif as data: what tests seed Samba and the Graph tenant from, so
+    that a bug of the LDIF parser cannot cancel out in "ldap result == ldif result"."""
+    return spec_entries(cases()[name])
+
+
+def spec_entries(spec: dict) -> list[tuple[str, dict]]:
+    make = spec.get("entries") or (lambda people: directory_entries(people, spec.get("nested", False)))
+    return make(spec["people"])
 
 
 def inventory(owners: dict | None = None) -> list[dict]:
@@ -341,7 +358,7 @@ def cases() -> dict[str, dict]:
             domain_user(10, "everyone", ["10"]),
             domain_user(11, "chefin", ["11"], groups=[ADMINS]),
         ],
-        ldif=domain_users_directory,
+        entries=domain_users_entries,
         config={"scope": {"user_groups": [DOMAIN_USERS]}},
     )
     c["ad_domain_users_nested"] = dict(
@@ -349,7 +366,7 @@ def cases() -> dict[str, dict]:
             domain_user(10, "everyone", ["10"]),
             domain_user(11, "chefin", ["11"], groups=[ADMINS]),
         ],
-        ldif=lambda people: domain_users_directory(people, inside=USERS),
+        entries=lambda people: domain_users_entries(people, inside=USERS),
     )
     c["update_matched"] = dict(
         people=[
@@ -387,8 +404,7 @@ def write_case(name: str, spec: dict) -> None:
     folder = HERE / name
     folder.mkdir(exist_ok=True)
     (folder / "adsync.yaml").write_text(json.dumps(merge(CONFIG, spec.get("config", {})), indent=2) + "\n")
-    make = spec.get("ldif") or (lambda people: directory(people, spec.get("nested", False)))
-    text = make(spec["people"])
+    text = ldifgen.document([ldifgen.entry(dn, attrs) for dn, attrs in spec_entries(spec)])
     (folder / "directory.ldif").write_text(text, encoding="utf-8")
     (folder / "pbx.yaml").write_bytes(render_document(spec.get("pbx") or pbx()))
 

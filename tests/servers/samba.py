@@ -16,6 +16,7 @@ Run as a script to provision, seed and cache a domain ahead of time: python -m t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -285,17 +286,20 @@ def _admin_connection(ip: str, realm: str = REALM) -> ldap3.Connection:
     tls = ldap3.Tls(validate=ssl.CERT_NONE)
     server = ldap3.Server(ip, port=636, use_ssl=True, tls=tls, get_info=ldap3.NONE)
     user = f"Administrator@{realm.lower()}"
-    return ldap3.Connection(server, user, ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True)
+    # a generous wait: on a loaded machine a fresh domain's first writes can take longer than ldap3's 10 s
+    return ldap3.Connection(server, user, ADMIN_PASSWORD, auto_bind=True, raise_exceptions=True, receive_timeout=120)
 
 
 def _add_reader(ip: str, realm: str) -> None:
     """OU=Service and svc-reader, an ordinary account with a password (needs LDAPS), as adsync-plan uses."""
     conn = _admin_connection(ip, realm)
-    conn.add(f"OU=Service,{domain_dn(realm)}", ["top", "organizationalUnit"])
-    conn.add(reader_dn(realm), ad_seed.USER_CLASSES, {
-        "sAMAccountName": "svc-reader", "userAccountControl": 512,
-        "unicodePwd": f'"{READER_PASSWORD}"'.encode("utf-16-le"),
-    })  # fmt: skip
+    with contextlib.suppress(ldap3.core.exceptions.LDAPEntryAlreadyExistsResult):  # an add retried after a timeout
+        conn.add(f"OU=Service,{domain_dn(realm)}", ["top", "organizationalUnit"])
+    with contextlib.suppress(ldap3.core.exceptions.LDAPEntryAlreadyExistsResult):
+        conn.add(reader_dn(realm), ad_seed.USER_CLASSES, {
+            "sAMAccountName": "svc-reader", "userAccountControl": 512,
+            "unicodePwd": f'"{READER_PASSWORD}"'.encode("utf-16-le"),
+        })  # fmt: skip
     conn.unbind()
 
 
@@ -325,14 +329,15 @@ class UnsupportedDirectory(Exception):
     """The LDIF holds something Active Directory itself refuses (e.g. two users with one sAMAccountName)."""
 
 
-def start_domain_from_ldif(text: str, extra_groups=(), realm: str = LDIF_REALM) -> SambaDomain:
-    """A domain whose users and groups are exactly those of the LDIF, objectGUIDs included.
+def start_domain_from_entries(entries, extra_groups=(), realm: str = LDIF_REALM) -> SambaDomain:
+    """A domain whose users and groups are exactly `entries` (data: (dn, {attribute: value}) as
+    tests/cases/make_cases.py makes them, objectGUIDs included), never read through the project's LDIF parser.
 
     AD never lets a client choose an objectGUID, so the entries are added offline with ldbadd and the
     relax control (as Samba's provisioning does), before the server starts. Group membership comes from the
     users' memberOf values and the groups' member values (Samba computes memberOf itself); `extra_groups`
-    (the configured scope groups) are created when the LDIF does not name them."""
-    adds, members = samba_ldif(text, extra_groups, domain_dn(realm))
+    (the configured scope groups) are created when the entries do not name them."""
+    adds, members = samba_ldif(entries, extra_groups, domain_dn(realm))
     ensure_samba()
     base = _base_tarball(realm)
     root = Path(tempfile.mkdtemp(prefix="adsync-samba-"))
@@ -346,6 +351,15 @@ def start_domain_from_ldif(text: str, extra_groups=(), realm: str = LDIF_REALM) 
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
+
+
+def start_domain_from_ldif(text: str, extra_groups=(), realm: str = LDIF_REALM) -> SambaDomain:
+    """A domain holding an LDIF text's entries, read with the project's own LDIF parser: for tests that need a
+    directory in Active Directory, never for comparing the ldap source with the ldif source (a parser bug
+    would cancel out there; those seed from data with start_domain_from_entries)."""
+    from adsync_plan.sources.ldif import parse_ldif
+
+    return start_domain_from_entries(list(parse_ldif(text)), extra_groups, realm)
 
 
 def _base_tarball(realm: str) -> Path:
@@ -379,11 +393,14 @@ def _norm(dn: str) -> str:
     return ",".join(part.strip() for part in dn.lower().split(","))
 
 
-def samba_ldif(text: str, extra_groups, domain: str) -> tuple[str, str]:
-    """(entries to add, member modifications) for ldbadd/ldbmodify, from an LDIF export."""
-    from adsync_plan.sources.ldif import parse_ldif  # the core's RFC 2849 reader
+def _as_values(entry: dict) -> dict[str, list]:
+    """Attribute names in lower case (LDAP's are case-insensitive), every value a list."""
+    return {name.lower(): list(value) if isinstance(value, list) else [value] for name, value in entry.items()}
 
-    entries = list(parse_ldif(text))
+
+def samba_ldif(entries, extra_groups, domain: str) -> tuple[str, str]:
+    """(entries to add, member modifications) for ldbadd/ldbmodify, from directory entries given as data."""
+    entries = [(dn, _as_values(entry)) for dn, entry in entries]
     users = [(dn, e) for dn, e in entries if "group" not in _classes(e) and {"person", "user"} & _classes(e)]
     groups = {_norm(dn): [dn, e, list(e.get("member", []))] for dn, e in entries if "group" in _classes(e)}
     for dn, entry in users + [(g[0], g[1]) for g in list(groups.values())]:

@@ -611,12 +611,24 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _secret(login_type: str, login: str, password: str, nonce: str) -> str:
-    if login_type == "ActiveDirectory":
-        import base64
+    """The secret this server expects, written from the vendor's formula (shared/reference/
+    starface-rest-api-notes.md, step 2), on purpose not from the provider's code, so that one mistake cannot
+    sit in both. The known-answer test (tests/test_starface_provider.py) checks it against values made by
+    hand with sha512sum and base64 in a shell.
 
-        return base64.b64encode((login + nonce + password).encode()).decode()
-    inner = hashlib.sha512(password.encode()).hexdigest()
-    return login + ":" + hashlib.sha512((login + nonce + inner).encode()).hexdigest()
+    Internal:        loginId ":" hex(sha512(loginId nonce hex(sha512(password))))   (UTF-8, lower-case hex)
+    ActiveDirectory: base64(loginId nonce password)
+    """
+    import base64
+
+    def sha512_hex(text: str) -> str:
+        digest = hashlib.new("sha512")
+        digest.update(bytes(text, "utf-8"))
+        return digest.digest().hex()
+
+    if login_type == "ActiveDirectory":
+        return str(base64.standard_b64encode(bytes(f"{login}{nonce}{password}", "utf-8")), "ascii")
+    return f"{login}:{sha512_hex(f'{login}{nonce}{sha512_hex(password)}')}"
 
 
 class _Operations:

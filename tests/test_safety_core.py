@@ -1,0 +1,362 @@
+"""Gaps found by mutation testing of the safety core (benchmarks/mutation.py): the snapshot's identity and
+fingerprint check, the lock's life cycle and force-unlock's answers, and the exact edge of a plan's expiry."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from adsync_plan.errors import InputError, LockError, PlanRefused
+from adsync_plan.planfile import check_applicable, load_plan, parse_time
+from adsync_plan.state import Lock, force_unlock, load_snapshot, read_lock
+from tests.conftest import copy_case
+from tests.plans import edit_plan
+
+# -- the snapshot ---------------------------------------------------------------------------------------
+
+
+def refreshed(cli, demo):
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
+    path = demo / "states" / "pbx.yaml"
+    return path, json.loads(path.read_text())
+
+
+def test_a_loaded_snapshot_keeps_the_files_lineage_serial_pbx_and_bindings(cli, demo):
+    cfg = demo / "adsync.yaml"
+    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+    assert cli("apply", "-c", cfg, demo / "p.plan.json")[0] == 0
+    path = demo / "states" / "pbx.yaml"
+    doc = json.loads(path.read_text())
+    snap = load_snapshot(path)
+    assert (snap.lineage, snap.serial, snap.pbx, snap.bindings) == (
+        doc["lineage"],
+        doc["serial"],
+        doc["pbx"],
+        doc["bindings"],
+    )
+    assert snap.pbx  # the provider's description, kept
+    assert snap.fingerprint == doc["fingerprint"] and len(snap.bindings) == 37
+
+
+def test_a_snapshot_without_its_pbx_description_loads_with_an_empty_one(cli, demo):
+    path, doc = refreshed(cli, demo)
+    del doc["pbx"]  # not covered by the fingerprint, and optional in the schema
+    path.write_text(json.dumps(doc))
+    assert load_snapshot(path).pbx == {}
+
+
+def test_a_hand_edited_snapshot_is_refused_with_the_fix(cli, demo):
+    path, doc = refreshed(cli, demo)
+    doc["users"]["3"]["last_name"] = "Mueller"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError) as err:
+        load_snapshot(path)
+    assert str(err.value) == (
+        f"{path}: the fingerprint does not match the content; the file was edited by hand. "
+        "Run `adsync-plan refresh` to read the PBX again."
+    )
+
+
+def test_a_snapshot_that_is_no_yaml_names_the_file_as_the_state_snapshot(tmp_path):
+    path = tmp_path / "pbx.yaml"
+    path.write_text("")
+    with pytest.raises(InputError, match="the state snapshot is empty"):
+        load_snapshot(path)
+
+
+# -- the lock -------------------------------------------------------------------------------------------
+
+
+def test_the_lock_creates_missing_folders_and_holds_who_and_what(tmp_path):
+    state_dir = tmp_path / "deep" / "er" / "states"
+    with Lock(state_dir, "plan-1", "apply", timeout=0) as lock:
+        info = read_lock(state_dir / ".adsync.lock")
+        assert info == lock.info and info["plan_id"] == "plan-1" and info["operation"] == "apply"
+    assert not (state_dir / ".adsync.lock").exists()
+
+
+def test_a_lock_removed_by_force_unlock_while_held_ends_quietly(tmp_path):
+    with Lock(tmp_path, None, "sync", timeout=0) as lock:
+        assert force_unlock(tmp_path, lock.info["id"], force=True)["operation"] == "sync"  # its holder is alive
+    assert not (tmp_path / ".adsync.lock").exists()  # and leaving raised nothing
+
+
+def test_force_unlock_without_a_lock(tmp_path):
+    with pytest.raises(LockError) as err:
+        force_unlock(tmp_path, "any")
+    assert str(err.value) == f"{tmp_path / '.adsync.lock'}: there is no lock to remove."
+
+
+def test_force_unlock_of_an_unreadable_lock_names_no_id_and_keeps_it(tmp_path):
+    path = tmp_path / ".adsync.lock"
+    path.write_text("not json")
+    with pytest.raises(LockError) as err:
+        force_unlock(tmp_path, "abc")
+    assert str(err.value) == (
+        f"{path} is not JSON, so not a lock file adsync-plan wrote; it has no id. "
+        "Run `adsync-plan force-unlock broken` to remove it."
+    )
+    assert path.exists()
+
+
+# -- expiry ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_plan(cli, demo):
+    assert cli("plan", "-c", demo / "adsync.yaml", "-o", demo / "p.plan.json")[0] == 0
+    return demo / "p.plan.json"
+
+
+def test_a_plan_has_expired_at_the_second_of_expires_at(saved_plan):
+    plan = load_plan(saved_plan)
+    expires = parse_time(plan.expires_at)
+    check_applicable(plan, saved_plan, expires - timedelta(seconds=1), set())
+    with pytest.raises(PlanRefused, match="expired at"):
+        check_applicable(plan, saved_plan, expires, set())
+
+
+def test_an_expiry_that_is_no_time_is_refused_with_a_sentence(cli, demo, saved_plan):
+    # the schema's shape, but no time; resealed, so that the expiry check is the one that speaks
+    edit_plan(saved_plan, lambda doc: doc.update(expires_at="2026-13-45T99:99:99Z"), reseal=True)
+    code, _, err = cli("apply", "-c", demo / "adsync.yaml", saved_plan)
+    assert code == 1
+    assert f"{saved_plan}: expires_at '2026-13-45T99:99:99Z' is no valid time; make a new plan." in err
+
+
+# -- protection of administrators (R10) -----------------------------------------------------------------
+
+JMUELLER_DN_B64 = "Q049SsO8cmdlbiBNw7xsbGVyLE9VPVN0YWZmLERDPWV4YW1wbGUsREM9Y29t"
+
+
+def applied_demo(cli, demo) -> None:
+    """The demo applied once: Jürgen Müller (PBX user 3, login 20) is now a PBX administrator, bound to his
+    directory entry, which is in PBX-Admins."""
+    cfg = demo / "adsync.yaml"
+    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+    assert cli("apply", "-c", cfg, demo / "p.plan.json")[0] == 0
+    pbx = json.loads((demo / "pbx.yaml").read_text())
+    assert next(u for u in pbx["users"] if u["id"] == 3)["is_admin"] is True
+
+
+def edit_ldif(demo, old: str, new: str) -> None:
+    path = demo / "directory.ldif"
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def plan_json(cli, demo) -> dict:
+    code, out, err = cli("plan", "-c", demo / "adsync.yaml", "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_an_administrator_this_tool_bound_as_one_is_managed(cli, demo):
+    applied_demo(cli, demo)
+    edit_ldif(demo, "sn:: TcO8bGxlcg==", "sn: Mueller-Neu")
+    plan = plan_json(cli, demo)
+    [change] = [c for c in plan["changes"] if c["address"] == "user.jmueller"]
+    assert change["action"] == "update" and change["fields"] == ["last_name"]
+    assert change["after"]["last_name"] == "Mueller-Neu" and change["after"]["role"] == "admin"
+
+
+def test_an_administrator_whose_directory_user_left_the_admin_group_is_protected(cli, demo):
+    applied_demo(cli, demo)
+    edit_ldif(demo, f"member:: {JMUELLER_DN_B64}\n", "")
+    edit_ldif(
+        demo,
+        "member: CN=Vertrieb,OU=Groups,DC=example,DC=com\n",
+        f"member: CN=Vertrieb,OU=Groups,DC=example,DC=com\nmember:: {JMUELLER_DN_B64}\n",
+    )
+    edit_ldif(demo, "sn:: TcO8bGxlcg==", "sn: Mueller-Neu")
+    plan = plan_json(cli, demo)
+    assert not [c for c in plan["changes"] if c["pbx_user_id"] == "3" or c["address"] == "user.jmueller"]
+    assert ("PROTECTED_USER", "user.jmueller") in {(d["code"], d["address"]) for d in plan["diagnostics"]}
+
+
+def test_an_administrator_listed_in_protect_logins_is_protected_even_when_bound_as_one(cli, demo):
+    applied_demo(cli, demo)
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace('logins: ["0001", "90"]', 'logins: ["0001", "90", "20"]'))
+    edit_ldif(demo, "sn:: TcO8bGxlcg==", "sn: Mueller-Neu")
+    plan = plan_json(cli, demo)
+    assert not [c for c in plan["changes"] if c["pbx_user_id"] == "3" or c["address"] == "user.jmueller"]
+    assert ("PROTECTED_USER", "user.jmueller") in {(d["code"], d["address"]) for d in plan["diagnostics"]}
+
+
+# -- R9 and the fingerprint -----------------------------------------------------------------------------
+
+
+def test_an_orphan_keeps_only_its_primary_internal_number_and_is_marked_once():
+    from adsync_plan.diff import orphaned
+    from adsync_plan.model import PhoneUser
+
+    user = PhoneUser.from_dict(
+        {
+            "login_id": "30",
+            "first_name": "Gustav",
+            "last_name": "Gegangen",
+            "email": "g@example.com",
+            "role": "user",
+            "primary_internal_number": "30",
+            "internal_numbers": ["30", "31"],
+            "external_numbers": ["+4970222797830"],
+            "fax_numbers": ["+4970222797899"],
+        }
+    )
+    after = orphaned(user)
+    assert (after.last_name, after.internal_numbers, after.external_numbers, after.fax_numbers) == (
+        "-Gegangen",
+        ("30",),
+        (),
+        (),
+    )
+    assert orphaned(after) == after  # the mark is put once
+    assert (after.login_id, after.first_name, after.email, after.primary_internal_number) == (
+        "30",
+        "Gustav",
+        "g@example.com",
+        "30",
+    )
+
+
+def test_the_snapshot_records_administrators_and_its_fingerprint_is_the_sha256_of_its_content(cli, demo):
+    import hashlib
+
+    _, doc = refreshed(cli, demo)
+    assert {i: u["is_admin"] for i, u in doc["users"].items()} == {
+        "1": True,
+        "2": False,
+        "3": False,
+        "4": False,
+        "5": False,
+    }
+    # computed here with the standard library (compact, key-sorted JSON in UTF-8), not with the code's helper
+    content = json.dumps(
+        {"users": doc["users"], "numbers": doc["numbers"]}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    assert doc["fingerprint"] == "sha256:" + hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def test_a_snapshot_breaking_the_schema_names_the_file_the_line_and_the_key(tmp_path):
+    path = tmp_path / "pbx.yaml"
+    path.write_text(
+        "format_version: 1\nlineage: l\nserial: 1\nfingerprint: sha256:0\nusers: {}\nnumbers: {}\nbindings: {}\n"
+    )  # hand-written YAML, so the line can be named
+    with pytest.raises(InputError) as err:
+        load_snapshot(path)
+    assert str(err.value).startswith(f"{path}:4: fingerprint: 'sha256:0' has the wrong form")
+
+
+# -- matching: bindings first, e-mail only among users not bound to someone present ------------------------
+
+NEWCOMER = """
+dn: CN=Neu Ling,OU=Staff,DC=example,DC=com
+objectClass: top
+objectClass: person
+objectClass: organizationalPerson
+objectClass: user
+cn: Neu Ling
+objectGUID:: AAECAwQFBgcICQoLDA0ODw==
+userAccountControl: 512
+sAMAccountName: aling
+givenName: Neu
+sn: Ling
+mail: juergen.mueller@example.com
+telephoneNumber: 15
+"""
+
+
+def test_a_binding_survives_an_e_mail_change_and_the_old_address_matches_no_newcomer(cli, demo):
+    """Jürgen Müller (bound to PBX user 3) gets a new address; a newcomer gets his old one. The binding keeps
+    Jürgen on PBX user 3 (SPEC 7), and the newcomer cannot take PBX user 3 by e-mail: it is created. (Its
+    account, aling, is matched before jmueller, so a wrong e-mail match could not hide behind his claim.)"""
+    applied_demo(cli, demo)
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("licenses: 40", "licenses: 41"))  # room for the newcomer
+    edit_ldif(demo, "mail: juergen.mueller@example.com\n", "mail: juergen.neu@example.com\n")
+    (demo / "directory.ldif").write_text((demo / "directory.ldif").read_text(encoding="utf-8") + NEWCOMER)
+    edit_ldif(
+        demo,
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\n",
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\nmember: CN=Neu Ling,OU=Staff,DC=example,DC=com\n",
+    )
+    plan = plan_json(cli, demo)
+    changes = {c["address"]: c for c in plan["changes"]}
+    assert changes["user.jmueller"]["action"] == "update" and changes["user.jmueller"]["pbx_user_id"] == "3"
+    assert changes["user.jmueller"]["fields"] == ["email"]
+    assert changes["user.aling"]["action"] == "create" and changes["user.aling"]["pbx_user_id"] is None
+    assert [c["address"] for c in plan["changes"] if c["pbx_user_id"] == "3"] == ["user.jmueller"]
+    assert plan["summary"]["orphan"] == 0
+
+
+def add_pbx_users(demo, *users: dict) -> None:
+    path = demo / "pbx.yaml"
+    pbx = json.loads(path.read_text())
+    for user in users:
+        pbx["users"].append({"is_admin": False, "last_name": "Hand", "primary_internal_number": None, **user})
+    path.write_text(json.dumps(pbx))
+
+
+def test_e_mail_matching_skips_bound_users_and_takes_the_lowest_id(cli, demo):
+    """After the first apply PBX users 3 and 4 are bound; Gustav (PBX user 5, unbound) comes back to the
+    directory, and a hand-made PBX user 99 shares his address: he is matched by e-mail to 5, the lowest id."""
+    applied_demo(cli, demo)
+    add_pbx_users(demo, {"id": 99, "login_id": "19", "first_name": "Gustav", "email": "gustav.gegangen@example.com"})
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("licenses: 40", "licenses: 42").replace("max_orphans: 5", "max_orphans: 9"))
+    returning = NEWCOMER.replace("mail: juergen.mueller@example.com", "mail: gustav.gegangen@example.com")
+    (demo / "directory.ldif").write_text((demo / "directory.ldif").read_text(encoding="utf-8") + returning)
+    edit_ldif(
+        demo,
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\n",
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\nmember: CN=Neu Ling,OU=Staff,DC=example,DC=com\n",
+    )
+    plan = plan_json(cli, demo)
+    changes = {c["address"]: c for c in plan["changes"]}
+    assert changes["user.aling"]["action"] == "update" and changes["user.aling"]["pbx_user_id"] == "5"
+
+
+def test_orphans_come_in_the_order_of_their_numeric_ids(cli, demo):
+    add_pbx_users(
+        demo,
+        {"id": 9, "login_id": "18", "first_name": "Neun", "email": "neun@example.com"},
+        {"id": 10, "login_id": "19", "first_name": "Zehn", "email": "zehn@example.com"},
+    )
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("max_orphans: 5", "max_orphans: 9"))
+    plan = plan_json(cli, demo)
+    assert [c["pbx_user_id"] for c in plan["changes"] if c["action"] == "orphan"] == ["5", "9", "10"]
+
+
+def test_protected_user_diagnostics_say_how_the_user_was_matched(cli, demo, tmp_path):
+    applied_demo(cli, demo)
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace('logins: ["0001", "90"]', 'logins: ["0001", "90", "20"]'))
+    [found] = [d for d in plan_json(cli, demo)["diagnostics"] if d["code"] == "PROTECTED_USER"]
+    assert "matches protected PBX user 3 (login 20, by binding); it is never changed." in found["message"]
+    case = copy_case("r10_protected", tmp_path)
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--json")
+    messages = [d["message"] for d in json.loads(out)["diagnostics"] if d["code"] == "PROTECTED_USER"]
+    assert messages and all(", by e-mail); it is never changed." in m for m in messages), messages
+
+
+def test_a_pbx_user_without_e_mail_is_matched_by_no_directory_user_without_one(cli, demo):
+    """A held directory user without an address (R1) must not claim the PBX user without one: that PBX user has
+    no counterpart, so it is orphaned."""
+    add_pbx_users(demo, {"id": 9, "login_id": "18", "first_name": "Ohne", "email": ""})
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("max_orphans: 5", "max_orphans: 9"))
+    no_mail = NEWCOMER.replace("mail: juergen.mueller@example.com\n", "")
+    (demo / "directory.ldif").write_text((demo / "directory.ldif").read_text(encoding="utf-8") + no_mail)
+    edit_ldif(
+        demo,
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\n",
+        "member: CN=Paul Becker,OU=Staff,DC=example,DC=com\nmember: CN=Neu Ling,OU=Staff,DC=example,DC=com\n",
+    )
+    plan = plan_json(cli, demo)
+    assert ("MISSING_EMAIL", "user.aling") in {(d["code"], d["address"]) for d in plan["diagnostics"]}
+    assert "9" in [c["pbx_user_id"] for c in plan["changes"] if c["action"] == "orphan"]
