@@ -256,14 +256,27 @@ def _with_lock_timeout(cfg, lock_timeout: str | None):
     return replace(cfg, lock_timeout=parse_duration(lock_timeout).total_seconds())
 
 
+def _with_parallelism(cfg, parallelism: int | None):
+    return cfg if parallelism is None else replace(cfg, pbx={**cfg.pbx, "parallelism": parallelism})
+
+
 @app.command()
 def apply(
     planfile: Annotated[Path, typer.Argument(help="A saved plan.")],
     config: ConfigOpt = DEFAULT_CONFIG,
     lock_timeout: LockTimeoutOpt = None,
+    parallelism: Annotated[
+        int | None,
+        typer.Option(
+            "--parallelism",
+            min=1,
+            max=32,
+            help="Users whose steps run at a time (default: pbx.parallelism, else 4); 1: one step after the other.",
+        ),
+    ] = None,
 ) -> int:
     """Carry out a saved plan; nothing else ever writes to the PBX."""
-    cfg = _with_lock_timeout(load_config(config), lock_timeout)
+    cfg = _with_parallelism(_with_lock_timeout(load_config(config), lock_timeout), parallelism)
     result = pipeline.apply(cfg, planfile, output.progress())
     if result.plan.refresh_only is not None:
         serial = result.snapshot.serial if result.snapshot else "?"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class Journal:
         self.path = path_in(state_dir)
         self.plan_id, self.run_id, self.pbx_buffered = plan_id, run_id, pbx_buffered
         self._fh = None
+        self._lock = threading.Lock()  # parallel apply: one line at a time
 
     def __enter__(self) -> Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +88,11 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
     def _write(self, entry: dict, durable: bool) -> None:
-        self._fh.write(orjson.dumps(entry) + b"\n")
+        with self._lock:
+            self._append(orjson.dumps(entry) + b"\n", durable)
+
+    def _append(self, line: bytes, durable: bool) -> None:
+        self._fh.write(line)
         if self.pbx_buffered:
             return  # all made durable by sync() before the PBX's flush
         if durable:

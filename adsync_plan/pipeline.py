@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from adsync_plan import __version__, background, diff, interrupts, journal, sources, state
+from adsync_plan import __version__, background, diff, interrupts, journal, parallel, sources, state
 from adsync_plan.config import Config
 from adsync_plan.desired import DesiredState, desired_sha256, read_desired, write_desired
 from adsync_plan.errors import AdsyncError, InputError, Interrupted, PbxError, PlanRefused
@@ -45,6 +45,8 @@ from adsync_plan.steps import plan_steps, run_step
 from adsync_plan.verify import VerificationFailed, checkpoints, verify_user
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PARALLELISM = 4  # pbx.parallelism
 # From a snapshot this large (about 4,000 users), plan reads the directory in a child process meanwhile.
 CHILD_FROM_SNAPSHOT_BYTES = 2_000_000
 CHUNK = 5_000  # directory users per message from the child
@@ -543,7 +545,8 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
         known = previous.bindings if previous else {}
         with Deferred() as stop, Journal(config.state_dir, plan.plan_id, run_id, provider.buffered) as ahead:
             ahead.start({s: i for s, i in plan.bindings.items() if known.get(s) != i})
-            error = _run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead)
+            workers = parallelism(config, provider)
+            error = _run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead, workers)
             ahead.sync()  # durable before a buffered PBX writes what the journal announced
             provider.flush()
             interrupts.test_hook("flushed")
@@ -621,15 +624,26 @@ def _refuse_if_stale(plan: Plan, plan_path: Path, live, previous: Snapshot | Non
     )
 
 
+def parallelism(config: Config, provider) -> int:
+    """Users whose steps run at a time (pbx.parallelism, default 4); 1 for a PBX that is not safe under
+    threads (the file PBX: in memory until its flush, where threads would gain nothing anyway)."""
+    wanted = int(config.pbx.get("parallelism", DEFAULT_PARALLELISM))
+    return wanted if provider.parallel_safe else 1
+
+
 def _run_steps(
-    plan: Plan, provider, bindings: dict, result: ApplyResult, progress, on_step, stop=None, ahead=None
+    plan: Plan, provider, bindings: dict, result: ApplyResult, progress, on_step, stop=None, ahead=None, workers=1
 ) -> Exception | None:
     """The plan's steps in order, each announced in the journal `ahead` first; stops before a step when
-    `stop` was requested, and at the first failure."""
+    `stop` was requested, and at the first failure. With `workers` > 1, see parallel.py."""
     steps = plan_steps(plan.changes)
+    progress.start("Applying the plan", len(steps))
+    if workers > 1:
+        error = parallel.run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead, steps, workers)
+        progress.done()
+        return error
     points = checkpoints(steps)
     ids = {i: a.pbx_user_id for i, a in enumerate(plan.changes)}
-    progress.start("Applying the plan", len(steps))
     error = None
     for n, step in enumerate(steps):
         if stop is not None and stop.requested:

@@ -183,7 +183,9 @@ def test_ctrl_c_while_a_create_is_in_flight_lets_it_finish_and_binds_the_user(cl
     assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
     users_before = len(srv.data.users)
     fault = srv.fail(3, "slow", method="POST", path="/users", after=True, delay=1.5)
-    done = signal_during(srv, fault, ["apply", "-c", cfg, demo / "p.plan.json"], signal.SIGINT, demo)
+    # one step at a time, so "no fourth" holds (test_parallel_apply.py: the same with users side by side)
+    apply = ["apply", "-c", cfg, demo / "p.plan.json", "--parallelism", "1"]
+    done = signal_during(srv, fault, apply, signal.SIGINT, demo)
     assert done.returncode == 130, done.stderr
     assert "run plan again to converge" in error_line(done.stderr)
     assert len(srv.data.users) == users_before + 3  # the third create was answered, not cut off; no fourth

@@ -26,7 +26,9 @@ def on_starface(case: Path, srv: StarfaceServer) -> None:
     """Seed the server from the case's PBX file and point the case's configuration at the server."""
     seed_from_pbx_file(srv, json.loads((case / "pbx.yaml").read_text(encoding="utf-8")))
     config = json.loads((case / "adsync.yaml").read_text(encoding="utf-8"))
-    config["pbx"] = {**srv.settings(), "licenses": config["pbx"].get("licenses"), "timeout": 5}
+    # one step at a time: the expected files hold the PBX ids of a sequential apply (test_parallel_apply.py
+    # compares parallel applies with these files, created users' ids aside)
+    config["pbx"] = {**srv.settings(), "licenses": config["pbx"].get("licenses"), "timeout": 5, "parallelism": 1}
     (case / "adsync.yaml").write_text(json.dumps(config, indent=1), encoding="utf-8")
     (case / "pbx.yaml").unlink()  # nothing may read the file PBX any more
 

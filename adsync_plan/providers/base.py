@@ -34,6 +34,7 @@ class Provider(ABC):
     # True when writes stay in memory until flush() (the file PBX); False when each call is durable on the
     # PBX as soon as it returns. The apply journal makes its lines durable accordingly (journal.py).
     buffered = False
+    parallel_safe = False  # apply may call its writes from several threads at once (parallel.py)
 
     def __init__(self, settings: Mapping, base_dir: Path, licenses: int | None = None):
         self.settings = settings

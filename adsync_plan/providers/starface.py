@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -90,6 +91,10 @@ class _Unanswered(PbxError):
 
 class StarfaceProvider(Provider):
     backoff = 0.5  # seconds before the first retry of a read; doubled for each further one
+    # parallel apply: each request is independent; the session, the sign-in and the lazily loaded inventory
+    # are guarded by `_lock` (the rest is read-only during apply, or one dict item set per created user)
+    parallel_safe = True
+    POOL = 32  # connections kept per host: at least the largest pbx.parallelism, so none is discarded
 
     def __init__(self, settings: Mapping, base_dir: Path, licenses: int | None = None):
         super().__init__(settings, base_dir, licenses)
@@ -97,6 +102,7 @@ class StarfaceProvider(Provider):
         self.timeout = float(settings.get("timeout", 30))
         self.retries = int(settings.get("retries", 3))
         self._session: requests.Session | None = None
+        self._lock = threading.RLock()
         self._auth = make_sign_in(self)  # nonce login or OAuth; nothing else here knows which
         self._number_ids: dict[str, int] | None = None  # "30" / "+4970222797830" -> PhoneNumber id
         self._numbers_by_id: dict[int, tuple[str, str]] = {}  # PhoneNumber id -> (number, internal|external)
@@ -529,6 +535,10 @@ class StarfaceProvider(Provider):
 
     def _load_inventory(self) -> None:
         """The number inventory, when no read() loaded it yet (a provider used for writes only)."""
+        with self._lock:
+            self._load_inventory_once()
+
+    def _load_inventory_once(self) -> None:
         if self._number_ids is None:
             self._services = self._services or self._get_list("/callservices")
             self._inventory(self._get_list("/phonenumbers"))
@@ -611,7 +621,8 @@ class StarfaceProvider(Provider):
             if resp.status_code == 401 and not relogged:
                 # The token expired (4 h) or was revoked; the request was not carried out, so repeat it once.
                 log.debug("%s /rest%s answered 401; logging in again", method, path)
-                self._auth.forget()
+                with self._lock:
+                    self._auth.forget()
                 relogged = True
                 continue
             if resp.status_code >= 500 and read and attempt < self.retries:
@@ -639,8 +650,9 @@ class StarfaceProvider(Provider):
         return attempt + 1
 
     def _send(self, method: str, path: str, body, params, auth: bool = True) -> requests.Response:
-        session = self._open()
-        headers = self._auth.headers() if auth else {}
+        with self._lock:  # one sign-in, however many threads find no token
+            session = self._open()
+            headers = self._auth.headers() if auth else {}
         started = time.perf_counter()
         resp = session.request(
             method,
@@ -659,6 +671,9 @@ class StarfaceProvider(Provider):
             session = requests.Session()
             session.headers.update({"X-Version": "2", "Content-Type": "application/json", "Accept": "application/json"})
             session.verify = self._verify()
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.POOL)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._session = session
         return self._session
 

@@ -133,6 +133,7 @@ class StarfaceServer(ThreadedServer):
         client_auth: str = "form",
         edge_node: str | None = None,
         discovery: bool = True,
+        latency: float = 0.0,
     ):
         """`version` "10" is a STARFACE 10: the nonce login is refused; OAuth at the token endpoint (found
         through the discovery document unless `discovery` is False), the client secret accepted only as
@@ -140,6 +141,7 @@ class StarfaceServer(ThreadedServer):
         self.login, self.password, self.login_type = login, password, login_type
         self.version, self.client_secret, self.client_auth = version, client_secret, client_auth
         self.edge_node, self.discovery = edge_node, discovery
+        self.latency = latency  # seconds each request takes before it is handled (a real PBX: 0.02 to 0.05)
         self.api_right = True  # the API user holds "API access with Password Grant"
         self.refresh_tokens: dict[str, float] = {}  # refresh token -> expiry
         self.refresh_ttl = REFRESH_TTL
@@ -440,6 +442,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         template = _NUM.sub("/{id}", path.removeprefix("/rest"))
         pbx = self.pbx
+        if pbx.latency:
+            time.sleep(pbx.latency)  # outside the lock: concurrent requests wait side by side, as on a PBX
         with pbx.lock:
             pbx.counts[f"{method} {template}"] += 1
             fired = [f for f in pbx.faults if f.matches(method, template)]  # each fault counts every request
