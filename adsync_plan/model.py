@@ -164,13 +164,39 @@ class PbxNumber:
         return {"type": self.type, "owner": self.owner, "service": self.service}
 
 
+@dataclass(frozen=True, slots=True)
+class PbxGroup:
+    """A STARFACE group (a hunt group), the same shape on both sides of the diff, as PhoneUser is.
+
+    `members` are accounts in the desired state and PBX user ids in a PbxState; `numbers` are normalised
+    numbers the group owns (in a PbxState: the inventory's numbers whose owner is `group:<id>`). Both sorted.
+    """
+
+    name: str
+    members: tuple[str, ...] = ()
+    numbers: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "members": list(self.members), "numbers": list(self.numbers)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> PbxGroup:
+        return cls(
+            name=data["name"],
+            members=tuple(sorted(data.get("members", ()))),
+            numbers=tuple(sorted(data.get("numbers", ()))),
+        )
+
+
 @dataclass(frozen=True)
 class PbxState:
-    """The PBX as read: users keyed by PBX user id (shape + admin flag), and the number inventory."""
+    """The PBX as read: users keyed by PBX user id (shape + admin flag), the number inventory, and the
+    groups keyed by PBX group id (their numbers are also in the inventory, owned by `group:<id>`)."""
 
     users: Mapping[str, PhoneUser]
     admins: frozenset[str]
     numbers: Mapping[str, PbxNumber]
+    groups: Mapping[str, PbxGroup] = field(default_factory=dict)
 
     @classmethod
     def from_parts(cls, accounts: Iterable[PbxAccount], numbers: Mapping[str, PbxNumber]) -> PbxState:

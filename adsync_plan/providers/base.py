@@ -75,6 +75,29 @@ class Provider(ABC):
         self.release_number(user_id, number)
         self.assign_number(user_id, number, service)
 
+    # -- groups (issue 16). A group's id is its PBX account id; its numbers are owned `group:<id>` in the
+    # inventory. Each method makes one change and raises PbxError naming the group and what was refused.
+
+    def create_group(self, name: str) -> str:
+        """Create an empty group (no members, no numbers) named `name`; return its new id."""
+        raise NotImplementedError
+
+    def rename_group(self, group_id: str, name: str) -> None:
+        """Change the group's name (the orphan mark `-` of a group no longer desired)."""
+        raise NotImplementedError
+
+    def set_group_members(self, group_id: str, member_ids: Collection[str]) -> None:
+        """Make exactly these PBX user ids the group's members."""
+        raise NotImplementedError
+
+    def assign_group_number(self, group_id: str, number: str) -> None:
+        """Give the group a free inventory number (service standard)."""
+        raise NotImplementedError
+
+    def release_group_number(self, group_id: str, number: str) -> None:
+        """Remove the group's assignment of the number (the number stays in the inventory)."""
+        raise NotImplementedError
+
     @abstractmethod
     def set_primary_internal_number(self, user_id: str, number: str | None) -> None:
         """Make an internal number the user already owns its primary internal number."""
