@@ -27,6 +27,23 @@ class Scope:
     user_groups: tuple[str, ...]
     nested_groups: bool = True
     include_disabled: bool = False
+    # directory groups of pbx_groups.map: a source resolves membership of these as of scope groups (nested
+    # when nested_groups), but membership in them alone puts nobody in scope
+    mapped_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupMap:
+    directory_group: str
+    name: str
+    numbers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PbxGroups:
+    shared_numbers: str = "hold"  # hold (R-duplicate number holds the users) | group
+    shared_name: str = "Shared {number}"
+    map: tuple[GroupMap, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,7 @@ class Config:
     state_dir: Path = Path("states")
     lock_timeout: float = 10.0
     signing_key_env: str | None = None  # plan.signing_key_env: plans are signed with this secret
+    pbx_groups: PbxGroups = PbxGroups()
 
     def resolve(self, relative: str) -> Path:
         """A path from the configuration, relative to the configuration's folder."""
@@ -119,6 +137,10 @@ def _build(path: Path, data, digest: str) -> Config:
     scope = data["scope"]
     safety = data.get("safety", {})
     state = data.get("state", {})
+    groups = data.get("pbx_groups", {})
+    mapped = tuple(
+        GroupMap(m["directory_group"], m["name"], tuple(m.get("numbers", ()))) for m in groups.get("map", ())
+    )
     config = Config(
         path=path,
         base_dir=base_dir,
@@ -129,6 +151,7 @@ def _build(path: Path, data, digest: str) -> Config:
             user_groups=tuple(scope["user_groups"]),
             nested_groups=scope.get("nested_groups", True),
             include_disabled=scope.get("include_disabled", False),
+            mapped_groups=tuple(dict.fromkeys(m.directory_group for m in mapped)),
         ),
         numbering=Numbering(
             country=num.get("country", "DE"),
@@ -149,6 +172,11 @@ def _build(path: Path, data, digest: str) -> Config:
         state_dir=(base_dir / state.get("dir", "states")).resolve(),
         lock_timeout=parse_duration(state.get("lock_timeout", "10s")).total_seconds(),
         signing_key_env=data.get("plan", {}).get("signing_key_env"),
+        pbx_groups=PbxGroups(
+            shared_numbers=groups.get("shared_numbers", "hold"),
+            shared_name=groups.get("shared_name", "Shared {number}"),
+            map=mapped,
+        ),
     )
     _check_meaning(config)
     return config

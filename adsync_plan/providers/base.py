@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from adsync_plan.model import EXTERNAL, NO_PROGRESS, SHAPE_FIELDS, PbxNumber, PbxState, PhoneUser, Progress
+from adsync_plan.model import EXTERNAL, NO_PROGRESS, SHAPE_FIELDS, PbxGroup, PbxNumber, PbxState, PhoneUser, Progress
 
 MIN_E164_DIGITS = 8  # fewer digits after "+" than any real number with its country code (Niue's are 7 at most)
 
@@ -77,6 +77,11 @@ class Provider(ABC):
 
     # -- groups (issue 16). A group's id is its PBX account id; its numbers are owned `group:<id>` in the
     # inventory. Each method makes one change and raises PbxError naming the group and what was refused.
+
+    def read_group(self, group_id: str) -> PbxGroup:
+        """One group as the PBX has it now (members as PBX user ids); apply verifies groups with it. This
+        default reads the whole PBX; providers override it with a cheaper read."""
+        return self.read().groups[group_id]
 
     def create_group(self, name: str) -> str:
         """Create an empty group (no members, no numbers) named `name`; return its new id."""
