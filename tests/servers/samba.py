@@ -34,8 +34,9 @@ from pathlib import Path
 
 import ldap3
 
-from tests.servers import ad_seed
+from tests.servers import ad_seed, listening
 from tests.servers.ad_seed import Seed
+from tests.servers.listening import AddressTaken
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ ADMIN_PASSWORD = "Passw0rd!Admin"
 READER_DN = f"CN=svc-reader,{ad_seed.SERVICE}"  # an ordinary account, as adsync-plan would use
 READER_PASSWORD = "Rd!Passw0rd-2026"
 START_TIMEOUT = 60.0
+START_ATTEMPTS = 5
+LDAP_PORTS = (389, 636)  # the ports tests connect to (ldap_url, ldaps_url)
+PRUNE_AFTER = 24 * 3600  # seconds unused before a snapshot made by other code is removed
 
 
 class Unavailable(Exception):
@@ -139,21 +143,45 @@ def start_domain(seed: Seed) -> SambaDomain:
     ensure_samba()
     tarball = CACHE_DIR / f"samba-seed{len(seed.users)}-{cache_key(seed.digest())}.tar"
     root = Path(tempfile.mkdtemp(prefix="adsync-samba-"))
-    ip = free_loopback_address()
     try:
-        if tarball.exists():
-            subprocess.run(["tar", "-xf", str(tarball), "-C", str(root)], check=True)
-            return SambaDomain(root, ip, _start(root, ip, REALM), seed)
-        _provision(root, REALM)
-        process = _start(root, ip, REALM)
-        _add_reader(ip, REALM)
-        _seed(ip, seed)
-        _stop(process)
-        _snapshot(root, tarball)
-        return SambaDomain(root, ip, _start(root, ip, REALM), seed)
+        if not _extract(tarball, root):
+            _provision(root, REALM)
+            ip, process = _start_anywhere(root, REALM)
+            _add_reader(ip, REALM)
+            _seed(ip, seed)
+            _stop(process)
+            _snapshot(root, tarball)
+        ip, process = _start_anywhere(root, REALM)
+        return SambaDomain(root, ip, process, seed)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
+
+
+def _extract(tarball: Path, root: Path) -> bool:
+    """Unpack a cached domain into root; False when there is none. Read from an open file, so that a copy of
+    the suite run from another worktree (other code, so another key) may replace or prune it meanwhile."""
+    try:
+        archive = open(tarball, "rb")  # noqa: SIM115 (closed below, after tar read it)
+    except FileNotFoundError:
+        return False
+    with archive:
+        subprocess.run(["tar", "-xf", "-", "-C", str(root)], stdin=archive, check=True)
+    with contextlib.suppress(OSError):
+        os.utime(tarball)  # in use: not pruned as stale by a run with other code (see _snapshot)
+    return True
+
+
+def _start_anywhere(root: Path, realm: str) -> tuple[str, subprocess.Popen]:
+    """Start the domain on a free loopback address: (address, process). The address is picked free and
+    bound by Samba later, so another copy of the suite may take it in between: then start on another one."""
+    for _ in range(START_ATTEMPTS):
+        ip = free_loopback_address()
+        try:
+            return ip, _start(root, ip, realm)
+        except AddressTaken:
+            log.info("%s was taken meanwhile; starting the domain on another address.", ip)
+    raise RuntimeError(f"a Samba test domain found its address taken {START_ATTEMPTS} times in a row")
 
 
 def free_loopback_address() -> str:
@@ -162,7 +190,7 @@ def free_loopback_address() -> str:
     random.Random(os.getpid()).shuffle(candidates)
     for n in candidates:
         ip = f"127.0.0.{n}"
-        if all(_port_free(ip, port) for port in (389, 636, 3268, 3269)):
+        if all(_port_free(ip, port) for port in (*LDAP_PORTS, 3268, 3269)):
             return ip
     raise RuntimeError("no free loopback address for a Samba test domain")
 
@@ -223,7 +251,7 @@ def write_smb_conf(root: Path, ip: str, realm: str) -> Path:
 
 def _start(root: Path, ip: str, realm: str) -> subprocess.Popen:
     conf = write_smb_conf(root, ip, realm)
-    out = open(root / "log" / "samba-stdout.log", "ab")  # noqa: SIM115 (the child keeps it open)
+    out = open(root / "log" / "samba-stdout.log", "wb")  # noqa: SIM115 (the child keeps it open; one start's output)
     process = subprocess.Popen(
         ["samba", "-s", str(conf), "-i", "-M", "single", "--no-process-group", "--maximum-runtime=7200"],
         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -238,11 +266,20 @@ def _start(root: Path, ip: str, realm: str) -> subprocess.Popen:
 
 
 def _wait_until_answering(process: subprocess.Popen, ip: str, root: Path) -> None:
+    """Until this Samba answers LDAPS on ip; AddressTaken when another process listens there."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = (root / "log" / "samba-stdout.log").read_text(errors="replace")[-2000:]
+            if "NT_STATUS_ADDRESS_ALREADY_ASSOCIATED" in tail:  # add_socket: ldapsrv failed to bind to ...
+                raise AddressTaken(f"another process holds a port of {ip}")
             raise RuntimeError(f"samba exited with {process.returncode} while starting: {tail}")
+        owners = [listening.owns(process.pid, ip, port) for port in LDAP_PORTS]
+        if False in owners:  # another program's server would answer in its place
+            raise AddressTaken(f"another process listens on {ip}")
+        if owners != [True] * len(LDAP_PORTS):
+            time.sleep(0.2)
+            continue
         try:
             server = ldap3.Server(ip, port=636, use_ssl=True, tls=ldap3.Tls(validate=ssl.CERT_NONE),
                                   get_info=ldap3.NONE, connect_timeout=1)  # fmt: skip
@@ -272,11 +309,17 @@ def _snapshot(root: Path, tarball: Path) -> None:
     # --warning=no-file-ignored: the ldapi sockets cannot be archived and need not be
     subprocess.run(["tar", "--warning=no-file-ignored", "-cf", str(tmp), "-C", str(root), "."], check=True)
     os.replace(tmp, tarball)
-    # an older snapshot of the same kind (same name before the key) was made by older code: drop it
+    # a snapshot of the same kind (same name before the key) was made by other code: drop it once unused for
+    # a day (it may belong to a copy of the suite running from another worktree, which touches what it uses)
     kind = tarball.name.rsplit("-", 1)[0]
     for old in CACHE_DIR.glob(f"{kind}-*.tar"):
-        if old != tarball and old.name.rsplit("-", 1)[0] == kind:
-            old.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if old != tarball and old.name.rsplit("-", 1)[0] == kind and _age(old) > PRUNE_AFTER:
+                old.unlink()
+
+
+def _age(path: Path) -> float:
+    return time.time() - path.stat().st_mtime
 
 
 # --- seeding --------------------------------------------------------------------------------------------
@@ -339,15 +382,14 @@ def start_domain_from_entries(entries, extra_groups=(), realm: str = LDIF_REALM)
     (the configured scope groups) are created when the entries do not name them."""
     adds, members = samba_ldif(entries, extra_groups, domain_dn(realm))
     ensure_samba()
-    base = _base_tarball(realm)
     root = Path(tempfile.mkdtemp(prefix="adsync-samba-"))
-    ip = free_loopback_address()
     try:
-        subprocess.run(["tar", "-xf", str(base), "-C", str(root)], check=True)
+        _extract_base(realm, root)
         _ldb_tool(root, "ldbadd", adds)
         if members:
             _ldb_tool(root, "ldbmodify", members)
-        return SambaDomain(root, ip, _start(root, ip, realm), None, realm)
+        ip, process = _start_anywhere(root, realm)
+        return SambaDomain(root, ip, process, None, realm)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -362,22 +404,17 @@ def start_domain_from_ldif(text: str, extra_groups=(), realm: str = LDIF_REALM) 
     return start_domain_from_entries(list(parse_ldif(text)), extra_groups, realm)
 
 
-def _base_tarball(realm: str) -> Path:
-    """A provisioned, started-once (TLS keys made) domain with svc-reader and nothing else, cached."""
+def _extract_base(realm: str, root: Path) -> None:
+    """A provisioned, started-once (TLS keys made) domain with svc-reader and nothing else, cached, unpacked
+    into root."""
     tarball = CACHE_DIR / f"samba-base-{realm.lower()}-{cache_key(realm)}.tar"
-    if tarball.exists():
-        return tarball
-    root = Path(tempfile.mkdtemp(prefix="adsync-samba-base-"))
-    try:
-        _provision(root, realm)
-        ip = free_loopback_address()
-        process = _start(root, ip, realm)
-        _add_reader(ip, realm)
-        _stop(process)
-        _snapshot(root, tarball)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    return tarball
+    if _extract(tarball, root):
+        return
+    _provision(root, realm)
+    ip, process = _start_anywhere(root, realm)
+    _add_reader(ip, realm)
+    _stop(process)
+    _snapshot(root, tarball)
 
 
 def _ldb_tool(root: Path, tool: str, ldif: str) -> None:

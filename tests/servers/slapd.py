@@ -7,7 +7,8 @@ objectGUID, userAccountControl, otherTelephone, ...; classes user, group, comput
 same attribute mapping serve both servers. memberOf is computed by slapo-dynlist (transitively; slapd 2.5
 cannot evaluate LDAP_MATCHING_RULE_IN_CHAIN, see the directory-servers notes).
 
-slapd listens on free unprivileged ports of 127.0.0.1, logs its operations (`-d stats`) to `log_file` so tests
+slapd listens on free unprivileged ports of 127.0.0.1 (started again on new ones when another program took
+one first: see listening.py), logs its operations (`-d stats`) to `log_file` so tests
 can see exactly what a client asked for, and is stopped by its process id.
 """
 
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import trustme
 
-from tests.servers import ad_seed
+from tests.servers import ad_seed, listening
 from tests.servers.ad_seed import Seed
+from tests.servers.listening import AddressTaken
 from tests.servers.samba import Unavailable, apt_install
 
 PACKAGES = ["slapd", "ldap-utils"]
@@ -36,6 +38,8 @@ ROOT_DN, ROOT_PASSWORD = f"CN=admin,{SUFFIX}", "Root!Passw0rd"
 READER_DN, READER_PASSWORD = f"CN=svc-reader,{ad_seed.SERVICE}", "Rd!Passw0rd-2026"
 SIZE_LIMIT = 1000
 SCHEMA_DIR = Path("/etc/ldap/schema")
+START_TIMEOUT = 60.0  # a loaded machine: slapd usually listens within a second
+START_ATTEMPTS = 5
 
 AD_LITE_SCHEMA = """\
 # A small Active-Directory-like schema: AD's OIDs and names, with real matching rules.
@@ -132,9 +136,16 @@ def start_slapd(seed: Seed) -> Slapd:
     try:
         conf = _configure(root)
         _load(root, conf, seed)
-        ldap_port, ldaps_port = free_port(), free_port()
-        process = _start(root, conf, ldap_port, ldaps_port)
-        return Slapd(root, ldap_port, ldaps_port, process, seed)
+        for _ in range(START_ATTEMPTS):
+            # picked free here, bound by slapd later: another program may take one in between (then slapd
+            # exits, or the port answers from another process), so slapd starts again on new ports
+            ldap_port, ldaps_port = free_port(), free_port()
+            try:
+                process = _start(root, conf, ldap_port, ldaps_port)
+            except AddressTaken:
+                continue
+            return Slapd(root, ldap_port, ldaps_port, process, seed)
+        raise RuntimeError(f"slapd found its ports taken {START_ATTEMPTS} times in a row")
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -219,26 +230,38 @@ def _load(root: Path, conf: Path, seed: Seed) -> None:
 
 
 def _start(root: Path, conf: Path, ldap_port: int, ldaps_port: int) -> subprocess.Popen:
+    """slapd listening on both ports; AddressTaken when another process holds one of them."""
     urls = f"ldap://127.0.0.1:{ldap_port}/ ldaps://127.0.0.1:{ldaps_port}/"
-    log = open(root / "slapd.log", "ab")  # noqa: SIM115 (the child keeps it open)
+    log_path = root / "slapd.log"
+    log = open(log_path, "wb")  # noqa: SIM115 (the child keeps it open; a failed attempt's lines are dropped)
     # -d stats: stay in the foreground (so the pid is slapd's) and log every operation to the log file
     process = subprocess.Popen(
         ["slapd", "-d", "stats", "-f", str(conf), "-h", urls],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     log.close()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"slapd exited: {(root / 'slapd.log').read_text(errors='replace')[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", ldaps_port), timeout=0.5).close()
-            socket.create_connection(("127.0.0.1", ldap_port), timeout=0.5).close()
-            return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("slapd did not listen within 20 s")
+            text = log_path.read_text(errors="replace")
+            if "errno=98" in text:  # daemon: bind(..) failed errno=98 (Address already in use)
+                raise AddressTaken(f"slapd: a port of {urls} is taken")
+            raise RuntimeError(f"slapd exited: {text[-2000:]}")
+        owners = [listening.owns(process.pid, "127.0.0.1", port) for port in (ldap_port, ldaps_port)]
+        if owners == [True, True] and "slapd starting" in log_path.read_text(errors="replace"):
+            return process  # bound by slapd itself, and past its start-up (it logs this line last)
+        if False in owners:  # another process listens there: slapd's own bind fails (or has failed)
+            _stop(process)
+            raise AddressTaken(f"slapd: a port of {urls} answers from another process")
+        time.sleep(0.1)
+    _stop(process)
+    raise RuntimeError(f"slapd did not listen within {START_TIMEOUT:.0f} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 if __name__ == "__main__":
