@@ -10,11 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
 
-from adsync_plan import providers
+from adsync_plan import interrupts, providers
 from adsync_plan.errors import PbxError
 from adsync_plan.interrupts import Deferred
 from adsync_plan.model import NO_PROGRESS
@@ -132,14 +133,17 @@ def test_kill_9_before_the_file_pbx_was_written_recovers_nothing_and_loses_nothi
     converge(cli, demo, users=40, bindings=37)
 
 
-def test_a_second_ctrl_c_is_ignored_for_a_few_seconds_then_stops_at_once():
-    with Deferred(grace=0.3) as stop:
+def test_a_second_ctrl_c_is_ignored_for_a_few_seconds_then_stops_at_once(monkeypatch):
+    now = [1000.0]  # the grace is measured on this clock, moved by the test: a slow machine cannot cross it
+    monkeypatch.setattr(interrupts, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    with Deferred() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)
         assert stop.requested and stop.signal_name == "Ctrl-C (SIGINT)"
+        now[0] += interrupts.GRACE - 0.1
         os.kill(os.getpid(), signal.SIGTERM)  # within the grace: ignored
         time.sleep(0.01)
-        time.sleep(0.3)
+        now[0] += 0.2
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
@@ -163,7 +167,10 @@ def starface_demo(demo, monkeypatch):
 
 
 def signal_during(srv: StarfaceServer, fault, args: list, sig: int, folder: Path) -> subprocess.CompletedProcess:
-    """Start `adsync-plan ARGS`, send it `sig` while the server holds the faulty (slow) request, wait."""
+    """Start `adsync-plan ARGS`, send it `sig` while the server holds the faulty request (a "slow" fault with
+    hold=True: held until released, so the signal arrives while it is in flight however slowly this machine
+    runs), release the answer `fault.delay` s later, wait."""
+    assert fault.kind == "slow" and fault.hold
     proc = subprocess.Popen(
         command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()
     )
@@ -171,8 +178,9 @@ def signal_during(srv: StarfaceServer, fault, args: list, sig: int, folder: Path
     while not fault.fired and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert fault.fired, proc.communicate()
-    time.sleep(0.2)  # inside the slow answer now
     proc.send_signal(sig)
+    time.sleep(fault.delay)  # the command takes the signal in while the request is still in flight
+    fault.release()
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
@@ -182,7 +190,7 @@ def test_ctrl_c_while_a_create_is_in_flight_lets_it_finish_and_binds_the_user(cl
     cfg = demo / "adsync.yaml"
     assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
     users_before = len(srv.data.users)
-    fault = srv.fail(3, "slow", method="POST", path="/users", after=True, delay=1.5)
+    fault = srv.fail(3, "slow", method="POST", path="/users", after=True, delay=1.5, hold=True)
     # one step at a time, so "no fourth" holds (test_parallel_apply.py: the same with users side by side)
     apply = ["apply", "-c", cfg, demo / "p.plan.json", "--parallelism", "1"]
     done = signal_during(srv, fault, apply, signal.SIGINT, demo)
@@ -201,7 +209,7 @@ def test_ctrl_c_while_a_create_is_in_flight_lets_it_finish_and_binds_the_user(cl
 def test_refresh_plan_and_sync_stopped_end_with_a_sentence_and_leave_nothing_behind(starface_demo, args, sig):
     demo, srv = starface_demo
     (demo / "states").mkdir(exist_ok=True)
-    fault = srv.fail(1, "slow", method="GET", path="/users", delay=1.5)
+    fault = srv.fail(1, "slow", method="GET", path="/users", delay=1.5, hold=True)
     done = signal_during(srv, fault, [args[0], "-c", demo / "adsync.yaml", *args[1:]], sig, demo)
     assert done.returncode == 130, done.stderr
     assert "stopped by Ctrl-C or SIGTERM before it finished" in error_line(done.stderr)

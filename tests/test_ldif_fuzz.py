@@ -261,7 +261,7 @@ def test_a_mutated_file_reads_or_is_one_located_sentence(folder, seed, mutations
     note(data)
     path = folder / "directory.ldif"
     path.write_bytes(data)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: a loaded machine stretches wall time, not this
     try:
         directory = ldif.read_directory({"type": "ldif", "path": path.name}, SCOPE, {}, folder)
     except InputError as err:
@@ -274,7 +274,7 @@ def test_a_mutated_file_reads_or_is_one_located_sentence(folder, seed, mutations
             assert message.startswith(f"{path}: the scope group {STAFF} (scope.user_groups)"), message
     else:
         assert all(user.source_id and user.dn is not None for user in directory.users)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
 
 
 @settings(max_examples=60, **COMMON)

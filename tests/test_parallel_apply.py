@@ -88,21 +88,20 @@ def test_a_parallel_apply_where_numbers_move_between_users_ends_as_the_sequentia
 
 
 def test_concurrent_requests_really_overlap_with_latency(cli, tmp_path):
-    """With 30 ms per request, 8 users at a time finish the generated plan well before one at a time."""
-    import time
-
-    times = {}
+    """With 30 ms per request, 8 users at a time really are at the PBX at one time (counted by the server,
+    not inferred from elapsed time, which a loaded machine stretches); one at a time never overlaps."""
+    most = {}
     for parallelism in (1, 8):
         with StarfaceServer(latency=0.03) as srv:
             folder = make_project(tmp_path / str(parallelism), srv)
             cfg = folder / "adsync.yaml"
             assert cli("plan", "-c", cfg, "-o", folder / "p.plan.json")[0] == 0
-            started = time.perf_counter()
+            srv.most_in_flight = 0
             code, _, err = cli("apply", "-c", cfg, folder / "p.plan.json", "--parallelism", str(parallelism))
-            times[parallelism] = time.perf_counter() - started
+            most[parallelism] = srv.most_in_flight
             assert code == 0, err
             srv.check_consistency()
-    assert times[8] * 2.5 < times[1], times
+    assert most[1] == 1 and most[8] >= 4, most
 
 
 CREATE, ASSIGN = "/users", "/users/{id}/phonenumberconfig/phonenumbers"
@@ -189,7 +188,7 @@ def test_ctrl_c_in_a_parallel_apply_lets_the_steps_in_flight_finish_and_binds_ev
         assert cli("plan", "-c", cfg, "-o", folder / "p.plan.json")[0] == 0
         users_before = len(srv.data.users)
         srv.latency = 0.02  # the other users' steps take a while too
-        fault = srv.fail(3, "slow", method="POST", path="/users", after=True, delay=1.5)
+        fault = srv.fail(3, "slow", method="POST", path="/users", after=True, delay=1.5, hold=True)
         apply = ["apply", "-c", cfg, folder / "p.plan.json", "--parallelism", "4"]
         done = signal_during(srv, fault, apply, signal.SIGINT, folder)
         srv.latency = 0

@@ -182,7 +182,7 @@ def show(plan) -> None:
 def check_one(project: Project, raw: bytes) -> str:
     """Apply (and show) one mutated plan; returns what happened, fails on a traceback."""
     project.plan_path.write_bytes(raw)
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: a loaded machine stretches wall time, not this
     try:
         show(planfile.load_plan(project.plan_path))
         pipeline.apply(project.config, project.plan_path)
@@ -193,7 +193,7 @@ def check_one(project: Project, raw: bytes) -> str:
         if not project.changed():
             assert str(project.plan_path) in message, message  # a refusal names the file
         outcome = "refused" if not project.changed() else "stopped"
-    assert time.monotonic() - started < 20, "one case took longer than 20 s"
+    assert time.process_time() - started < 20, "one case took longer than 20 s of CPU time"
     if project.changed():
         project.restore()
     return outcome

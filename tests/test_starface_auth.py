@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
+import types
 
 import pytest
 import requests
 
 from adsync_plan.errors import PbxError
+from adsync_plan.providers import starface_auth
 from tests.servers.starface import CLIENT_SECRET_ENV, PASSWORD_ENV, TOKEN_PATH, StarfaceServer, provider_for
 
 
@@ -25,6 +27,23 @@ def pbx10():
         srv.add_user("30", "Jane", "Doe", "jane@example.com", user_id=17)
         yield srv
         assert srv.errors == []
+
+
+class SharedClock:
+    """The provider's clock and the test server's, moved on together instead of sleeping: token lifetimes stay
+    as long as a real STARFACE's (300 s), so however slowly a loaded machine runs the requests, no token
+    expires except where the test moves the clock past it."""
+
+    def __init__(self, monkeypatch, *servers: StarfaceServer):
+        self.offset, self.servers = 0.0, servers
+        fake = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")})
+        fake.monotonic = lambda: time.monotonic() + self.offset
+        monkeypatch.setattr(starface_auth, "time", fake)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+        for server in self.servers:
+            server.advance_clock(seconds)
 
 
 def spy_requests(monkeypatch) -> list[tuple[str, str, dict, object]]:
@@ -94,14 +113,15 @@ def test_the_client_secret_goes_as_http_basic_when_the_form_field_is_refused(tmp
     assert "client_secret" in forms[0] and all("client_secret" not in f for f in forms[1:])
 
 
-def test_the_access_token_is_refreshed_before_it_expires(tmp_path, env):
+def test_the_access_token_is_refreshed_before_it_expires(tmp_path, env, monkeypatch):
     with StarfaceServer(version="10") as srv:
-        srv.token_ttl = 2.0  # the server enforces it; 300 s on a real STARFACE 10
+        assert srv.token_ttl == 300  # the server enforces it, as a real STARFACE 10 does
+        clock = SharedClock(monkeypatch, srv)
         with provider_for(srv, tmp_path) as prov:
             prov.read()
-            time.sleep(1.7)  # within the last quarter of the lifetime: refreshed before the next request
+            clock.advance(280)  # within the last 30 s of the lifetime: refreshed before the next request
             prov.read()
-            time.sleep(2.5)  # the refreshed token expired too: refreshed again (the refresh token lives 6 h)
+            clock.advance(310)  # the refreshed token expired too: refreshed again (the refresh token lives 6 h)
             prov.read()
         assert srv.counts["token password"] == 1 and srv.counts["token refresh_token"] == 2
         assert srv.counts["GET /users"] == 3  # no request was refused and repeated
@@ -115,12 +135,13 @@ def test_expired_token_on_the_pbx_means_a_new_sign_in(pbx10, tmp_path, env):
     assert pbx10.counts["token password"] == 2 and pbx10.counts["GET /users"] == 3
 
 
-def test_a_refused_refresh_falls_back_to_the_password_grant(tmp_path, env):
+def test_a_refused_refresh_falls_back_to_the_password_grant(tmp_path, env, monkeypatch):
     with StarfaceServer(version="10") as srv:
-        srv.token_ttl, srv.refresh_ttl = 2.0, 1.0
+        srv.refresh_ttl = 60.0  # shorter than the access token's 300 s
+        clock = SharedClock(monkeypatch, srv)
         with provider_for(srv, tmp_path) as prov:
             prov.read()
-            time.sleep(1.7)
+            clock.advance(280)  # time to refresh, but the refresh token expired: the password grant again
             prov.read()
         assert srv.counts["token refresh_token"] == 1 and srv.counts["token password"] == 2
         assert srv.counts["GET /users"] == 2
@@ -182,11 +203,11 @@ def test_auth_oauth_against_a_pbx_without_it_says_so(tmp_path, env):
 
 def test_no_token_password_or_client_secret_in_logs_or_errors(pbx10, tmp_path, env, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)  # every logger, urllib3's included
-    pbx10.token_ttl = 2.0
+    clock = SharedClock(monkeypatch, pbx10)
     errors = []
     with provider_for(pbx10, tmp_path) as prov:
         prov.read()
-        time.sleep(1.7)
+        clock.advance(280)
         prov.read()  # refreshed
         assert "<secret>" in repr(vars(prov._auth))
         assert all(t not in repr(vars(prov._auth)) for t in pbx10.issued)

@@ -61,6 +61,7 @@ ACCESS_TTL = 300.0  # STARFACE 10's access tokens
 REFRESH_TTL = 6 * 3600.0
 TOKEN_PATH = "/auth/realms/pbx/oauth2/token"
 CLIENT_ID = "rest-client-headless"
+HOLD_LIMIT = 120.0  # seconds a held answer waits for the test to release it
 _NUM = re.compile(r"/\d+(?=/|$)")
 
 
@@ -74,8 +75,13 @@ class Fault:
     path: str | None = None  # a template such as "/users" or "/users/{id}/phonenumberconfig"
     after: bool = False  # let the request take effect first, then fail the answer
     delay: float = 2.0  # for "slow"
+    hold: bool = False  # "slow" only: hold the answer until release() (at most HOLD_LIMIT s), not for `delay`
     seen: int = 0
     fired: bool = False
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
     def matches(self, method: str, template: str) -> bool:
         if self.fired or (self.method and self.method != method) or (self.path and self.path != template):
@@ -160,6 +166,7 @@ class StarfaceServer(ThreadedServer):
             self.data.services[sid] = {"serviceId": sid, "serviceName": name, "label": label}
         self.lock = threading.RLock()
         self.counts: Counter[str] = Counter()
+        self.in_flight = self.most_in_flight = 0  # requests being handled now, and the most at one time
         self.faults: list[Fault] = []
         self.errors: list[str] = []  # exceptions inside the emulator (bugs), answered as 500
         self.nonces: set[str] = set()
@@ -436,6 +443,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("DELETE")
 
     def _handle(self, method: str) -> None:
+        pbx = self.pbx
+        with pbx.lock:
+            pbx.in_flight += 1
+            pbx.most_in_flight = max(pbx.most_in_flight, pbx.in_flight)
+        try:
+            self._handle_one(method)
+        finally:
+            with pbx.lock:
+                pbx.in_flight -= 1
+
+    def _handle_one(self, method: str) -> None:
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
         length = int(self.headers.get("Content-Length") or 0)
@@ -468,7 +486,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(self, fault: Fault) -> bool:
         """Carry out a fault; True when it replaced the answer."""
         if fault.kind == "slow":
-            time.sleep(fault.delay)
+            if fault.hold:
+                fault.released.wait(HOLD_LIMIT)
+            else:
+                time.sleep(fault.delay)
             return False
         if fault.kind == "drop":
             self.close_connection = True
