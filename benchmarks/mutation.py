@@ -4,15 +4,20 @@ decides what may change is broken?
     python benchmarks/mutation.py            # ends with: mutants: K killed, S survived, T total
 
 Mutated (the functions named in FUNCTIONS): the safety valve and R9's orphan marking (diff.py), plan
-applicability (planfile.py), matching, protection and ownership (rules/pbx.py), the fingerprint, the snapshot's
-fingerprint check and the lock (state.py). The tests run are TESTS (a few minutes alone); mutmut runs, for each
-mutant, only those of them that call the mutated function.
+applicability (planfile.py: expiry, replay, the valve's refusal, project and configuration), staleness
+(pipeline.py's _refuse_if_stale), matching, protection and ownership (rules/pbx.py), the invariants every plan
+is checked against (rules/invariants.py), the fingerprint, the snapshot's fingerprint check and the lock
+(state.py), and the apply journal (journal.py). The tests run are TESTS (a few minutes alone); mutmut runs,
+for each mutant, only those of them that call the mutated function.
 
 mutmut is not a project dependency (with textual and libcst it is ~25 MB, and it needs a newer click than the
 project pins): install it beside the project without touching the project's environment, e.g.
 
     python -m venv --system-site-packages /tmp/mutvenv && /tmp/mutvenv/bin/pip install mutmut==3.8.1
     /tmp/mutvenv/bin/python benchmarks/mutation.py
+
+After adding tests for survivors, `benchmarks/mutation.py --again` runs only the last run's survivors against
+the checkout's current tests (the code under test unchanged) and prints the same final line for all mutants.
 
 The work happens in a copy of the repository under the system's temporary folder, never in the checkout. A
 survivor that is equivalent (no test could tell it from the original) is listed with its reason in
@@ -21,6 +26,7 @@ benchmarks/mutation-survivors.md; any other survivor is printed as a gap to clos
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -31,14 +37,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SURVIVORS = ROOT / "benchmarks" / "mutation-survivors.md"
-WORK = Path(tempfile.gettempdir()) / "adsync-plan-mutation"
+# one work folder per checkout: two worktrees may run this at once on one machine
+WORK = Path(tempfile.gettempdir()) / f"adsync-plan-mutation-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}"
 
-MODULES = ["adsync_plan/diff.py", "adsync_plan/planfile.py", "adsync_plan/rules/pbx.py", "adsync_plan/state.py"]
+MODULES = [
+    "adsync_plan/diff.py",
+    "adsync_plan/planfile.py",
+    "adsync_plan/pipeline.py",
+    "adsync_plan/rules/pbx.py",
+    "adsync_plan/rules/invariants.py",
+    "adsync_plan/state.py",
+    "adsync_plan/journal.py",
+]
 # mutmut's names: module.x_function, or module.xǁClassǁmethod, then __mutmut_N
 FUNCTIONS = [
     "adsync_plan.diff.x_safety_problems__mutmut_*",
     "adsync_plan.diff.x_orphaned__mutmut_*",
     "adsync_plan.planfile.x_check_applicable__mutmut_*",
+    "adsync_plan.planfile.x_check_before_apply__mutmut_*",
+    "adsync_plan.pipeline.x__refuse_if_stale__mutmut_*",
     "adsync_plan.rules.pbx.xǁReconcilerǁ__init____mutmut_*",
     "adsync_plan.rules.pbx.xǁReconcilerǁ_email_index__mutmut_*",
     "adsync_plan.rules.pbx.xǁReconcilerǁmatch__mutmut_*",
@@ -48,9 +65,15 @@ FUNCTIONS = [
     "adsync_plan.state.x_fingerprint__mutmut_*",
     "adsync_plan.state.x__digest__mutmut_*",
     "adsync_plan.state.x_load_snapshot__mutmut_*",
-    "adsync_plan.state.xǁLockǁ__enter____mutmut_*",
-    "adsync_plan.state.xǁLockǁ__exit____mutmut_*",
+    "adsync_plan.rules.invariants.*__mutmut_*",
+    "adsync_plan.state.xǁLockǁ*__mutmut_*",
+    "adsync_plan.state.x__create__mutmut_*",
+    "adsync_plan.state.x__create_exclusive__mutmut_*",
+    "adsync_plan.state.x_alive_here__mutmut_*",
+    "adsync_plan.state.x_inspect_lock__mutmut_*",
     "adsync_plan.state.x_force_unlock__mutmut_*",
+    "adsync_plan.state.x__remove_broken__mutmut_*",
+    "adsync_plan.journal.*__mutmut_*",
 ]
 TESTS = [
     "tests/test_promises.py",
@@ -66,6 +89,18 @@ TESTS = [
     "tests/test_lifecycle.py::test_plan_apply_then_plan_again_is_empty",
     "tests/test_bad_input.py::test_hand_edited_snapshot_is_refused",
     "tests/test_cli_ops.py::test_sync_and_apply_refuse_a_held_lock_until_force_unlock",
+    "tests/test_interrupt_locks.py::test_a_broken_lock_file_is_named_by_apply_and_removed_by_force_unlock",
+    "tests/test_interrupt_locks.py::test_the_lock_of_a_dead_run_on_this_host_is_taken_over_after_saying_so",
+    "tests/test_interrupt_locks.py::test_the_lock_of_another_host_still_needs_force_unlock",
+    "tests/test_interrupt_locks.py::test_a_run_removes_only_its_own_lock",
+    "tests/test_interrupt.py::test_when_the_pbx_cannot_be_read_after_apply_the_snapshot_adds_the_steps_done",
+    "tests/test_interrupt.py::test_replay_carries_a_service_change_over",
+    "tests/test_plan_integrity.py::test_a_dropped_safety_refusal_is_refused",
+    "tests/test_plan_integrity.py::test_a_plan_of_another_configuration_is_refused",
+    "tests/test_plan_integrity.py::test_a_plan_of_another_project_is_refused_as_such",
+    "tests/test_plan_integrity.py::test_a_plan_made_before_the_first_snapshot_still_applies_after_a_refresh",
+    # the journal is tested in process (test_safety_core.py): test_interrupt.py's kill -9 tests run a child
+    # process, which mutmut cannot see, and cost 15 s each
 ]
 COPIED = ["adsync_plan", "tests", "schemas", "examples", "pyproject.toml", "README.md"]
 KILLED = {"killed", "timeout", "caught by type check"}
@@ -99,6 +134,26 @@ def prepare() -> None:
     text = (WORK / "pyproject.toml").read_text()
     (WORK / "pyproject.toml").write_text(re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", text))  # setup.cfg rules
     (WORK / "setup.cfg").write_text(setup_cfg())
+
+
+def refresh_tests() -> list[str]:
+    """--again: the last run's mutants not yet killed, to run once more against the checkout's current tests (a
+    killed mutant stays killed: a test added can only kill more). The code under test must be unchanged."""
+    for name in ("adsync_plan", "schemas"):
+        if _tree_digest(ROOT / name) != _tree_digest(WORK / name):
+            sys.exit(f"{name} changed since the last run: run without --again")
+    shutil.rmtree(WORK / "tests")
+    shutil.copytree(ROOT / "tests", WORK / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    (WORK / "setup.cfg").write_text(setup_cfg())
+    return sorted(name for name, status in results().items() if selected(name) and status not in KILLED)
+
+
+def _tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def mutmut(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
@@ -140,9 +195,14 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         print("mutmut is not installed for this Python; see above.", file=sys.stderr)
         return 1
-    prepare()
     max_children = os.environ.get("MUTATION_CHILDREN", str(os.cpu_count() or 2))
-    mutmut("run", "--max-children", max_children, *FUNCTIONS)
+    if "--again" in sys.argv[1:]:
+        again = refresh_tests()
+        if again:
+            mutmut("run", "--max-children", max_children, *again)
+    else:
+        prepare()
+        mutmut("run", "--max-children", max_children, *FUNCTIONS)
     found = {name: status for name, status in results().items() if selected(name)}
     killed = sum(1 for status in found.values() if status in KILLED)
     survivors = sorted(name for name, status in found.items() if status not in KILLED)

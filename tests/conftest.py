@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import warnings
 from pathlib import Path
@@ -18,6 +19,14 @@ from adsync_plan.cli import run
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev", derandomize=False)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# A suite started in the background by a script (`cmd &` without job control, nohup) inherits SIGINT ignored,
+# and adsync-plan rightly leaves a signal ignored that whoever started it ignored: the Ctrl-C tests, in process
+# and in the commands they start (which inherit it), would see no signal at all. Tests run as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"

@@ -1,18 +1,28 @@
 """Gaps found by mutation testing of the safety core (benchmarks/mutation.py): the snapshot's identity and
-fingerprint check, the lock's life cycle and force-unlock's answers, and the exact edge of a plan's expiry."""
+fingerprint check, the lock's life cycle, who counts as its live holder and force-unlock's answers, the
+journal's recovery and replay, the invariants' refusal, and the exact edge of a plan's expiry."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import time
 from datetime import timedelta
 
 import pytest
 
+from adsync_plan import journal
 from adsync_plan.errors import InputError, LockError, PlanRefused
+from adsync_plan.model import PbxAccount, PbxNumber, PbxState
 from adsync_plan.planfile import check_applicable, load_plan, parse_time
-from adsync_plan.state import Lock, force_unlock, load_snapshot, read_lock
+from adsync_plan.rules.invariants import _listed
+from adsync_plan.state import Lock, alive_here, force_unlock, load_snapshot, read_lock
+from adsync_plan.steps import Step
 from tests.conftest import copy_case
 from tests.plans import edit_plan
+from tests.test_lifecycle import dead_pid
 
 # -- the snapshot ---------------------------------------------------------------------------------------
 
@@ -99,6 +109,164 @@ def test_force_unlock_of_an_unreadable_lock_names_no_id_and_keeps_it(tmp_path):
         "Run `adsync-plan force-unlock broken` to remove it."
     )
     assert path.exists()
+
+
+def test_force_unlock_refuses_a_live_holder_on_this_host_without_force(tmp_path):
+    with Lock(tmp_path, "plan-9", "apply", timeout=0) as lock:
+        info = lock.info
+        with pytest.raises(LockError) as err:
+            force_unlock(tmp_path, info["id"])  # its holder, this test, is running
+        assert str(err.value) == (
+            f"{tmp_path / '.adsync.lock'}: the lock {info['id']} is held by pid {os.getpid()} on this host (apply "
+            f"by {info['who']} since {info['since']}), which is still running; nothing was removed. "
+            "Wait for it, or stop it; add --force only if that process is not adsync-plan."
+        )
+        assert read_lock(lock.path) == info
+
+
+def test_force_unlock_in_a_folder_that_does_not_exist(tmp_path):
+    with pytest.raises(LockError) as err:
+        force_unlock(tmp_path / "states", "any")
+    assert str(err.value) == f"{tmp_path / 'states' / '.adsync.lock'}: there is no lock to remove."
+
+
+def test_force_unlock_broken_removes_an_empty_lock_and_says_what_it_was(tmp_path):
+    (tmp_path / ".adsync.lock").write_text("")
+    assert force_unlock(tmp_path, "broken") == {
+        "id": "broken",
+        "who": "?",
+        "host": "?",
+        "since": "?",
+        "problem": "is empty (a run crashed while creating it)",
+    }
+    assert not (tmp_path / ".adsync.lock").exists()
+
+
+def test_force_unlock_broken_keeps_a_lock_folder_with_files_in_it(tmp_path):
+    (tmp_path / ".adsync.lock").mkdir()
+    (tmp_path / ".adsync.lock" / "notes.txt").write_text("mine")
+    with pytest.raises(LockError) as err:
+        force_unlock(tmp_path, "broken")
+    assert str(err.value) == (
+        f"{tmp_path / '.adsync.lock'} is a folder with files in it, not a lock file; nothing was removed. Look at "
+        "what is in it, then remove it by hand."
+    )
+    assert (tmp_path / ".adsync.lock" / "notes.txt").read_text() == "mine"
+
+
+def test_which_lock_holders_count_as_alive(monkeypatch):
+    here = socket.gethostname()
+    assert alive_here("another-host", 123) is True  # another host's process cannot be asked: assumed running
+    assert alive_here(here, os.getpid()) is True
+    assert alive_here(here, 1) is True  # init: a pid of 1 is a real process
+    assert alive_here(here, dead_pid()) is False
+    for pid in (0, -1, "123", None):  # no process: 0 and -1 would address a whole process group
+        assert alive_here(here, pid) is False
+
+    def not_permitted(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", not_permitted)
+    assert alive_here(here, 4242) is True  # another user's process: running
+
+
+def test_asking_whether_a_holder_lives_sends_it_no_signal():
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert alive_here(socket.gethostname(), child.pid) is True
+        time.sleep(0.1)
+        assert child.poll() is None  # signal 0 only checks; any other signal would have ended `sleep`
+    finally:
+        child.kill()
+        child.wait()
+
+
+# -- the journal ----------------------------------------------------------------------------------------
+
+
+def test_journaled_creates_are_bound_when_the_pbx_has_them_and_named_when_not():
+    live = PbxState.from_parts(
+        [PbxAccount("7", "30", "Ada", "Muster", "ada@example.com"), PbxAccount("8", "31", "Bo", "B", "bo@x.de")], {}
+    )
+    entries = [
+        {"kind": "create", "user": "user.ada", "login_id": "30", "source_id": "s-ada"},
+        {"kind": "create", "user": "user.cy", "login_id": "32", "source_id": "s-cy"},  # never made
+        {"kind": "create", "login_id": "33", "source_id": "s-dee"},  # never made, its address cut off
+        {"kind": "create", "user": "user.cut", "login_id": "34"},  # a line without its source id: no create of ours
+        {"kind": "update", "user": "user.bo", "pbx_user_id": "8", "source_id": "s-bo"},  # not a create
+    ]
+    assert journal.found_bindings(entries, live) == ({"s-ada": "7"}, ["user.cy", "?"])  # no header: nothing else bound
+
+
+def test_replaying_the_release_of_a_users_primary_number_clears_the_primary():
+    before = PbxState.from_parts(
+        [PbxAccount("7", "30", "Ada", "Muster", "ada@example.com", False, "30")],
+        {"30": PbxNumber("internal", "7", "standard"), "31": PbxNumber("internal", "7", "standard")},
+    )
+    after = journal.replay(before, [(Step(0, "release", ("30",), "user.ada: release 30"), None, "7")])
+    assert after.numbers["30"] == PbxNumber("internal") and after.numbers["31"] == PbxNumber(
+        "internal", "7", "standard"
+    )
+    assert after.users["7"].primary_internal_number is None and after.users["7"].login_id == "30"
+    kept = journal.replay(before, [(Step(0, "release", ("31",), "user.ada: release 31"), None, "7")])
+    assert kept.users["7"].primary_internal_number == "30"
+
+
+def test_the_journal_of_an_apply_names_the_run_and_every_create_and_recovers_it_in_process(cli, demo, monkeypatch):
+    """What a kill -9 after the PBX flush leaves behind (test_interrupt.py kills a real process; this runs in
+    process, fast enough for the mutation run): the journal as it stood before its removal, the snapshot from
+    before the apply, and a holder that is gone. The next command binds every created user found on the PBX."""
+    cfg = demo / "adsync.yaml"
+    assert cli("refresh", "-c", cfg)[0] == 0
+    before = (demo / "states" / "pbx.yaml").read_bytes()
+    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+    kept = []
+    remove = journal.Journal.remove
+
+    def keep_then_remove(self):
+        kept.append(self.path.read_bytes())
+        remove(self)
+
+    monkeypatch.setattr(journal.Journal, "remove", keep_then_remove)
+    assert cli("apply", "-c", cfg, demo / "p.plan.json")[0] == 0
+    monkeypatch.undo()
+    plan = json.loads((demo / "p.plan.json").read_text())
+    entries = [json.loads(line) for line in kept[0].splitlines()]
+    head = entries[0]
+    assert (head["plan_id"], head["pid"], head["host"]) == (plan["plan_id"], os.getpid(), socket.gethostname())
+    assert head["run_id"] and isinstance(head["bindings"], dict)
+    creates = [e for e in entries if e.get("kind") == "create"]
+    planned = {c["address"]: c for c in plan["changes"] if c["action"] == "create"}
+    assert len(creates) == len(planned) == 35
+    for entry in creates:
+        change = planned[entry["user"]]
+        assert (entry["login_id"], entry["source_id"]) == (change["after"]["login_id"], change["source_id"])
+        assert entry["pbx_user_id"] is None and isinstance(entry["step"], int)  # written before the request
+    others = [e for e in entries[1:] if e["kind"] != "create"]
+    assert others and all(e["pbx_user_id"] and "login_id" not in e and "source_id" not in e for e in others)
+    # the state a kill -9 right after the PBX's flush leaves: journal kept, snapshot and audit not yet written
+    (demo / "states" / "pbx.yaml").write_bytes(before)
+    (demo / "states" / "audit.jsonl").unlink()
+    head["pid"] = dead_pid()
+    lines = [json.dumps(head)] + [json.dumps(e) for e in entries[1:]]
+    journal.path_in(demo / "states").write_text("\n".join(lines) + "\n")
+    code, _, err = cli("refresh", "-c", cfg)
+    assert code == 0 and "recovered from the journal" in err, err
+    assert not journal.path_in(demo / "states").exists()
+    assert len(load_snapshot(demo / "states" / "pbx.yaml").bindings) == 37  # 2 by e-mail, 35 created and found
+    record = json.loads((demo / "states" / "audit.jsonl").read_text())
+    assert (record["result"], record["plan_id"], record["run_id"]) == ("recovered", plan["plan_id"], head["run_id"])
+    assert (record["created_found"], record["created_missing"]) == (35, [])
+    assert record["steps_started"] == len(entries) - 1
+
+
+# -- the invariants' refusal ----------------------------------------------------------------------------
+
+
+def test_a_refusal_names_the_first_five_violations_and_counts_the_rest():
+    assert _listed([f"v{i}" for i in range(5)]) == "v0; v1; v2; v3; v4"
+    assert _listed([f"v{i}" for i in range(7)]) == "v0; v1; v2; v3; v4; and 2 more"
+    assert _listed(["v0"]) == "v0"
 
 
 # -- expiry ---------------------------------------------------------------------------------------------
