@@ -15,10 +15,24 @@ It speaks TLS with the DC's own certificate and key, so a client verifies it exa
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
 from pathlib import Path
+
+
+def _send_all(sock: ssl.SSLSocket, data: bytes) -> None:
+    """sendall for a non-blocking SSL socket: a write OpenSSL cannot finish yet is retried, the same bytes."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except ssl.SSLWantReadError:
+            select.select([sock], [], [], 1)
+        except (ssl.SSLWantWriteError, BlockingIOError):
+            select.select([], [sock], [], 1)
+
 
 SEARCH_RESULT_ENTRY = 0x64  # [APPLICATION 4], constructed
 SEQUENCE, SET, OCTET_STRING = 0x30, 0x31, 0x04
@@ -60,7 +74,7 @@ class RangingProxy:
             threading.Thread(target=self._connect, args=(raw,), daemon=True).start()
 
     def _connect(self, raw: socket.socket) -> None:
-        """One client: TLS handshakes on both sides (off the accept loop), then a pump each way."""
+        """One client: TLS handshakes on both sides (off the accept loop), then the relay."""
         try:
             client = self._context.wrap_socket(raw, server_side=True)
             upstream_tls = ssl.create_default_context()
@@ -70,25 +84,38 @@ class RangingProxy:
             raw.close()
             return
         self._sockets += [client, server]
-        threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-        self._pump(server, client, True)
+        self._relay(client, server)
 
-    def _pump(self, source: socket.socket, target: socket.socket, rewrite: bool) -> None:
+    def _relay(self, client: ssl.SSLSocket, server: ssl.SSLSocket) -> None:
+        """Both directions in this one thread, the server's answers rewritten. An SSL socket must never be read
+        in one thread while another writes it (OpenSSL's connection objects are not thread-safe): a pump per
+        direction broke the client's TLS stream now and then ("bad record mac", "unexpected message")."""
         buffer = b""
         try:
-            while chunk := source.recv(65536):
-                if not rewrite:
-                    target.sendall(chunk)
-                    continue
-                buffer += chunk
-                while (end := _message_end(buffer)) is not None:
-                    target.sendall(self._rewrite(buffer[:end]))
-                    buffer = buffer[end:]
-        except OSError:
+            for sock in (client, server):
+                sock.setblocking(False)
+            while True:
+                ready = [s for s in (client, server) if s.pending()] or select.select([client, server], [], [], 1)[0]
+                for source in ready:
+                    try:
+                        chunk = source.recv(65536)
+                    except ssl.SSLWantReadError:  # part of a record, or a handshake message (a session ticket)
+                        continue
+                    if not chunk:
+                        return
+                    if source is client:
+                        _send_all(server, chunk)
+                        continue
+                    buffer += chunk
+                    while (end := _message_end(buffer)) is not None:
+                        _send_all(client, self._rewrite(buffer[:end]))
+                        buffer = buffer[end:]
+        except (OSError, ValueError):  # a side closed (ValueError: closed by stop() meanwhile)
             pass
         finally:
-            with contextlib.suppress(OSError):
-                target.close()
+            for sock in (client, server):
+                with contextlib.suppress(OSError):
+                    sock.close()
 
     # --- the rewrite ----------------------------------------------------------------------------------
 
