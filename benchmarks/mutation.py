@@ -104,6 +104,7 @@ TESTS = [
 ]
 COPIED = ["adsync_plan", "tests", "schemas", "examples", "pyproject.toml", "README.md"]
 KILLED = {"killed", "timeout", "caught by type check"}
+NOT_RUN = "not checked"
 
 
 def setup_cfg() -> str:
@@ -205,7 +206,8 @@ def main() -> int:
         mutmut("run", "--max-children", max_children, *FUNCTIONS)
     found = {name: status for name, status in results().items() if selected(name)}
     killed = sum(1 for status in found.values() if status in KILLED)
-    survivors = sorted(name for name, status in found.items() if status not in KILLED)
+    not_run = sum(1 for status in found.values() if status == NOT_RUN)
+    survivors = sorted(name for name, status in found.items() if status not in KILLED and status != NOT_RUN)
     equivalent = known_equivalent()
     for name in survivors:
         verdict = "equivalent (benchmarks/mutation-survivors.md)" if name in equivalent else "NOT EXPLAINED"
@@ -213,7 +215,12 @@ def main() -> int:
     unexplained = [name for name in survivors if name not in equivalent]
     if unexplained:
         print(f"{len(unexplained)} survivor(s) not explained; see them with: cd {WORK} && python -m mutmut show NAME")
-    print(f"mutants: {killed} killed, {len(survivors)} survived, {len(found)} total")
+    if not_run:  # the run was stopped before their turn: neither killed nor survived
+        print(f"{not_run} mutant(s) not run yet; run again with --again to finish")
+    print(
+        f"mutants: {killed} killed, {len(survivors)} survived, {len(found)} total"
+        + (f" ({not_run} not run)" if not_run else "")
+    )
     return 0
 
 

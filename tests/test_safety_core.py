@@ -4,25 +4,30 @@ journal's recovery and replay, the invariants' refusal, and the exact edge of a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import time
+from dataclasses import replace
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
-from adsync_plan import journal
+from adsync_plan import journal, pipeline, state
+from adsync_plan.config import load_config
 from adsync_plan.errors import InputError, LockError, PlanRefused
 from adsync_plan.model import PbxAccount, PbxNumber, PbxState
-from adsync_plan.planfile import check_applicable, load_plan, parse_time
+from adsync_plan.planfile import check_applicable, check_before_apply, load_plan, parse_time
 from adsync_plan.rules.invariants import _listed
 from adsync_plan.state import Lock, alive_here, force_unlock, load_snapshot, read_lock
 from adsync_plan.steps import Step
 from tests.conftest import copy_case
 from tests.plans import edit_plan
 from tests.test_lifecycle import dead_pid
+from tests.test_plan_integrity import KEY_ENV, make_plan, signed  # noqa: F401 (signed: a fixture)
 
 # -- the snapshot ---------------------------------------------------------------------------------------
 
@@ -76,6 +81,22 @@ def test_a_snapshot_that_is_no_yaml_names_the_file_as_the_state_snapshot(tmp_pat
         load_snapshot(path)
 
 
+def test_a_snapshot_that_cannot_be_read_or_is_another_file_says_so_with_the_way_out(tmp_path):
+    folder = tmp_path / "pbx.yaml"
+    folder.mkdir()
+    with pytest.raises(InputError) as err:
+        load_snapshot(folder)
+    assert str(err.value) == f"{folder}: cannot read the state snapshot: Is a directory."
+    plan = tmp_path / "p.plan.json"
+    plan.write_text(json.dumps({"plan_id": "x", "changes": []}))
+    with pytest.raises(InputError) as err:
+        load_snapshot(plan)
+    assert str(err.value) == (
+        f"{plan}: this is a plan, not a state snapshot (states/pbx.yaml); move it away and run "
+        "`adsync-plan refresh` to read the PBX into a new snapshot."
+    )
+
+
 # -- the lock -------------------------------------------------------------------------------------------
 
 
@@ -109,6 +130,34 @@ def test_force_unlock_of_an_unreadable_lock_names_no_id_and_keeps_it(tmp_path):
         "Run `adsync-plan force-unlock broken` to remove it."
     )
     assert path.exists()
+
+
+def test_a_lock_that_vanishes_between_two_looks_is_taken_on_the_next_try(tmp_path, monkeypatch):
+    """Another program removed the lock file after this run failed to create it and before it looked at it:
+    nothing to take over, so the run tries again (0.2 s later) and takes the lock then."""
+    create, tries = state._create, []
+
+    def create_after_a_race(path, info):
+        tries.append(path)
+        return create(path, info) if len(tries) > 1 else False  # the first time: someone else's file, gone at once
+
+    monkeypatch.setattr(state, "_create", create_after_a_race)
+    with Lock(tmp_path, "p", "apply", timeout=30) as lock:
+        assert len(tries) == 2 and read_lock(lock.path) == lock.info
+
+
+def test_without_hard_links_the_lock_is_created_exclusively(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise OSError(1, "Operation not permitted")  # e.g. a file system without hard links
+
+    monkeypatch.setattr(os, "link", no_links)
+    with Lock(tmp_path, "p", "apply", timeout=0) as lock:
+        assert json.loads(lock.path.read_text()) == lock.info and lock.path.stat().st_mode & 0o777 == 0o644
+        assert os.listdir(tmp_path) == [".adsync.lock"]  # its temporary file removed
+        with pytest.raises(LockError, match="another run holds the lock"):
+            Lock(tmp_path, "q", "apply", timeout=0).__enter__()
+        assert read_lock(lock.path) == lock.info
+    assert not lock.path.exists()
 
 
 def test_force_unlock_refuses_a_live_holder_on_this_host_without_force(tmp_path):
@@ -198,6 +247,28 @@ def test_journaled_creates_are_bound_when_the_pbx_has_them_and_named_when_not():
     assert journal.found_bindings(entries, live) == ({"s-ada": "7"}, ["user.cy", "?"])  # no header: nothing else bound
 
 
+def test_a_create_line_is_made_durable_before_its_request_the_others_only_handed_to_the_kernel(tmp_path, monkeypatch):
+    """A STARFACE makes each request durable as it answers: the journal of a create must survive a power loss
+    (fsync); an update's is read back from the PBX by the next plan (flush only). A buffered PBX (the file)
+    gets one fsync before its flush instead (test above: the lines are there)."""
+    synced = []
+    monkeypatch.setattr(journal.os, "fsync", lambda fd: synced.append(fd))
+    create = SimpleNamespace(address="user.ada", after=SimpleNamespace(login_id="30"), source_id="s-ada")
+    with journal.Journal(tmp_path, "plan-1", "run-1", pbx_buffered=False) as ahead:
+        ahead.start({})
+        assert len(synced) == 1  # the header, whatever the PBX
+        ahead.step(1, Step(0, "update", ({"last_name": "B"},), ""), create, "7")
+        assert len(synced) == 1 and len(journal.read(tmp_path)) == 2  # flushed, not fsynced
+        ahead.step(2, Step(1, "create", (), ""), create, None)
+        assert len(synced) == 2 and journal.read(tmp_path)[-1]["login_id"] == "30"
+    with journal.Journal(tmp_path, "plan-2", "run-2", pbx_buffered=True) as ahead:
+        ahead.start({})
+        ahead.step(1, Step(0, "create", (), ""), create, None)
+        assert len(synced) == 3  # the header only: the rest waits for sync() before the PBX's flush
+        ahead.sync()
+        assert len(synced) == 4
+
+
 def test_replaying_the_release_of_a_users_primary_number_clears_the_primary():
     before = PbxState.from_parts(
         [PbxAccount("7", "30", "Ada", "Muster", "ada@example.com", False, "30")],
@@ -210,6 +281,14 @@ def test_replaying_the_release_of_a_users_primary_number_clears_the_primary():
     assert after.users["7"].primary_internal_number is None and after.users["7"].login_id == "30"
     kept = journal.replay(before, [(Step(0, "release", ("31",), "user.ada: release 31"), None, "7")])
     assert kept.users["7"].primary_internal_number == "30"
+
+
+def open_files() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the folder listing's own descriptor, closed meanwhile
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return found
 
 
 def test_the_journal_of_an_apply_names_the_run_and_every_create_and_recovers_it_in_process(cli, demo, monkeypatch):
@@ -258,6 +337,7 @@ def test_the_journal_of_an_apply_names_the_run_and_every_create_and_recovers_it_
     assert (record["result"], record["plan_id"], record["run_id"]) == ("recovered", plan["plan_id"], head["run_id"])
     assert (record["created_found"], record["created_missing"]) == (35, [])
     assert record["steps_started"] == len(entries) - 1
+    assert not [f for f in open_files() if f.endswith(journal.NAME)]  # the apply closed its journal
 
 
 # -- the invariants' refusal ----------------------------------------------------------------------------
@@ -267,6 +347,72 @@ def test_a_refusal_names_the_first_five_violations_and_counts_the_rest():
     assert _listed([f"v{i}" for i in range(5)]) == "v0; v1; v2; v3; v4"
     assert _listed([f"v{i}" for i in range(7)]) == "v0; v1; v2; v3; v4; and 2 more"
     assert _listed(["v0"]) == "v0"
+
+
+def test_a_plan_of_another_configuration_is_refused_with_the_way_out(demo, saved_plan):
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("licenses: 40", "licenses: 39"))
+    config = load_config(cfg)
+    with pytest.raises(PlanRefused) as err:
+        check_before_apply(load_plan(saved_plan), saved_plan, config, parse_time("2000-01-01T00:00:00Z"), set(), None)
+    assert str(err.value) == (
+        f"{saved_plan}: the plan was made with another configuration than {config.path} (its sha256 differs); "
+        "make a new plan with this configuration."
+    )
+
+
+def test_a_signed_plan_passes_and_an_unsigned_one_is_refused_naming_the_file(cli, signed):  # noqa: F811
+    path = make_plan(cli, signed)
+    plan, config, now = load_plan(path), load_config(signed / "adsync.yaml"), parse_time("2000-01-01T00:00:00Z")
+    check_before_apply(plan, path, config, now, set(), None)
+    edit_plan(path, lambda doc: doc.pop("signature"), reseal=True)
+    with pytest.raises(PlanRefused) as err:
+        check_before_apply(load_plan(path), path, config, now, set(), None)
+    assert str(err.value) == (
+        f"{path}: the plan is not signed, but {config.path} asks for signed plans (plan.signing_key_env); make a "
+        f"new plan where {KEY_ENV} is set."
+    )
+
+
+def stale_setup(cli, demo, saved_plan):
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0  # the PBX as the plan saw it
+    snapshot = load_snapshot(demo / "states" / "pbx.yaml")
+    plan = load_plan(saved_plan)
+    assert snapshot.fingerprint == plan.base_state["fingerprint"]
+    return plan, snapshot
+
+
+def with_user(live, pbx_id: str, **changes):
+    return replace(live, users={**live.users, pbx_id: replace(live.users[pbx_id], **changes)})
+
+
+def test_a_stale_plan_without_the_snapshot_it_was_made_on_names_the_changed_users(cli, demo, saved_plan):
+    plan, snapshot = stale_setup(cli, demo, saved_plan)
+    targets = [a for a in plan.changes if a.pbx_user_id]
+    first, second = targets[0], targets[1]
+    live = with_user(with_user(snapshot.state, first.pbx_user_id, last_name="Hand"), second.pbx_user_id, email="x@y")
+    for previous in (None, replace(snapshot, fingerprint="sha256:other")):  # none, or of another state
+        with pytest.raises(PlanRefused) as err:
+            pipeline._refuse_if_stale(plan, saved_plan, live, previous)
+        assert str(err.value) == (
+            f"{saved_plan}: the plan is stale: the PBX changed since it was made ({first.address} (PBX user "
+            f"{first.pbx_user_id}) differs from the plan's 'before'; {second.address} (PBX user "
+            f"{second.pbx_user_id}) differs from the plan's 'before'). Nothing was changed; make a new plan."
+        )
+    pipeline._refuse_if_stale(plan, saved_plan, snapshot.state, None)  # unchanged: not stale
+
+
+def test_a_stale_plan_whose_users_are_unchanged_still_says_the_pbx_differs(cli, demo, saved_plan):
+    plan, snapshot = stale_setup(cli, demo, saved_plan)
+    targeted = {a.pbx_user_id for a in plan.changes}
+    bystander = next(i for i in snapshot.state.users if i not in targeted)
+    live = with_user(snapshot.state, bystander, last_name="Hand")
+    with pytest.raises(PlanRefused) as err:
+        pipeline._refuse_if_stale(plan, saved_plan, live, None)
+    assert str(err.value) == (
+        f"{saved_plan}: the plan is stale: the PBX changed since it was made (the PBX differs from the state the "
+        "plan was made against). Nothing was changed; make a new plan."
+    )
 
 
 # -- expiry ---------------------------------------------------------------------------------------------
