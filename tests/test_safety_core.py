@@ -146,6 +146,17 @@ def test_a_lock_that_vanishes_between_two_looks_is_taken_on_the_next_try(tmp_pat
         assert len(tries) == 2 and read_lock(lock.path) == lock.info
 
 
+def test_the_lock_of_a_dead_run_is_taken_over_saying_whose_it_was(tmp_path, caplog):
+    dead = {"id": "old-run", "who": "ci", "host": socket.gethostname(), "pid": dead_pid(), "plan_id": "p-7"}
+    (tmp_path / ".adsync.lock").write_text(json.dumps({**dead, "operation": "apply", "since": "t"}))
+    with Lock(tmp_path, "p-8", "sync", timeout=0) as lock:
+        assert read_lock(lock.path)["id"] == lock.info["id"]
+    assert caplog.messages == [
+        f"{tmp_path / '.adsync.lock'}: the run that held the lock (id old-run, apply of plan p-7, pid {dead['pid']} "
+        "on this host) is gone; taking the lock over"
+    ]
+
+
 def test_without_hard_links_the_lock_is_created_exclusively(tmp_path, monkeypatch):
     def no_links(source, target):
         raise OSError(1, "Operation not permitted")  # e.g. a file system without hard links
