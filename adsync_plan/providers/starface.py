@@ -173,7 +173,7 @@ class StarfaceProvider(Provider):
         ids = [str(item.get("id")) for item in items]
         if not ids:
             return {}
-        progress.start(f"Reading the members of {len(ids)} STARFACE groups", total=len(ids))
+        progress.start("Reading the members of the STARFACE groups", total=len(ids))
         workers = max(1, min(int(self.settings.get("parallelism", 4)), self.POOL, len(ids)))
         with ThreadPoolExecutor(workers) as pool:
             details = list(pool.map(lambda gid: self._group_or_none(gid, progress), ids))
