@@ -409,3 +409,13 @@ def test_a_group_owner_without_a_groups_list_is_not_exported(server, provider):
     seed_from_pbx_file(server, document(groups=False))
     assert export_pbx_file(server) == document(groups=False)
     assert provider.read().groups == {"50": PbxGroup("Group 50", (), ("+4970222797300", "300"))}
+
+
+def test_an_undeclared_group_owner_may_share_a_user_id_as_in_the_demo(server):
+    """examples/demo/pbx.yaml has `owner: group:1` beside user 1 (older than the shared id space)."""
+    doc = document(groups=False)
+    doc["numbers"][0]["owner"] = "group:17"
+    seed_from_pbx_file(server, doc)
+    assert export_pbx_file(server) == doc
+    with pytest.raises(ValueError, match="account id 17 is taken"):
+        server.add_group("Declared", group_id=17)  # a declared group may not

@@ -283,7 +283,8 @@ class StarfaceServer(ThreadedServer):
         as the owner of a number in a PBX file without a `groups` list; export_pbx_file leaves it out."""
         with self.lock:
             gid = group_id if group_id is not None else self._next_id()
-            if gid in self.data.users or gid in self.data.groups:
+            # an undeclared group may share its id with a user: older PBX files (the demo's) have such owners
+            if gid in self.data.groups or (declared and gid in self.data.users):
                 raise ValueError(f"account id {gid} is taken")
             missing = [uid for uid in members if uid not in self.data.users]
             if missing:
@@ -370,7 +371,8 @@ class StarfaceServer(ThreadedServer):
 
     def _check_groups(self) -> None:
         d = self.data
-        assert not d.groups.keys() & d.users.keys(), f"ids both user and group: {d.groups.keys() & d.users.keys()}"
+        both = {gid for gid, g in d.groups.items() if g["declared"]} & d.users.keys()
+        assert not both, f"ids both user and group: {both}"
         names = Counter(g["name"].lower() for g in d.groups.values())
         assert all(c == 1 for c in names.values()), f"duplicate group names: {names.most_common(3)}"
         for gid, g in d.groups.items():
