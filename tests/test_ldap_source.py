@@ -696,3 +696,117 @@ def test_slapd_is_no_global_catalog(openldap, reader_password):
         read(slapd_settings(openldap, global_catalog=True))
     one_sentence(str(err.value))
     assert "no global catalog" in str(err.value) and "source.global_catalog: false" in str(err.value)
+
+
+# --- mapped directory groups (pbx_groups.map, issue 16) ----------------------------------------------------------
+
+CANTEEN = ad_seed.UNRELATED  # no scope group: u00000 (an admin) is in it, u00040 only in it
+MAPPED_SCOPE = Scope(
+    admin_groups=(ADMINS,), user_groups=(ad_seed.STAFF_TEAM,), nested_groups=True,
+    mapped_groups=(CANTEEN, ad_seed.STAFF_DEPT, HOSTILE),
+)  # fmt: skip
+
+
+def role_of(user, scope):
+    """The role R3 gives the user under `scope` (None: out of scope), by the rules' own function."""
+    from dataclasses import replace
+
+    from adsync_plan.config import load_config
+    from adsync_plan.rules.directory import in_scope
+    from tests.cases.make_cases import HERE as CASES
+
+    return in_scope(user, replace(load_config(CASES / "r3_scope" / "adsync.yaml"), scope=scope))
+
+
+def counted_searches(monkeypatch) -> list[str]:
+    """The base of every LDAP search the source sends (one per page of a paged search)."""
+    from adsync_plan.sources import ldap as ldap_source
+
+    bases: list[str] = []
+    search = ldap_source._Reader._search
+    monkeypatch.setattr(
+        ldap_source._Reader, "_search", lambda self, base, *a: (bases.append(base), search(self, base, *a))[1]
+    )
+    return bases
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_samba_mapped_groups_of_each_user_directly_or_nested(dc, seed, reader_password, nested):
+    """Every mapped group a user is in is among its groups, in the configuration's lowered form; Staff-Dept
+    holds Staff-Team (u00150 is in Staff-Dept only through it), the hostile DN holds Ops-Sub."""
+    reader_password(samba.READER_PASSWORD)
+    scope = Scope(**{**MAPPED_SCOPE.__dict__, "nested_groups": nested})
+    directory = read(dc_settings(dc), scope=scope)
+    for group in scope.mapped_groups:
+        members = {u.account for u in directory.users if group.lower() in u.groups}
+        assert members == seed.members(group, nested=nested), group
+    by_account = {u.account: u for u in directory.users}
+    assert (ad_seed.STAFF_DEPT.lower() in by_account["u00150"].groups) is nested
+    assert role_of(by_account["u00151"], scope) == "user"  # in scope directly through Staff-Team (u00150 is disabled)
+    assert {CANTEEN.lower(), ADMINS.lower()} <= by_account["u00000"].groups
+
+
+def test_samba_a_mapped_group_alone_puts_nobody_in_scope(dc, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    by_account = {u.account: u for u in read(dc_settings(dc), scope=MAPPED_SCOPE).users}
+    assert CANTEEN.lower() in by_account["u00040"].groups
+    assert role_of(by_account["u00040"], MAPPED_SCOPE) is None
+    assert role_of(by_account["u00000"], MAPPED_SCOPE) == "admin"
+
+
+def test_samba_a_missing_mapped_group_is_refused_with_its_key(dc, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    typo = f"CN=Canten,{ad_seed.GROUPS}"
+    scope = Scope(admin_groups=(ADMINS,), user_groups=(STAFF_ALL,), mapped_groups=(ad_seed.STAFF_DEPT, typo))
+    with pytest.raises(SourceError) as err:
+        read(dc_settings(dc), scope=scope)
+    one_sentence(str(err.value).replace("?", "."))
+    assert str(err.value).startswith(f"The mapped group {typo} (pbx_groups.map.1.directory_group) does not exist")
+    assert str(err.value).endswith(f"Did you mean {CANTEEN}?")
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_samba_mapped_groups_cost_searches_per_group_never_per_user(dc, reader_password, monkeypatch, nested):
+    """Resolving a mapped group is one search for the group (it exists; its objectSid for primary groups) and,
+    with nested groups, one in-chain search for the groups inside it: per group, whatever the number of users."""
+    reader_password(samba.READER_PASSWORD)
+    bases = counted_searches(monkeypatch)
+    scope = Scope(admin_groups=(ADMINS,), user_groups=(ad_seed.STAFF_TEAM,), nested_groups=nested)
+    without = len(read(dc_settings(dc), scope=scope).users)
+    before = list(bases)
+    bases.clear()
+    mapped = Scope(**{**scope.__dict__, "mapped_groups": MAPPED_SCOPE.mapped_groups})
+    assert len(read(dc_settings(dc), scope=mapped).users) == without
+    assert len(bases) - len(before) == len(mapped.mapped_groups) * (2 if nested else 1)
+    assert bases.count(PEOPLE) == before.count(PEOPLE) > SEED_SIZE // 500  # the user pages: unchanged
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_samba_a_mapped_group_as_primary_group_is_membership(case_dc, reader_password, nested):
+    """primaryGroupID naming a mapped group (Team), or a group inside one (Team ∈ Abteilung), is membership
+    as for scope groups: AD lists the primary group in neither memberOf nor the group's member."""
+    reader_password(samba.READER_PASSWORD)
+    set_primary_group(case_dc, "Vor Nested", TEAM)
+    settings = dc_settings(
+        case_dc, base_dn="OU=Staff,DC=example,DC=com", bind_dn=case_dc.reader_dn, tls_server_name=case_dc.server_name
+    )
+    department = f"CN=Abteilung,{CASE_GROUPS}"
+    scope = Scope((), (PBX_USERS,), nested_groups=nested, mapped_groups=(TEAM, department))
+    user = next(u for u in read(settings, scope=scope).users if u.account == "nested")
+    assert TEAM.lower() in user.groups
+    assert (department.lower() in user.groups) is nested
+
+
+def test_slapd_mapped_groups_and_a_missing_one(openldap, seed, reader_password):
+    """slapd (no in-chain rule; its memberOf is computed, transitively, by dynlist) gives the same mapped
+    groups; a mapped group it does not have is refused the same way."""
+    reader_password(slapd.READER_PASSWORD)
+    directory = read(slapd_settings(openldap), scope=MAPPED_SCOPE)
+    for group in MAPPED_SCOPE.mapped_groups:
+        members = {u.account for u in directory.users if group.lower() in u.groups}
+        assert members == seed.members(group, nested=True), group
+    typo = f"CN=Staff-Dep,{ad_seed.GROUPS}"
+    with pytest.raises(SourceError) as err:
+        read(slapd_settings(openldap), scope=Scope((ADMINS,), (), mapped_groups=(CANTEEN, typo)))
+    assert f"The mapped group {typo} (pbx_groups.map.1.directory_group) does not exist" in str(err.value)
+    assert str(err.value).lower().endswith(f"did you mean {ad_seed.STAFF_DEPT.lower()}?")  # as slapd spells it

@@ -6,10 +6,12 @@ The only module that imports ldap3. One read is:
    store); a simple bind over plain LDAP only with `allow_insecure: true`, and then with a warning;
 2. read the rootDSE: is it Active Directory (then users are `sAMAccountType` user accounts, no contacts or
    computers), which domain controller answered, and (with `global_catalog`) is it a global catalog;
-3. check that base_dn and every configured scope group exist (a typo would otherwise empty the scope);
-4. with nested groups, find every group nested (at any depth) in each scope group through the matching rule
-   LDAP_MATCHING_RULE_IN_CHAIN, so that a user's direct `memberOf` tells every scope group it belongs to;
-   each group's objectSid tells whose primary group (`primaryGroupID`, which memberOf never lists) it is;
+3. check that base_dn and every configured scope group and mapped group (pbx_groups.map) exist (a typo would
+   otherwise empty the scope, or a PBX group);
+4. with nested groups, find every group nested (at any depth) in each of those groups through the matching
+   rule LDAP_MATCHING_RULE_IN_CHAIN, so that a user's direct `memberOf` tells every configured group it
+   belongs to; each group's objectSid tells whose primary group (`primaryGroupID`, which memberOf never
+   lists) it is. Two searches per configured group, none per user;
 5. one paged search (RFC 2696, always) for the users under base_dn, asking only for the mapped attributes
    (and objectSid and primaryGroupID).
 
@@ -38,6 +40,7 @@ from ldap3.utils.dn import parse_dn
 from adsync_plan.config import Scope, secret_from_env
 from adsync_plan.errors import ConfigError, SourceError
 from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress, normalise_dn
+from adsync_plan.sources import group_keys, is_mapped_key
 from adsync_plan.sources.ad import (
     GUID_ATTRIBUTES,
     SAM_NORMAL_USER_ACCOUNT,
@@ -613,10 +616,11 @@ def _groups(member_of, aliases: Mapping[str, frozenset[str]], interned: dict[str
 
 @dataclass(frozen=True)
 class ScopeGroups:
-    """What membership in a group implies for the scope, by the two ways AD records membership.
+    """What membership in a group implies for the configured groups (scope and mapped), by the two ways AD
+    records membership.
 
-    aliases: group DN (lower case, as the server spells it) -> the configured scope groups (lower case, as
-    the configuration spells them) that membership in it implies;
+    aliases: group DN (lower case, as the server spells it) -> the configured groups (normalised, as the
+    configuration spells them) that membership in it implies;
     primary: the same for the users whose primary group it is, by the group's objectSid on a global catalog
     (by_sid), else by its RID as primaryGroupID writes it ("513")."""
 
@@ -631,16 +635,16 @@ class ScopeGroups:
 
 
 def scope_groups(reader: _Reader, scope: Scope) -> ScopeGroups:
-    """A scope group implies itself; with nested groups, so does every group nested in it at any depth, found
-    with LDAP_MATCHING_RULE_IN_CHAIN. Mapping to the configuration's spelling lets the rules compare
-    lower-cased strings even when the server writes the DN differently (spaces, escapes)."""
+    """A configured group (scope group or mapped group) implies itself; with nested groups, so does every
+    group nested in it at any depth, found with LDAP_MATCHING_RULE_IN_CHAIN. Mapping to the configuration's
+    spelling lets the rules compare lower-cased strings even when the server writes the DN differently
+    (spaces, escapes)."""
     aliases: dict[str, set[str]] = {}
     sids: dict[str, bytes] = {}  # group DN, lower case -> objectSid (a server other than AD has none)
-    keys = {group: "scope.user_groups" for group in scope.user_groups}
-    keys.update({group: "scope.admin_groups" for group in scope.admin_groups})
-    for configured in dict.fromkeys((*scope.admin_groups, *scope.user_groups)):
+    for configured, key in group_keys(scope).items():
+        what = "The mapped group" if is_mapped_key(key) else "The scope group"
         try:
-            actual = reader.required_entry(tidy_dn(configured), "The scope group", ["objectSid"], keys[configured])
+            actual = reader.required_entry(tidy_dn(configured), what, ["objectSid"], key)
         except _Missing as err:
             similar = reader.similar_group(tidy_dn(configured))
             raise SourceError(f"{err} Did you mean {similar}?" if similar else str(err)) from None
