@@ -679,10 +679,12 @@ def test_samba_global_catalog_reads_the_forest(dc, seed, reader_password, monkey
         ldap_source._Reader, "pages", lambda self, base, *a: (bases.append(base), pages(self, base, *a))[1]
     )
     domain = read(dc_settings(dc))
-    assert bases == [ad_seed.DOMAIN] * 3 + [PEOPLE]  # the in-chain search of each scope group, in its domain
+    # in the groups' domain: one search finding the 3 scope groups, one telling which of them hold groups, and
+    # the in-chain search of the two that do (Staff-All, Ops); then the users
+    assert bases == [ad_seed.DOMAIN] * 4 + [PEOPLE]
     bases.clear()
     forest = read(dc_settings(dc, global_catalog=True))
-    assert bases == ["", "", "", PEOPLE]
+    assert bases == [""] * 4 + [PEOPLE]
     assert forest.users == domain.users
     assert forest.origin == {**domain.origin, "port": "3269", "global_catalog": "true"}
     assert _answered_by(forest.origin) == [
@@ -766,22 +768,6 @@ def test_samba_a_missing_mapped_group_is_refused_with_its_key(dc, reader_passwor
 
 
 @pytest.mark.parametrize("nested", [True, False])
-def test_samba_mapped_groups_cost_searches_per_group_never_per_user(dc, reader_password, monkeypatch, nested):
-    """Resolving a mapped group is one search for the group (it exists; its objectSid for primary groups) and,
-    with nested groups, one in-chain search for the groups inside it: per group, whatever the number of users."""
-    reader_password(samba.READER_PASSWORD)
-    bases = counted_searches(monkeypatch)
-    scope = Scope(admin_groups=(ADMINS,), user_groups=(ad_seed.STAFF_TEAM,), nested_groups=nested)
-    without = len(read(dc_settings(dc), scope=scope).users)
-    before = list(bases)
-    bases.clear()
-    mapped = Scope(**{**scope.__dict__, "mapped_groups": MAPPED_SCOPE.mapped_groups})
-    assert len(read(dc_settings(dc), scope=mapped).users) == without
-    assert len(bases) - len(before) == len(mapped.mapped_groups) * (2 if nested else 1)
-    assert bases.count(PEOPLE) == before.count(PEOPLE) > SEED_SIZE // 500  # the user pages: unchanged
-
-
-@pytest.mark.parametrize("nested", [True, False])
 def test_samba_a_mapped_group_as_primary_group_is_membership(case_dc, reader_password, nested):
     """primaryGroupID naming a mapped group (Team), or a group inside one (Team ∈ Abteilung), is membership
     as for scope groups: AD lists the primary group in neither memberOf nor the group's member."""
@@ -810,3 +796,46 @@ def test_slapd_mapped_groups_and_a_missing_one(openldap, seed, reader_password):
         read(slapd_settings(openldap), scope=Scope((ADMINS,), (), mapped_groups=(CANTEEN, typo)))
     assert f"The mapped group {typo} (pbx_groups.map.1.directory_group) does not exist" in str(err.value)
     assert str(err.value).lower().endswith(f"did you mean {ad_seed.STAFF_DEPT.lower()}?")  # as slapd spells it
+
+
+MANY = 150  # mapped groups: more than one batch (TERMS_PER_SEARCH) of them
+
+
+@pytest.fixture(scope="module")
+def many_groups(case_dc) -> list[str]:
+    """MANY groups in the case domain: Mapped-000 holds Team (a group), Mapped-001 the user "both"."""
+    conn = case_dc.admin_connection()
+    dns = [f"CN=Mapped-{n:03d},{CASE_GROUPS}" for n in range(MANY)]
+    members = {0: [TEAM], 1: ["CN=Vor Both,OU=Staff,DC=example,DC=com"]}
+    for n, dn in enumerate(dns):
+        attrs = {"sAMAccountName": f"mapped-{n:03d}", **({"member": members[n]} if n in members else {})}
+        assert conn.add(dn, ["top", "group"], attrs), conn.result
+    conn.unbind()
+    return dns
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_samba_many_mapped_groups_cost_a_few_searches_never_one_per_user(
+    case_dc, many_groups, reader_password, monkeypatch, nested
+):
+    """150 mapped groups: batched searches find them (distinguishedName) and tell which hold a group
+    (memberOf); only that one (Mapped-000 ∋ Team) gets an in-chain search. The user pages do not change."""
+    from adsync_plan.sources.ldap import TERMS_PER_SEARCH
+
+    reader_password(samba.READER_PASSWORD)
+    settings = dc_settings(
+        case_dc, base_dn="OU=Staff,DC=example,DC=com", bind_dn=case_dc.reader_dn, tls_server_name=case_dc.server_name
+    )
+    bases = counted_searches(monkeypatch)
+    scope = Scope((), (PBX_USERS,), nested_groups=nested)
+    plain = read(settings, scope=scope)
+    before = list(bases)
+    bases.clear()
+    mapped = Scope((), (PBX_USERS,), nested_groups=nested, mapped_groups=tuple(many_groups))
+    directory = read(settings, scope=mapped)
+    more_batches = -(-(1 + MANY) // TERMS_PER_SEARCH) - 1  # 1 scope group + MANY mapped groups, per batch
+    assert len(bases) - len(before) == (2 * more_batches + 1 if nested else more_batches)
+    assert bases.count("OU=Staff,DC=example,DC=com") == before.count("OU=Staff,DC=example,DC=com")
+    assert [u.source_id for u in directory.users] == [u.source_id for u in plain.users]
+    members = {g: {u.account for u in directory.users if g.lower() in u.groups} for g in many_groups[:3]}
+    assert members == {many_groups[0]: {"nested"} if nested else set(), many_groups[1]: {"both"}, many_groups[2]: set()}
