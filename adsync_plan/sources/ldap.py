@@ -11,7 +11,8 @@ The only module that imports ldap3. One read is:
 4. with nested groups, find every group nested (at any depth) in each of those groups through the matching
    rule LDAP_MATCHING_RULE_IN_CHAIN, so that a user's direct `memberOf` tells every configured group it
    belongs to; each group's objectSid tells whose primary group (`primaryGroupID`, which memberOf never
-   lists) it is. Two searches per configured group, none per user;
+   lists) it is. Batched: a few searches for all configured groups (distinguishedName, then memberOf to
+   tell which hold a group), and an in-chain search for each that does; none per user;
 5. one paged search (RFC 2696, always) for the users under base_dn, asking only for the mapped attributes
    (and objectSid and primaryGroupID).
 
