@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from adsync_plan import background, diff, pipeline, planfile
+from adsync_plan import background, pipeline, planfile
 from adsync_plan.config import load_config
 from adsync_plan.errors import AdsyncError
 from tests.conftest import copy_case
@@ -155,12 +155,3 @@ class PbxLikeError(AdsyncError):
 def test_parallel_map_raises_the_childs_error():
     with pytest.raises(PbxLikeError, match="seven"):
         background.parallel_map(_fails_on_seven, list(range(10)), at_least=2)
-
-
-def test_the_diff_names_fields_the_same_in_two_processes(demo):
-    result = pipeline.make_plan(load_config(demo / "adsync.yaml"))
-    alone, _ = diff.actions(result.decisions, result.snapshot.state)
-    both, _ = diff.actions(
-        result.decisions, result.snapshot.state, lambda fn, items: background.parallel_map(fn, items, at_least=2)
-    )
-    assert both == alone and sum(1 for a in alone if a.fields) >= 2
