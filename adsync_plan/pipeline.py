@@ -26,7 +26,7 @@ from adsync_plan.planfile import check_before_apply, load_plan, save_plan, signi
 from adsync_plan.providers import make_provider
 from adsync_plan.providers.base import short_external_numbers
 from adsync_plan.rules import invariants
-from adsync_plan.rules.directory import Rendering, recheck, render_users
+from adsync_plan.rules.directory import recheck, render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
 from adsync_plan.state import (
     Lock,
@@ -253,17 +253,15 @@ def _plan_from_source(
 
 def _read_then_digest(config: Config, progress: Progress):
     """The child's answers: the directory without users, its users in chunks as they are read, an empty
-    chunk, then the digest of the desired state. The child checks each chunk after sending it, while the
-    parent checks the same chunk: at the end only the uniqueness rules and the digest remain."""
+    chunk, then the digest of the desired state."""
     directory = read_directory(config, progress, stream=True)
     yield replace(directory, users=())
-    rendering, reading = Rendering(directory.attributes, config), iter(directory.users)
+    users, reading = [], iter(directory.users)
     while chunk := tuple(itertools.islice(reading, CHUNK)):
+        users += chunk
         yield chunk
-        rendering.add(chunk)
     yield ()
-    desired = DesiredState(rendering.result(), dict(directory.attributes), dict(directory.origin))  # as the parent's
-    yield desired_sha256(desired, config.sha256)
+    yield desired_sha256(_desired_state(replace(directory, users=users), config), config.sha256)  # as the parent's
 
 
 def _streamed_directory(child: background.Forked) -> Directory:

@@ -10,7 +10,6 @@ import pytest
 from adsync_plan import background, pipeline, planfile
 from adsync_plan.config import load_config
 from adsync_plan.errors import AdsyncError
-from adsync_plan.rules.directory import Rendering
 from tests.conftest import copy_case
 from tests.test_golden import CASE_NAMES
 
@@ -156,17 +155,3 @@ class PbxLikeError(AdsyncError):
 def test_parallel_map_raises_the_childs_error():
     with pytest.raises(PbxLikeError, match="seven"):
         background.parallel_map(_fails_on_seven, list(range(10)), at_least=2)
-
-
-@pytest.mark.parametrize("name", CASE_NAMES)
-def test_checking_the_users_in_batches_renders_what_checking_them_at_once_does(name, tmp_path):
-    """The child checks each chunk after sending it (rules.directory.Rendering): duplicates across chunks
-    are found at the end all the same."""
-    config = load_config(copy_case(name, tmp_path) / "adsync.yaml")
-    directory = pipeline.read_directory(config)
-    whole = pipeline.render_directory(directory, config).rendered
-    batched = Rendering(directory.attributes, config)
-    for i in range(0, len(directory.users), 2):
-        batched.add(directory.users[i : i + 2])
-    assert batched.result() == whole
-    assert whole.desired or whole.held

@@ -106,70 +106,51 @@ def _lowered(groups: tuple[str, ...]) -> frozenset[str]:
 def render_users(directory: Directory, config: Config) -> Rendered:
     """The directory rules, user by user as the users arrive (they may stream from another process), then
     the uniqueness rules over all of them."""
-    rendering = Rendering(directory.attributes, config)
-    rendering.add(directory.users)
-    return rendering.result()
-
-
-class Rendering:
-    """render_users in steps: `add` checks users as they arrive, in any number of batches; `result` applies
-    the uniqueness rules over all of them. The process that reads the directory for plan checks each batch
-    while plan checks the same batch, instead of all of them again at the end (issue 15)."""
-
-    def __init__(self, attributes, config: Config):
-        self.attributes, self.config = attributes, config
-        self.rules = NumberRules(config.numbering)
-        self.candidates: list[tuple[DirectoryUser, DesiredUser | None, list[Diagnostic]]] = []
-        self.accounts, self.emails, self.source_ids = [], [], []  # lower case, counted at the end (Counter: C speed)
-        self.out_of_scope, self.warnings = 0, []
-        self.debug = log.isEnabledFor(logging.DEBUG)  # skip building the arguments of 100,000 unused messages
-
-    def add(self, users) -> None:
-        config, rules, attributes, debug = self.config, self.rules, self.attributes, self.debug
-        for user in users:
-            role = in_scope(user, config)
-            if role is None:
-                self.out_of_scope += 1
-                if debug:
-                    log.debug("%s: out of scope (not enabled or in no configured group): %s", address_of(user), user.dn)
-                continue
-            shape, found, warned = _check_user(user, role, rules, attributes, config)
-            desired = DesiredUser(user.account.lower(), user.source_id, user.dn, shape) if shape else None
-            self.candidates.append((user, desired, found))
-            self.warnings.extend(warned)
-            self.source_ids.append(user.source_id.lower())
-            if user.account:
-                self.accounts.append(user.account.lower())
-            if user.email:
-                self.emails.append(user.email.lower())
-
-    def result(self) -> Rendered:
-        candidates, names, debug = self.candidates, self.attributes, self.debug
-        _check_unique(candidates, Counter(self.accounts), "account", "DUPLICATE_ACCOUNT", "sAMAccountName", names)
-        _check_unique(candidates, Counter(self.emails), "email", "DUPLICATE_EMAIL", "e-mail address", names)
-        # one source id on two entries would bind two PBX users to one key: both are held
-        _check_unique(candidates, Counter(self.source_ids), "source_id", "DUPLICATE_SOURCE_ID", "source id", names)
-        rendered = Rendered(desired={}, held=[], out_of_scope=self.out_of_scope)
-        warned = defaultdict(list)
-        for warning in self.warnings:
-            warned[warning.address].append(warning)
-        for user, desired, found in candidates:
-            if found:
-                found += warned.pop(address_of(user), ())  # a held user's dropped numbers: said once, with it
-                rendered.held.append(
-                    HeldUser(address_of(user), user.account, user.source_id, user.dn, user.email, tuple(found))
-                )
-                if debug:
-                    log.debug("%s: held: %s", address_of(user), "; ".join(d.code for d in found))
-            else:
-                rendered.desired[desired.account] = desired
-                if debug:
-                    log.debug("%s: desired as %s", address_of(user), desired.user)
-        rendered.held.sort(key=lambda h: (h.address, h.source_id))
-        rendered.warnings = sorted(
-            (w for found in warned.values() for w in found), key=lambda d: (d.address, d.message)
-        )
-        return rendered
+    rules = NumberRules(config.numbering)
+    candidates: list[tuple[DirectoryUser, DesiredUser | None, list[Diagnostic]]] = []
+    accounts, emails, source_ids = [], [], []  # lower case, counted at the end (Counter counts at C speed)
+    out_of_scope, warnings = 0, []
+    debug = log.isEnabledFor(logging.DEBUG)  # skip building the arguments of 100,000 unused messages
+    for user in directory.users:
+        role = in_scope(user, config)
+        if role is None:
+            out_of_scope += 1
+            if debug:
+                log.debug("%s: out of scope (not enabled or in no configured group): %s", address_of(user), user.dn)
+            continue
+        shape, found, warned = _check_user(user, role, rules, directory.attributes, config)
+        desired = DesiredUser(user.account.lower(), user.source_id, user.dn, shape) if shape else None
+        candidates.append((user, desired, found))
+        warnings.extend(warned)
+        source_ids.append(user.source_id.lower())
+        if user.account:
+            accounts.append(user.account.lower())
+        if user.email:
+            emails.append(user.email.lower())
+    names = directory.attributes
+    _check_unique(candidates, Counter(accounts), "account", "DUPLICATE_ACCOUNT", "sAMAccountName", names)
+    _check_unique(candidates, Counter(emails), "email", "DUPLICATE_EMAIL", "e-mail address", names)
+    # one source id on two entries would bind two PBX users to one key: both are held
+    _check_unique(candidates, Counter(source_ids), "source_id", "DUPLICATE_SOURCE_ID", "source id", names)
+    rendered = Rendered(desired={}, held=[], out_of_scope=out_of_scope)
+    warned = defaultdict(list)
+    for warning in warnings:
+        warned[warning.address].append(warning)
+    for user, desired, found in candidates:
+        if found:
+            found += warned.pop(address_of(user), ())  # a held user's dropped numbers: said once, with it
+            rendered.held.append(
+                HeldUser(address_of(user), user.account, user.source_id, user.dn, user.email, tuple(found))
+            )
+            if debug:
+                log.debug("%s: held: %s", address_of(user), "; ".join(d.code for d in found))
+        else:
+            rendered.desired[desired.account] = desired
+            if debug:
+                log.debug("%s: desired as %s", address_of(user), desired.user)
+    rendered.held.sort(key=lambda h: (h.address, h.source_id))
+    rendered.warnings = sorted((w for found in warned.values() for w in found), key=lambda d: (d.address, d.message))
+    return rendered
 
 
 REQUIRED = (
