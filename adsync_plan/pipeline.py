@@ -295,7 +295,7 @@ def _plan(
         config,
         desired.attributes,
     )
-    actions, unchanged = diff.actions(decisions, snapshot.state)
+    actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
     invariants.refuse_own_plan(actions, snapshot.state, snapshot.bindings, config)
     targeted = _Targeted.of(targets, desired, snapshot, decisions, actions) if targets else None
     if targeted:

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from adsync_plan import background, pipeline, planfile
+from adsync_plan import background, diff, pipeline, planfile
 from adsync_plan.config import load_config
 from adsync_plan.errors import AdsyncError
 from tests.conftest import copy_case
@@ -165,3 +165,12 @@ def test_the_child_can_write_a_chunk_ahead_of_the_parent():
     with background.Forked(lambda: iter([1])) as child:
         assert fcntl.fcntl(child._answers.fileno(), fcntl.F_GETPIPE_SZ) >= background.PIPE_BYTES
         assert child.next() == 1
+
+
+def test_the_diff_names_fields_the_same_in_two_processes(demo):
+    result = pipeline.make_plan(load_config(demo / "adsync.yaml"))
+    alone, _ = diff.actions(result.decisions, result.snapshot.state)
+    both, _ = diff.actions(
+        result.decisions, result.snapshot.state, lambda fn, items: background.parallel_map(fn, items, at_least=2)
+    )
+    assert both == alone and sum(1 for a in alone if a.fields) >= 2

@@ -379,8 +379,8 @@ def test_plan_refuses_its_own_plan_when_a_bug_breaks_an_invariant(cli, demo, mon
     """An invariant broken by plan's own diff is a bug of ours: no plan, one sentence, nothing written."""
     real = diff.actions
 
-    def buggy(decisions, state):
-        actions, unchanged = real(decisions, state)
+    def buggy(decisions, state, map_fields=map):
+        actions, unchanged = real(decisions, state, map_fields)
         return [dataclasses.replace(a, after=a.after.changed(login_id="110")) for a in actions], unchanged
 
     monkeypatch.setattr(diff, "actions", buggy)
