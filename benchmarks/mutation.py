@@ -16,8 +16,9 @@ project pins): install it beside the project without touching the project's envi
     python -m venv --system-site-packages /tmp/mutvenv && /tmp/mutvenv/bin/pip install mutmut==3.8.1
     /tmp/mutvenv/bin/python benchmarks/mutation.py
 
-After adding tests for survivors, `benchmarks/mutation.py --again` runs only the last run's survivors against
-the checkout's current tests (the code under test unchanged) and prints the same final line for all mutants.
+After adding tests for survivors, or after the code changed, `benchmarks/mutation.py --again` keeps the last
+run's verdicts where mutmut may (a killed mutant of a function whose code is unchanged), runs every other
+mutant against the checkout's current code and tests, and prints the same final line for all mutants.
 
 The work happens in a copy of the repository under the system's temporary folder, never in the checkout. A
 survivor that is equivalent (no test could tell it from the original) is listed with its reason in
@@ -138,23 +139,23 @@ def prepare() -> None:
 
 
 def refresh_tests() -> list[str]:
-    """--again: the last run's mutants not yet killed, to run once more against the checkout's current tests (a
-    killed mutant stays killed: a test added can only kill more). The code under test must be unchanged."""
-    for name in ("adsync_plan", "schemas"):
-        if _tree_digest(ROOT / name) != _tree_digest(WORK / name):
-            sys.exit(f"{name} changed since the last run: run without --again")
-    shutil.rmtree(WORK / "tests")
-    shutil.copytree(ROOT / "tests", WORK / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    """--again: copy the checkout's code and tests over the last run's, and name the mutants to run: those not
+    killed, and those of functions whose code changed (mutmut forgets their verdicts itself, function by
+    function). A killed mutant of an unchanged function stays killed: a test added can only kill more."""
+    if not (WORK / "mutants").is_dir():
+        sys.exit(f"no earlier run in {WORK}: run without --again")
+    for name in COPIED:
+        source, target = ROOT / name, WORK / name
+        if source.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "states", "plans"))
+        else:
+            shutil.copy2(source, target)
+    text = (WORK / "pyproject.toml").read_text()
+    (WORK / "pyproject.toml").write_text(re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", text))
     (WORK / "setup.cfg").write_text(setup_cfg())
+    mutmut("run", "--max-children", "1", "adsync_plan.diff.x_orphaned__mutmut_1")  # regenerates changed files
     return sorted(name for name, status in results().items() if selected(name) and status not in KILLED)
-
-
-def _tree_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def mutmut(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
