@@ -12,6 +12,7 @@ import subprocess
 import time
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -108,10 +109,33 @@ def test_the_lock_creates_missing_folders_and_holds_who_and_what(tmp_path):
     assert not (state_dir / ".adsync.lock").exists()
 
 
-def test_a_lock_removed_by_force_unlock_while_held_ends_quietly(tmp_path):
+def test_a_lock_removed_by_force_unlock_while_held_ends_quietly(tmp_path, caplog):
     with Lock(tmp_path, None, "sync", timeout=0) as lock:
         assert force_unlock(tmp_path, lock.info["id"], force=True)["operation"] == "sync"  # its holder is alive
     assert not (tmp_path / ".adsync.lock").exists()  # and leaving raised nothing
+    assert caplog.messages == [
+        f"{tmp_path / '.adsync.lock'}: the lock is no longer this run's (force-unlock?); it is left as it is"
+    ]
+
+
+def test_the_lock_is_written_beside_its_place_under_a_name_the_clean_up_knows(tmp_path, monkeypatch):
+    """Written to a temporary file in the state folder, named .adsync.lock.*.tmp (what a run killed meanwhile
+    leaves is found as a *.tmp file there), then linked into place."""
+    linked, link = [], os.link
+
+    def spy(source, target):
+        linked.append((Path(source), Path(target)))
+        assert json.loads(Path(source).read_text()) == json.loads(json.dumps(lock_info))  # complete before linking
+        link(source, target)
+
+    monkeypatch.setattr(os, "link", spy)
+    lock = Lock(tmp_path, "p", "apply", timeout=0)
+    lock_info = lock.info
+    with lock:
+        [(source, target)] = linked
+        assert target == tmp_path / ".adsync.lock" and source.parent == tmp_path
+        assert source.name.startswith(".adsync.lock.") and source.name.endswith(".tmp")
+        assert not source.exists()
 
 
 def test_force_unlock_without_a_lock(tmp_path):
@@ -151,9 +175,14 @@ def test_the_lock_of_a_dead_run_is_taken_over_saying_whose_it_was(tmp_path, capl
     (tmp_path / ".adsync.lock").write_text(json.dumps({**dead, "operation": "apply", "since": "t"}))
     with Lock(tmp_path, "p-8", "sync", timeout=0) as lock:
         assert read_lock(lock.path)["id"] == lock.info["id"]
+    (tmp_path / ".adsync.lock").write_text(json.dumps({**dead, "plan_id": None, "operation": "sync", "since": "t"}))
+    with Lock(tmp_path, None, "sync", timeout=0):
+        pass
     assert caplog.messages == [
         f"{tmp_path / '.adsync.lock'}: the run that held the lock (id old-run, apply of plan p-7, pid {dead['pid']} "
-        "on this host) is gone; taking the lock over"
+        "on this host) is gone; taking the lock over",
+        f"{tmp_path / '.adsync.lock'}: the run that held the lock (id old-run, sync of plan -, pid {dead['pid']} "
+        "on this host) is gone; taking the lock over",
     ]
 
 
