@@ -219,6 +219,43 @@ def test_force_unlock_in_a_folder_that_does_not_exist(tmp_path):
     assert str(err.value) == f"{tmp_path / 'states' / '.adsync.lock'}: there is no lock to remove."
 
 
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("symlink", "is a symbolic link (to {target}), not a lock file adsync-plan wrote"),
+        ("dangling symlink", "is a dangling symbolic link (to {target}), not a lock file adsync-plan wrote"),
+        ("folder", "is a folder, not a lock file"),
+        ("not UTF-8", "is not JSON, so not a lock file adsync-plan wrote"),
+        ("a list", "has no lock id, so it is not a lock file adsync-plan wrote"),
+        ("a number as id", "has no lock id, so it is not a lock file adsync-plan wrote"),
+    ],
+)
+def test_every_kind_of_broken_lock_is_named_and_kept_without_the_broken_id(tmp_path, kind, problem):
+    path, target = tmp_path / ".adsync.lock", tmp_path / "elsewhere.json"
+    if kind == "symlink":
+        target.write_text(json.dumps({"id": "x"}))
+        path.symlink_to(target)
+    elif kind == "dangling symlink":
+        path.symlink_to(target)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes({"not UTF-8": b'\xff\xfe{"id"', "a list": b'["id"]', "a number as id": b'{"id": 5}'}[kind])
+    with pytest.raises(LockError) as err:
+        force_unlock(tmp_path, "abc")
+    problem = problem.format(target=target)
+    assert str(err.value) == f"{path} {problem}; it has no id. Run `adsync-plan force-unlock broken` to remove it."
+    assert path.is_symlink() or path.exists()
+
+
+def test_a_journal_line_cut_short_or_not_utf8_is_skipped_and_the_rest_read(tmp_path):
+    head = {"run_id": "r", "plan_id": "p", "pid": 1, "host": "h", "bindings": {}}
+    lines = [json.dumps(head).encode(), b'{"step": 1, "kind": "cre', b'{"step": 2, "kind": "update"}', b"\xff\xfe[1]"]
+    journal.path_in(tmp_path).write_bytes(b"\n".join(lines) + b"\n")
+    assert journal.read(tmp_path) == [head, {"step": 2, "kind": "update"}]
+    assert journal.read(tmp_path / "none") is None
+
+
 def test_force_unlock_broken_removes_an_empty_lock_and_says_what_it_was(tmp_path):
     (tmp_path / ".adsync.lock").write_text("")
     assert force_unlock(tmp_path, "broken") == {
