@@ -416,8 +416,9 @@ class Reconciler:
                         "error",
                         "GROUP_NAME_COLLISION",
                         group.address,
-                        f"PBX group {other} is named {groups[other].name!r} and adsync-plan did not make it (or "
-                        "leaves it as it is); group names are unique on the PBX. Rename one of them.",
+                        f"PBX group {other} is named {groups[other].name!r} and keeps its name (adsync-plan did not "
+                        "make it, or leaves it as it is); group names are unique on the PBX, whatever the case: "
+                        "rename that group on the PBX or choose another name in pbx_groups.",
                     ),
                 )
 
