@@ -159,6 +159,7 @@ def replay(state: PbxState, done: list) -> PbxState:
     the PBX does not answer after an interrupted apply, so no created user (and its binding) is lost."""
     accounts = {i: _account(i, u, i in state.admins) for i, u in state.users.items()}
     numbers, groups = dict(state.numbers), dict(state.groups)
+    created = {action.address: user_id for step, action, user_id in done if step.kind == "create"}
     for step, action, user_id in done:
         if step.kind == "create":
             after = action.after
@@ -176,6 +177,9 @@ def replay(state: PbxState, done: list) -> PbxState:
             numbers[number] = PbxNumber(numbers[number].type, user_id, service)
         elif step.kind == "primary":
             accounts[user_id] = replace(accounts[user_id], primary_internal_number=step.args[0])
+        elif step.kind == "group_members":  # the addresses as apply resolved them
+            members = (action.member_ids.get(a) or created.get(a) for a in step.args[0])
+            groups[user_id] = replace(groups[user_id], members=tuple(sorted(m for m in members if m)))
         else:
             _replay_group(step, user_id, groups, numbers)
     rebuilt = PbxState.from_parts(accounts.values(), numbers)
@@ -186,7 +190,7 @@ def replay(state: PbxState, done: list) -> PbxState:
 
 
 def _replay_group(step, group_id: str, groups: dict, numbers: dict) -> None:
-    """A group step done (members are left as they were: the next plan reads and sets them again)."""
+    """A group step done: its creation, name or numbers."""
     if step.kind == "group_create":
         groups[group_id] = PbxGroup(step.args[0])
     elif step.kind == "group_rename":

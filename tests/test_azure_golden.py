@@ -26,6 +26,8 @@ from tests.servers.graph import CLIENT_SECRET, GraphServer
 
 CASES = Path(__file__).resolve().parent / "cases"
 CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "adsync.yaml").exists())
+# issue 16: the azure source resolves mapped groups (pbx_groups.map, by object id) with branch groups-sources
+PENDING = {"groups_mapped", "groups_member_leaves", "groups_nested"}
 ACCOUNT_DISABLED = 0x2
 
 
@@ -183,6 +185,7 @@ def plan_view(config_path: Path, capsys, extra=()) -> dict:
     plan = json.loads(out)
     return {
         "changes": plan["changes"],
+        "group_changes": plan.get("group_changes", []),
         "summary": plan["summary"],
         "overrides": plan["overrides"],
         "base_state": plan["base_state"]["fingerprint"],
@@ -192,6 +195,8 @@ def plan_view(config_path: Path, capsys, extra=()) -> dict:
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_graph_gives_the_same_desired_state_and_plan_as_the_ldif(name, graph, tmp_path, capsys):
+    if name in PENDING:
+        pytest.skip("the azure source does not resolve this case's mapped groups yet (issue 16, groups-sources)")
     ldif_config, azure_config = azure_case(name, tmp_path, graph)
 
     ldif_users, ldif_held = desired_view(ldif_config)
@@ -206,6 +211,7 @@ def test_graph_gives_the_same_desired_state_and_plan_as_the_ldif(name, graph, tm
     expected = json.loads((CASES / name / "expected_plan.json").read_text(encoding="utf-8"))
     azure_plan = plan_view(azure_config, capsys, extra)
     assert azure_plan["changes"] == expected["changes"]
+    assert azure_plan["group_changes"] == expected.get("group_changes", [])
     assert azure_plan["summary"] == expected["summary"]
     assert azure_plan["overrides"] == expected["overrides"]
     assert azure_plan["diagnostics"] == [(d["severity"], d["code"], d["address"]) for d in expected["diagnostics"]]

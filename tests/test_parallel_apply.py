@@ -19,6 +19,7 @@ from adsync_plan.steps import plan_steps
 from tests.conftest import CASES, copy_case
 from tests.servers.starface import CLIENT_SECRET_ENV, PASSWORD_ENV, StarfaceServer, export_pbx_file
 from tests.test_golden import CASE_NAMES
+from tests.test_starface_golden import PENDING
 from tests.test_interrupt_converge import make_project
 from tests.test_starface_golden import licences, on_starface
 
@@ -53,6 +54,8 @@ def converged(cli, case: Path) -> None:
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_a_parallel_apply_of_a_golden_case_ends_as_the_sequential_one(name, cli, tmp_path):
+    if name in PENDING:
+        pytest.skip("STARFACE groups (issue 16) are not in the provider and test server of this branch yet")
     case = copy_case(name, tmp_path)
     expected = json.loads((CASES / name / "expected_pbx.yaml").read_text(encoding="utf-8"))  # sequential
     with StarfaceServer(licenses=licences(case)) as srv:
