@@ -60,8 +60,11 @@ def actions(decisions: Decisions, state: PbxState, map_fields=map) -> tuple[list
 def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
     """The group actions in apply order: orphans, updates, creates (each by name). Members are addresses:
     `user.<account>` for a directory user, `pbx_user.<login>` for a PBX user none stands for (a member added
-    by hand); `member_ids` resolves those that exist on the PBX. Held and protected users are no members."""
+    by hand); `member_ids` resolves those that exist on the PBX. Held users are no members; a protected one
+    is (the group changes, not the user)."""
     address_of = {pbx_id: f"user.{account}" for account, (_, pbx_id, _) in decisions.matches.items()}
+    # a protected user is a member too: R10 keeps its own name and numbers, membership is the group's
+    address_of |= {pbx_id: f"user.{account}" for account, pbx_id in decisions.protected.items()}
     ids_of = {address: pbx_id for pbx_id, address in address_of.items()}
 
     def pbx_members(group: PbxGroup) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -70,6 +73,7 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
 
     def desired_members(accounts) -> tuple[tuple[str, ...], dict[str, str]]:
         wanted = [f"user.{a}" for a in accounts if a in decisions.matches or a in decisions.creates]
+        wanted += [f"user.{a}" for a in accounts if a in decisions.protected]
         return tuple(sorted(wanted)), {a: ids_of[a] for a in wanted if a in ids_of}
 
     orphans, updates, creates = [], [], []

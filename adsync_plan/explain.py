@@ -222,10 +222,8 @@ def _group_lines(account: str, phones: set[str], result: PlanResult) -> list[str
 
 def _membership(account: str, group, result: PlanResult) -> str:
     d = result.decisions
-    if account in d.matches or account in d.creates:
+    if account in d.matches or account in d.creates or account in d.protected:
         return "member"
-    if account in d.protected:
-        return "not made a member (a protected PBX user is never changed)"
     return "not made a member (held)"
 
 

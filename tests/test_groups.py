@@ -17,7 +17,7 @@ from adsync_plan.config import Block, Config, GroupMap, Numbering, PbxGroups, Sa
 from adsync_plan.errors import ConfigError, PbxError
 from adsync_plan.model import Directory, DirectoryUser, GroupAction, PbxAccount, PbxGroup, PbxNumber, PbxState
 from adsync_plan.planfile import load_plan, save_plan
-from adsync_plan.providers.file import FileProvider
+from adsync_plan.providers.file import FileProvider, next_id
 from adsync_plan.rules import invariants
 from adsync_plan.rules.directory import render_users
 from adsync_plan.rules.pbx import reconcile
@@ -242,7 +242,7 @@ def test_a_bound_group_no_longer_desired_is_orphaned_never_deleted_and_counts_fo
     ]
 
 
-def test_members_are_the_users_the_plan_keeps_or_creates_never_held_or_protected_ones():
+def test_members_are_the_users_the_plan_keeps_or_creates_and_protected_ones_never_held_ones():
     mapped = (GroupMap("CN=Sales,OU=Groups", "Vertrieb"),)
     door = PbxAccount("2", "12", "Tür", "X", "door@example.com", False, "12")
     pbx = state([door], {"12": "2"})
@@ -253,7 +253,10 @@ def test_members_are_the_users_the_plan_keeps_or_creates_never_held_or_protected
     )
     _, d, actions, groups = plan(people, pbx, config(mapped=mapped, licenses=2, protect=("12",)))
     (group,) = groups
-    assert group.after.members == ("user.a",) and group.member_ids == {}
+    # a protected user is a member (R10 keeps its name and numbers; membership is the group's), so a user
+    # created now and protected later (protect.logins) stays one: the next plan does not take it out again
+    assert group.after.members == ("user.a", "user.door") and group.member_ids == {"user.door": "2"}
+    assert not actions[0].address == "user.door" and "user.c" in d.held
 
 
 # -- the plan file and apply's checks -------------------------------------------------------------------
@@ -511,3 +514,110 @@ def test_explain_says_where_a_shared_number_went(cli, tmp_path):
     assert code == 0, err
     assert "number +4970222797820 goes to the group 'Zentrale +4970222797820', not to this user" in out
     assert "member of the group 'Zentrale +4970222797820'" in out
+
+
+# -- property: whatever the directory, the PBX and its groups -------------------------------------------
+
+import os  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from adsync_plan.steps import is_group_step, run_group_step, run_step  # noqa: E402
+from tests.test_invariants import INTERNAL, MemoryPbx, directories, make_config, pbx_states  # noqa: E402
+
+OTHER = "cn=other"  # a group of test_invariants' directories that is no scope group
+
+
+class GroupMemoryPbx(MemoryPbx):
+    """test_invariants' in-memory file PBX, with the state's groups."""
+
+    def __init__(self, state_: PbxState, licenses):
+        super().__init__(state_, licenses)
+        for gid, group in state_.groups.items():
+            self.groups[gid] = {"name": group.name, "members": list(group.members)}
+        for number, info in state_.numbers.items():
+            if info.owner is not None:
+                self.owned.setdefault(info.owner, set()).add(number)
+        self._next_id = next_id(self.users, self.groups, self.numbers)
+
+
+@st.composite
+def pbx_with_groups(draw) -> tuple[PbxState, dict[str, str]]:
+    """A PBX whose numbers owned "group:1" belong to a real group 101 (bound or not, maybe orphaned) or to a
+    group the PBX does not list; and the group bindings of the snapshot."""
+    base = draw(pbx_states())
+    if not draw(st.booleans()):
+        return base, {}
+    numbers = {
+        n: PbxNumber(i.type, "group:101", "standard") if i.owner == "group:1" else i for n, i in base.numbers.items()
+    }
+    members = draw(st.lists(st.sampled_from(sorted(base.users)), unique=True)) if base.users else []
+    owned = tuple(sorted(n for n, i in numbers.items() if i.owner == "group:101"))
+    group = PbxGroup(draw(st.sampled_from(["Sales", "sales", "Alt", "-Alt"])), tuple(sorted(members)), owned)
+    pbx = dataclasses.replace(base, numbers=numbers, groups={"101": group})
+    pbx = dataclasses.replace(pbx, users=PbxState.from_parts(_accounts(pbx), numbers).users)
+    key = draw(st.sampled_from([None, f"map:{OTHER}", "map:cn=gone"]))
+    return pbx, ({key: "101"} if key else {})
+
+
+def _accounts(pbx: PbxState) -> list[PbxAccount]:
+    return [
+        PbxAccount(i, u.login_id, u.first_name, u.last_name, u.email, i in pbx.admins, u.primary_internal_number)
+        for i, u in pbx.users.items()
+    ]
+
+
+def carry_out(actions, group_actions, pbx, bindings: dict, group_bindings: dict) -> None:
+    ids = {i: a.pbx_user_id for i, a in enumerate(actions)}
+    ids.update({len(actions) + j: g.pbx_group_id for j, g in enumerate(group_actions)})
+    created = {}
+    everything = (*actions, *group_actions)
+    for step in plan_steps(actions, group_actions):
+        action = everything[step.index]
+        if is_group_step(step):
+            new_id = run_group_step(step, action, pbx, ids[step.index], created.get)
+            if new_id:
+                group_bindings[action.key] = new_id
+        else:
+            new_id = run_step(step, action, pbx, ids[step.index])
+            if new_id:
+                bindings[action.source_id], created[action.address] = new_id, new_id
+        ids[step.index] = new_id or ids[step.index]
+
+
+@settings(
+    max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_plans_with_groups_are_safe_executable_and_converge(data):
+    pbx, group_bindings = data.draw(pbx_with_groups())
+    people = data.draw(directories())
+    numbers = tuple(data.draw(st.lists(st.sampled_from(INTERNAL + [PREFIX + n for n in INTERNAL]), max_size=2)))
+    maps = data.draw(
+        st.sampled_from(
+            [(), (GroupMap(OTHER, "Sales", numbers),), (GroupMap(OTHER, "Sales", numbers), GroupMap(USERS, "Alle"))]
+        )
+    )
+    cfg = dataclasses.replace(
+        make_config(data.draw), pbx_groups=PbxGroups(data.draw(st.sampled_from(["hold", "group"])), "S {number}", maps)
+    )
+    bindings = {}
+
+    _, d, actions, group_actions = plan(people, pbx, cfg, bindings, group_bindings)
+    assert invariants.violations(actions, pbx, bindings, cfg, True, group_actions, group_bindings) == []
+    assert {g.action for g in group_actions} <= {"create", "update", "orphan"}
+    assert all(g.pbx_group_id in group_bindings.values() for g in group_actions if g.action != "create")
+
+    memory = GroupMemoryPbx(pbx, cfg.licenses)
+    new_bindings, new_group_bindings = {**bindings, **diff.bindings(d)}, dict(group_bindings)
+    carry_out(actions, group_actions, memory, new_bindings, new_group_bindings)  # PbxError: a refused step
+    after = memory.read()
+    assert set(after.groups) >= set(pbx.groups), "a PBX group disappeared"
+    for gid in set(pbx.groups) - set(group_bindings.values()):
+        assert after.groups[gid] == pbx.groups[gid], "a group the tool did not make was touched"
+
+    _, _, again, groups_again = plan(people, after, cfg, new_bindings, new_group_bindings)
+    assert (again, groups_again) == ([], []), f"a second plan still has changes: {again} {groups_again}"

@@ -19,9 +19,8 @@ from adsync_plan.steps import plan_steps
 from tests.conftest import CASES, copy_case
 from tests.servers.starface import CLIENT_SECRET_ENV, PASSWORD_ENV, StarfaceServer, export_pbx_file
 from tests.test_golden import CASE_NAMES
-from tests.test_starface_golden import PENDING
 from tests.test_interrupt_converge import make_project
-from tests.test_starface_golden import licences, on_starface
+from tests.test_starface_golden import PENDING, licences, on_starface
 
 
 @pytest.fixture(autouse=True)

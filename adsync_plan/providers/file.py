@@ -68,8 +68,7 @@ class FileProvider(Provider):
             self._load_group(group, f"groups.{n}")
         for n, entry in enumerate(data["numbers"]):
             self._load_number(entry, f"numbers.{n}")
-        # users and groups share one id space, as on a STARFACE: a new one gets max(all ids) + 1
-        self._next_id = max((int(i) for i in (*self.users, *self.groups) if i.isdigit()), default=0) + 1
+        self._next_id = next_id(self.users, self.groups, self.numbers)
         self._loaded = True
 
     def _load_group(self, group: dict, where: str) -> None:
@@ -317,3 +316,11 @@ class FileProvider(Provider):
 
 def _owner_out(owner: str | None):
     return int(owner) if owner is not None and owner.isdigit() else owner
+
+
+def next_id(users, groups, numbers) -> int:
+    """Users and groups share one id space, as on a STARFACE: a new one gets max(all ids) + 1, counting a group
+    the inventory names as an owner (`group:7`) even when the file does not list it."""
+    owners = (v["owner"].removeprefix("group:") for v in numbers.values() if (v["owner"] or "").startswith("group:"))
+    ids = (*users, *groups, *owners)
+    return max((int(i) for i in ids if i.isdigit()), default=0) + 1
