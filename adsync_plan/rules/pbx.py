@@ -373,6 +373,8 @@ class Reconciler:
     def _check_group_numbers(self) -> int:
         """R7 and R11 for groups: a group number exists on the PBX, is free or released in this run, and is no
         number a user of this run claims (the user keeps it). Returns how many groups it held."""
+        if not (self.d.group_creates or self.d.group_matches):
+            return 0  # the usual case: no groups
         released, numbers = self._released(), self.state.numbers
         claimed = {n: user for _, user, _ in self._active() for n in user.user.numbers()}
         held = []
