@@ -621,3 +621,23 @@ def test_plans_with_groups_are_safe_executable_and_converge(data):
 
     _, _, again, groups_again = plan(people, after, cfg, new_bindings, new_group_bindings)
     assert (again, groups_again) == ([], []), f"a second plan still has changes: {again} {groups_again}"
+
+
+def test_a_desired_file_plans_the_same_groups_as_the_directory_and_a_member_held_there_leaves_them(cli, tmp_path):
+    case = copy_case("groups_mapped", tmp_path)
+    cfg, desired = case / "adsync.yaml", case / "desired.yaml"
+    code, out, err = cli("plan", "-c", cfg, "--json")
+    assert code == 0, err
+    from_source = json.loads(out)["group_changes"]
+    assert cli("render", "-c", cfg, "-o", desired)[0] == 0
+    assert json.loads(desired.read_text())["groups"]["Vertrieb"]["members"] == ["anna", "bernd"]
+    code, out, err = cli("plan", "-c", cfg, "--desired", desired, "--json")
+    assert code == 0, err
+    assert json.loads(out)["group_changes"] == from_source
+    doc = json.loads(desired.read_text())
+    doc["users"]["anna"]["login_id"] = "112"  # a hand edit the recheck holds (R5): anna leaves her groups
+    desired.write_text(json.dumps(doc))
+    code, out, err = cli("plan", "-c", cfg, "--desired", desired, "--json")
+    assert code == 0, err
+    vertrieb = next(g for g in json.loads(out)["group_changes"] if g["address"] == "group.Vertrieb")
+    assert vertrieb["after"]["members"] == ["user.bernd"]
