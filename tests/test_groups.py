@@ -641,3 +641,18 @@ def test_a_desired_file_plans_the_same_groups_as_the_directory_and_a_member_held
     assert code == 0, err
     vertrieb = next(g for g in json.loads(out)["group_changes"] if g["address"] == "group.Vertrieb")
     assert vertrieb["after"]["members"] == ["user.bernd"]
+
+
+def test_a_hand_edited_desired_file_with_two_groups_of_one_name_holds_both(cli, tmp_path):
+    case = copy_case("groups_mapped", tmp_path)
+    cfg, desired = case / "adsync.yaml", case / "desired.yaml"
+    assert cli("render", "-c", cfg, "-o", desired)[0] == 0
+    doc = json.loads(desired.read_text())
+    doc["groups"]["SUPPORT"] = {**doc["groups"]["Support"], "directory_group": "CN=Other"}
+    desired.write_text(json.dumps(doc))
+    code, out, err = cli("plan", "-c", cfg, "--desired", desired, "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert [g["address"] for g in plan["group_changes"]] == ["group.Vertrieb"]
+    held = {d["address"] for d in plan["diagnostics"] if d["code"] == "GROUP_NAME_COLLISION"}
+    assert held == {"group.SUPPORT", "group.Support"} and plan["summary"]["group_held"] == 2

@@ -333,8 +333,15 @@ class Reconciler:
         """A desired group is its bound PBX group (never one matched by name: a group the tool did not make is
         never touched), else a new one; a bound group no longer desired becomes an orphan."""
         matched = set()
+        twice = _twice(self.groups.values())
         for name in sorted(self.groups):
             group = self.groups[name]
+            if group in twice:  # only from a hand-edited desired file: render refuses it as configuration
+                message = "another desired group has the same name (whatever the case) or is for the same thing"
+                self.d.group_held.setdefault(group.address, []).append(
+                    Diagnostic("error", "GROUP_NAME_COLLISION", group.address, message + "; render it again.")
+                )
+                continue
             gid = self.group_bindings.get(group.key)
             if gid is None:
                 self.d.group_creates[name] = group
@@ -442,6 +449,14 @@ class Reconciler:
                         user,
                     ),
                 )
+
+
+def _twice(groups) -> set[DesiredGroup]:
+    """The desired groups sharing a name (case-insensitive, as the PBX compares) or a binding key."""
+    groups = list(groups)
+    names = Counter(g.name.lower() for g in groups)
+    keys = Counter(g.key for g in groups)
+    return {g for g in groups if names[g.name.lower()] > 1 or keys[g.key] > 1}
 
 
 def _id_order(pbx_id: str):
