@@ -14,6 +14,9 @@ from adsync_plan.errors import ConfigError
 # the environment variables the generated configuration names for its secrets
 SECRET_OF_SOURCE = {"ldap": "ADSYNC_LDAP_PASSWORD", "azure": "ADSYNC_AZURE_CLIENT_SECRET", "ldif": None}
 SECRET_OF_PBX = {"starface": "ADSYNC_STARFACE_PASSWORD", "file": None}
+# secrets a PBX may need (pbx.client_secret_env, commented out in the template): the jobs get them, and an
+# unset repository secret is an empty variable that nothing reads unless the configuration names it
+OPTIONAL_OF_PBX = {"starface": ("ADSYNC_STARFACE_CLIENT_SECRET", "STARFACE 10 and later"), "file": None}
 # plan.signing_key_env in the pipelines (optional): the jobs that sign or check plans get this secret
 SIGNING_KEY = "ADSYNC_PLAN_SIGNING_KEY"
 SCHEMA_COPY = ".adsync/config.schema.json"
@@ -56,12 +59,14 @@ def secret_names(source: str, pbx: str) -> list[str]:
 
 
 def _pipeline(name: str, source: str, pbx: str) -> str:
-    pbx_secrets = [s for s in (SECRET_OF_PBX[pbx],) if s]
-    all_secrets = secret_names(source, pbx)
+    optional, when = OPTIONAL_OF_PBX[pbx] or (None, "")
+    pbx_secrets = [s for s in (SECRET_OF_PBX[pbx], optional) if s]
+    all_secrets = [*secret_names(source, pbx), *([optional] if optional else [])]
+    names = [*secret_names(source, pbx), *([f"{optional} ({when})"] if optional else [])]
     return (
         template(name)
         .replace("@@VERSION@@", __version__)
-        .replace("@@SECRET_NAMES@@", ", ".join(all_secrets) or "none (ldif source and file PBX)")
+        .replace("@@SECRET_NAMES@@", ", ".join(names) or "none (ldif source and file PBX)")
         .replace("@@PBX_ENV@@\n", _github_env([*pbx_secrets, SIGNING_KEY]))  # apply checks the signature
         .replace("@@SYNC_ENV@@\n", _github_env([*all_secrets, SIGNING_KEY]))  # sync signs and checks its plan
         .replace("@@ALL_ENV@@\n", _github_env(all_secrets))

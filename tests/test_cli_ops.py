@@ -109,6 +109,14 @@ def test_init_every_combination_validates(tmp_path, monkeypatch, capsys, source,
     if pbx == "starface":
         assert "ADSYNC_STARFACE_PASSWORD: ${{ secrets.ADSYNC_STARFACE_PASSWORD }}" in github
         assert "password_env: ADSYNC_STARFACE_PASSWORD" in text
+        # a STARFACE 10 signs in with OAuth: the template names the client secret, the jobs that reach the
+        # PBX get it, and the configuration with that line switched on is valid too
+        assert "# client_secret_env: ADSYNC_STARFACE_CLIENT_SECRET" in text
+        assert "ADSYNC_STARFACE_CLIENT_SECRET: ${{ secrets.ADSYNC_STARFACE_CLIENT_SECRET }}" in github
+        assert "ADSYNC_STARFACE_CLIENT_SECRET (STARFACE 10 and later)" in github
+        (tmp_path / "adsync.yaml").write_text(text.replace("# client_secret_env:", "client_secret_env:"))
+        code, out, err = adsync(capsys, "validate")
+        assert code == 0, err
     if source == "ldap":
         assert "ADSYNC_LDAP_PASSWORD: ${{ secrets.ADSYNC_LDAP_PASSWORD }}" in github
 
