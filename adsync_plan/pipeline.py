@@ -687,8 +687,8 @@ def _run_steps(
     parallel.py, the groups' steps serially before (releases) and after (the rest) them."""
     steps = plan_steps(plan.changes, plan.group_changes)
     progress.start("Applying the plan", len(steps))
-    run = _Serial(plan, provider, bindings, {} if group_bindings is None else group_bindings, result, steps)
-    run.progress, run.on_step, run.stop, run.ahead = progress, on_step, stop, ahead
+    group_bindings = {} if group_bindings is None else group_bindings
+    run = _Serial(plan, provider, bindings, group_bindings, result, steps, progress, on_step, stop, ahead)
     users = [n for n, s in enumerate(steps) if not is_group_step(s)]
     if workers > 1 and users:
         first = [n for n, s in enumerate(steps) if s.kind == "group_release"]
@@ -714,19 +714,14 @@ def _run_steps(
 class _Serial:
     """Steps one after the other: every step of a sequential apply, the group steps of a parallel one."""
 
-    def __init__(self, plan: Plan, provider, bindings: dict, group_bindings: dict, result: ApplyResult, steps):
-        self.provider, self.bindings, self.group_bindings, self.result, self.steps = (
-            provider,
-            bindings,
-            group_bindings,
-            result,
-            steps,
-        )
-        self.actions = (*plan.changes, *plan.group_changes)
+    def __init__(self, plan: Plan, provider, bindings, group_bindings, result, steps, progress, on_step, stop, ahead):
+        self.provider, self.result, self.steps = provider, result, steps
+        self.bindings, self.group_bindings = bindings, group_bindings  # filled as users and groups are created
+        self.progress, self.on_step, self.stop, self.ahead = progress, on_step, stop, ahead
+        self.actions = (*plan.changes, *plan.group_changes)  # a step's index counts in this order
         self.ids = {i: a.pbx_user_id for i, a in enumerate(plan.changes)}
         self.ids.update({len(plan.changes) + j: g.pbx_group_id for j, g in enumerate(plan.group_changes)})
         self.points = checkpoints(steps)
-        self.progress, self.on_step, self.stop, self.ahead = NO_PROGRESS, None, None, None
         self._created: dict[str, str] | None = None
 
     def halted(self) -> bool:
