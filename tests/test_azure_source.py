@@ -460,3 +460,83 @@ def test_a_member_page_with_an_item_that_is_no_object(graph):
 
     with pytest.raises(SourceError, match=f"page 1 of the members of group {staff} .* not an object"):
         read(graph, scope=Scope((), (staff,), nested_groups=False))
+
+
+# --- mapped directory groups (pbx_groups.map, issue 16) ----------------------------------------------------------
+
+
+def mapped_tenant(graph):
+    """staff (scope) -> [u0, u1, u2]; sales (mapped) -> [u0, north, u3]; north -> [u1]; u4 in no group."""
+    graph.users = [graph_user(n) for n in range(5)]
+    ids = [u["id"] for u in graph.users]
+    staff, sales, north = group_id("staff"), group_id("sales"), group_id("sales-north")
+    graph.add_group(staff, ids[:3])
+    graph.add_group(sales, [ids[0], north, ids[3]])
+    graph.add_group(north, [ids[1]])
+    return ids, staff, sales
+
+
+def role_of(user, scope):
+    """The role R3 gives the user under `scope` (None: out of scope), by the rules' own function."""
+    from dataclasses import replace
+
+    from adsync_plan.config import load_config
+    from adsync_plan.rules.directory import in_scope
+    from tests.cases.make_cases import HERE as CASES
+
+    return in_scope(user, replace(load_config(CASES / "r3_scope" / "adsync.yaml"), scope=scope))
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_mapped_groups_directly_or_through_a_nested_group(graph, nested):
+    ids, staff, sales = mapped_tenant(graph)
+    scope = Scope((), (staff,), nested_groups=nested, mapped_groups=(sales.upper(),))  # ids compare lowered
+
+    directory = read(graph, scope=scope)
+
+    groups = {u.source_id: u.groups for u in directory.users}
+    assert groups[ids[0]] == {staff, sales}
+    assert groups[ids[1]] == ({staff, sales} if nested else {staff})  # in sales through sales-north
+    assert groups[ids[3]] == {sales} and groups[ids[4]] == frozenset()
+    # one request per group (each fits a page), never one per user
+    assert graph.counts["transitive" if nested else "members"] == 2
+    assert graph.counts["users"] == 1
+
+
+def test_membership_in_a_mapped_group_alone_puts_nobody_in_scope(graph):
+    ids, staff, sales = mapped_tenant(graph)
+    scope = Scope((), (staff,), mapped_groups=(sales,))
+
+    users = {u.source_id: u for u in read(graph, scope=scope).users}
+
+    assert sales in users[ids[3]].groups and role_of(users[ids[3]], scope) is None
+    assert role_of(users[ids[0]], scope) == "user"
+
+
+def test_a_missing_mapped_group_is_refused_with_its_key(graph):
+    _, staff, sales = mapped_tenant(graph)
+    missing = group_id("deleted")
+
+    with pytest.raises(SourceError) as err:
+        read(graph, scope=Scope((), (staff,), mapped_groups=(sales, missing)))
+
+    assert str(err.value).startswith(f"The group {missing} named in pbx_groups.map.1.directory_group does not exist")
+
+
+def test_a_mapped_group_that_is_not_an_object_id_is_refused_before_any_request(graph):
+    _, staff, _ = mapped_tenant(graph)
+
+    with pytest.raises(ConfigError) as err:
+        read(graph, scope=Scope((), (staff,), mapped_groups=("CN=Vertrieb,DC=x",)))
+
+    assert str(err.value).startswith("pbx_groups.map.0.directory_group: 'CN=Vertrieb,DC=x' is not an Entra ID group")
+    assert sum(graph.counts.values()) == 0
+
+
+def test_a_mapped_group_that_is_also_a_scope_group_is_read_once(graph):
+    ids, staff, _ = mapped_tenant(graph)
+
+    directory = read(graph, scope=Scope((), (staff,), mapped_groups=(staff,)))
+
+    assert {u.source_id for u in directory.users if staff in u.groups} == set(ids[:3])
+    assert graph.counts["transitive"] == 1

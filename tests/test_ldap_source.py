@@ -679,10 +679,12 @@ def test_samba_global_catalog_reads_the_forest(dc, seed, reader_password, monkey
         ldap_source._Reader, "pages", lambda self, base, *a: (bases.append(base), pages(self, base, *a))[1]
     )
     domain = read(dc_settings(dc))
-    assert bases == [ad_seed.DOMAIN] * 3 + [PEOPLE]  # the in-chain search of each scope group, in its domain
+    # in the groups' domain: one search finding the 3 scope groups, one telling which of them hold groups, and
+    # the in-chain search of the two that do (Staff-All, Ops); then the users
+    assert bases == [ad_seed.DOMAIN] * 4 + [PEOPLE]
     bases.clear()
     forest = read(dc_settings(dc, global_catalog=True))
-    assert bases == ["", "", "", PEOPLE]
+    assert bases == [""] * 4 + [PEOPLE]
     assert forest.users == domain.users
     assert forest.origin == {**domain.origin, "port": "3269", "global_catalog": "true"}
     assert _answered_by(forest.origin) == [
@@ -696,3 +698,144 @@ def test_slapd_is_no_global_catalog(openldap, reader_password):
         read(slapd_settings(openldap, global_catalog=True))
     one_sentence(str(err.value))
     assert "no global catalog" in str(err.value) and "source.global_catalog: false" in str(err.value)
+
+
+# --- mapped directory groups (pbx_groups.map, issue 16) ----------------------------------------------------------
+
+CANTEEN = ad_seed.UNRELATED  # no scope group: u00000 (an admin) is in it, u00040 only in it
+MAPPED_SCOPE = Scope(
+    admin_groups=(ADMINS,), user_groups=(ad_seed.STAFF_TEAM,), nested_groups=True,
+    mapped_groups=(CANTEEN, ad_seed.STAFF_DEPT, HOSTILE),
+)  # fmt: skip
+
+
+def role_of(user, scope):
+    """The role R3 gives the user under `scope` (None: out of scope), by the rules' own function."""
+    from dataclasses import replace
+
+    from adsync_plan.config import load_config
+    from adsync_plan.rules.directory import in_scope
+    from tests.cases.make_cases import HERE as CASES
+
+    return in_scope(user, replace(load_config(CASES / "r3_scope" / "adsync.yaml"), scope=scope))
+
+
+def counted_searches(monkeypatch) -> list[str]:
+    """The base of every LDAP search the source sends (one per page of a paged search)."""
+    from adsync_plan.sources import ldap as ldap_source
+
+    bases: list[str] = []
+    search = ldap_source._Reader._search
+    monkeypatch.setattr(
+        ldap_source._Reader, "_search", lambda self, base, *a: (bases.append(base), search(self, base, *a))[1]
+    )
+    return bases
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_samba_mapped_groups_of_each_user_directly_or_nested(dc, seed, reader_password, nested):
+    """Every mapped group a user is in is among its groups, in the configuration's lowered form; Staff-Dept
+    holds Staff-Team (u00150 is in Staff-Dept only through it), the hostile DN holds Ops-Sub."""
+    reader_password(samba.READER_PASSWORD)
+    scope = Scope(**{**MAPPED_SCOPE.__dict__, "nested_groups": nested})
+    directory = read(dc_settings(dc), scope=scope)
+    for group in scope.mapped_groups:
+        members = {u.account for u in directory.users if group.lower() in u.groups}
+        assert members == seed.members(group, nested=nested), group
+    by_account = {u.account: u for u in directory.users}
+    assert (ad_seed.STAFF_DEPT.lower() in by_account["u00150"].groups) is nested
+    assert role_of(by_account["u00151"], scope) == "user"  # in scope directly through Staff-Team (u00150 is disabled)
+    assert {CANTEEN.lower(), ADMINS.lower()} <= by_account["u00000"].groups
+
+
+def test_samba_a_mapped_group_alone_puts_nobody_in_scope(dc, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    by_account = {u.account: u for u in read(dc_settings(dc), scope=MAPPED_SCOPE).users}
+    assert CANTEEN.lower() in by_account["u00040"].groups
+    assert role_of(by_account["u00040"], MAPPED_SCOPE) is None
+    assert role_of(by_account["u00000"], MAPPED_SCOPE) == "admin"
+
+
+def test_samba_a_missing_mapped_group_is_refused_with_its_key(dc, reader_password):
+    reader_password(samba.READER_PASSWORD)
+    typo = f"CN=Canten,{ad_seed.GROUPS}"
+    scope = Scope(admin_groups=(ADMINS,), user_groups=(STAFF_ALL,), mapped_groups=(ad_seed.STAFF_DEPT, typo))
+    with pytest.raises(SourceError) as err:
+        read(dc_settings(dc), scope=scope)
+    one_sentence(str(err.value).replace("?", "."))
+    assert str(err.value).startswith(f"The mapped group {typo} (pbx_groups.map.1.directory_group) does not exist")
+    assert str(err.value).endswith(f"Did you mean {CANTEEN}?")
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_samba_a_mapped_group_as_primary_group_is_membership(case_dc, reader_password, nested):
+    """primaryGroupID naming a mapped group (Team), or a group inside one (Team ∈ Abteilung), is membership
+    as for scope groups: AD lists the primary group in neither memberOf nor the group's member."""
+    reader_password(samba.READER_PASSWORD)
+    set_primary_group(case_dc, "Vor Nested", TEAM)
+    settings = dc_settings(
+        case_dc, base_dn="OU=Staff,DC=example,DC=com", bind_dn=case_dc.reader_dn, tls_server_name=case_dc.server_name
+    )
+    department = f"CN=Abteilung,{CASE_GROUPS}"
+    scope = Scope((), (PBX_USERS,), nested_groups=nested, mapped_groups=(TEAM, department))
+    user = next(u for u in read(settings, scope=scope).users if u.account == "nested")
+    assert TEAM.lower() in user.groups
+    assert (department.lower() in user.groups) is nested
+
+
+def test_slapd_mapped_groups_and_a_missing_one(openldap, seed, reader_password):
+    """slapd (no in-chain rule; its memberOf is computed, transitively, by dynlist) gives the same mapped
+    groups; a mapped group it does not have is refused the same way."""
+    reader_password(slapd.READER_PASSWORD)
+    directory = read(slapd_settings(openldap), scope=MAPPED_SCOPE)
+    for group in MAPPED_SCOPE.mapped_groups:
+        members = {u.account for u in directory.users if group.lower() in u.groups}
+        assert members == seed.members(group, nested=True), group
+    typo = f"CN=Staff-Dep,{ad_seed.GROUPS}"
+    with pytest.raises(SourceError) as err:
+        read(slapd_settings(openldap), scope=Scope((ADMINS,), (), mapped_groups=(CANTEEN, typo)))
+    assert f"The mapped group {typo} (pbx_groups.map.1.directory_group) does not exist" in str(err.value)
+    assert str(err.value).lower().endswith(f"did you mean {ad_seed.STAFF_DEPT.lower()}?")  # as slapd spells it
+
+
+MANY = 150  # mapped groups: more than one batch (TERMS_PER_SEARCH) of them
+
+
+@pytest.fixture(scope="module")
+def many_groups(case_dc) -> list[str]:
+    """MANY groups in the case domain: Mapped-000 holds Team (a group), Mapped-001 the user "both"."""
+    conn = case_dc.admin_connection()
+    dns = [f"CN=Mapped-{n:03d},{CASE_GROUPS}" for n in range(MANY)]
+    members = {0: [TEAM], 1: ["CN=Vor Both,OU=Staff,DC=example,DC=com"]}
+    for n, dn in enumerate(dns):
+        attrs = {"sAMAccountName": f"mapped-{n:03d}", **({"member": members[n]} if n in members else {})}
+        assert conn.add(dn, ["top", "group"], attrs), conn.result
+    conn.unbind()
+    return dns
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_samba_many_mapped_groups_cost_a_few_searches_never_one_per_user(
+    case_dc, many_groups, reader_password, monkeypatch, nested
+):
+    """150 mapped groups: batched searches find them (distinguishedName) and tell which hold a group
+    (memberOf); only that one (Mapped-000 ∋ Team) gets an in-chain search. The user pages do not change."""
+    from adsync_plan.sources.ldap import TERMS_PER_SEARCH
+
+    reader_password(samba.READER_PASSWORD)
+    settings = dc_settings(
+        case_dc, base_dn="OU=Staff,DC=example,DC=com", bind_dn=case_dc.reader_dn, tls_server_name=case_dc.server_name
+    )
+    bases = counted_searches(monkeypatch)
+    scope = Scope((), (PBX_USERS,), nested_groups=nested)
+    plain = read(settings, scope=scope)
+    before = list(bases)
+    bases.clear()
+    mapped = Scope((), (PBX_USERS,), nested_groups=nested, mapped_groups=tuple(many_groups))
+    directory = read(settings, scope=mapped)
+    more_batches = -(-(1 + MANY) // TERMS_PER_SEARCH) - 1  # 1 scope group + MANY mapped groups, per batch
+    assert len(bases) - len(before) == (2 * more_batches + 1 if nested else more_batches)
+    assert bases.count("OU=Staff,DC=example,DC=com") == before.count("OU=Staff,DC=example,DC=com")
+    assert [u.source_id for u in directory.users] == [u.source_id for u in plain.users]
+    members = {g: {u.account for u in directory.users if g.lower() in u.groups} for g in many_groups[:3]}
+    assert members == {many_groups[0]: {"nested"} if nested else set(), many_groups[1]: {"both"}, many_groups[2]: set()}

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from adsync_plan.config import Scope
+from adsync_plan.config import Scope, load_config
 from adsync_plan.errors import InputError
+from adsync_plan.rules.directory import in_scope
 from adsync_plan.sources import ldif
+from adsync_plan.sources import read_directory as read_any
 from tests.test_bad_input import replace_in, tree_digest
 
 STAFF = "CN=Staff,OU=Groups,DC=x"
@@ -211,3 +213,63 @@ def test_a_user_with_folded_and_commented_lines_reads_as_written(tmp_path):
     record = user(1, "givenName: Jo\n hn", "# a comment\n folded", "sn:   Smith", "mail:: " + b64("jöhn@x"))
     found = read(tmp_path, record)["u1"]
     assert (found.first_name, found.last_name, found.email) == ("John", "Smith", "jöhn@x")
+
+
+# --- mapped directory groups (pbx_groups.map, issue 16) --------------------------------------------------------
+
+SALES, SALES_NORTH = "CN=Vertrieb,OU=Groups,DC=x", "CN=Vertrieb-Nord,OU=Groups,DC=x"
+
+
+def read_mapped(tmp_path: Path, *mapped: str, nested: bool = True):
+    """The directory of MAPPED_RECORDS read through a real configuration (load_config builds
+    scope.mapped_groups from pbx_groups.map): scope STAFF, one PBX group per directory group of `mapped`.
+    Returns the configuration and the users by account."""
+    (tmp_path / "d.ldif").write_text("\n".join(MAPPED_RECORDS), encoding="utf-8")
+    (tmp_path / "pbx.yaml").write_text("users: []\n", encoding="utf-8")
+    entries = "".join(f"    - {{directory_group: '{dn}', name: 'G{n}'}}\n" for n, dn in enumerate(mapped))
+    (tmp_path / "adsync.yaml").write_text(
+        "version: 1\nsource: {type: ldif, path: d.ldif}\n"
+        f"scope: {{admin_groups: [], user_groups: ['{STAFF}'], nested_groups: {str(nested).lower()}}}\n"
+        "pbx: {type: file, path: pbx.yaml}\n"
+        f"pbx_groups:\n  map:\n{entries}",
+        encoding="utf-8",
+    )
+    config = load_config(tmp_path / "adsync.yaml")
+    directory = read_any(config.source, config.scope, config.attributes, config.base_dir)
+    return config, {u.account: u for u in directory.users}
+
+
+MAPPED_RECORDS = (
+    group(SALES, SALES_NORTH),
+    group(SALES_NORTH),
+    user(1, member_of=(STAFF, SALES)),  # in scope, in the mapped group directly
+    user(2, member_of=(STAFF, SALES_NORTH)),  # in scope, in the mapped group through Vertrieb-Nord
+    user(3, member_of=(SALES,)),  # in the mapped group only
+    user(4, member_of=(STAFF,)),  # in neither
+)
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_a_mapped_group_is_among_its_members_groups_nested_or_directly(tmp_path, nested):
+    _, users = read_mapped(tmp_path, "cn=vertrieb, ou=groups, dc=x", nested=nested)  # spelled unlike the file
+    members = {account for account, u in users.items() if SALES.lower() in u.groups}
+    assert members == ({"u1", "u2", "u3"} if nested else {"u1", "u3"})
+    assert SALES_NORTH.lower() in users["u2"].groups  # its direct group, as before
+
+
+def test_membership_in_a_mapped_group_alone_puts_nobody_in_scope(tmp_path):
+    config, users = read_mapped(tmp_path, SALES)
+    assert SALES.lower() in users["u3"].groups
+    assert {account: in_scope(u, config) for account, u in users.items()} == {
+        "u1": "user", "u2": "user", "u3": None, "u4": "user",
+    }  # fmt: skip
+
+
+def test_a_mapped_group_that_is_nowhere_in_the_file_is_refused_with_its_key(tmp_path):
+    with pytest.raises(InputError) as err:
+        read_mapped(tmp_path, SALES, "CN=Vertrieb-Nord,OU=Gruops,DC=x")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'd.ldif'}: the mapped group CN=Vertrieb-Nord,OU=Gruops,DC=x ")
+    assert "(pbx_groups.map.1.directory_group) is not in the LDIF file" in message
+    assert message.endswith(f"Did you mean {SALES_NORTH}?")
+    assert "\n" not in message

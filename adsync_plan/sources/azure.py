@@ -1,4 +1,5 @@
-"""Entra ID (Microsoft Graph v1.0) -> Directory: users and their scope-group memberships (SPEC 4).
+"""Entra ID (Microsoft Graph v1.0) -> Directory: users and their memberships of the scope groups and the mapped
+groups of pbx_groups.map (SPEC 4).
 
 The only module that imports msal. A token comes from the client-credentials flow (client secret or
 certificate); every Graph page is one GET with requests, `$select` of exactly the properties needed and
@@ -33,7 +34,7 @@ import requests
 from adsync_plan.config import Scope, secret_from_env
 from adsync_plan.errors import ConfigError, SourceError
 from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress
-from adsync_plan.sources import ad
+from adsync_plan.sources import ad, group_keys
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,12 @@ def read_directory(
         raw_users = read_users(graph, attrs, settings.get("page_size", 999), progress, include_guests)
         members = read_memberships(graph, groups, scope.nested_groups, settings.get("page_size", 999), progress)
     users = tuple(to_directory_user(raw, attrs, members.get(str(raw.get("id", "")).lower(), ())) for raw in raw_users)
-    log.info("Read %d users and %d scope groups from Entra ID tenant %s.", len(users), len(groups), graph.tenant_id)
+    log.info(
+        "Read %d users and %d groups (scope and mapped) from Entra ID tenant %s.",
+        len(users),
+        len(groups),
+        graph.tenant_id,
+    )
     return Directory(
         users=users,
         attributes=ad.diagnostic_names(attrs),
@@ -111,7 +117,8 @@ def select_list(attrs: Mapping[str, Sequence[str]], include_guests: bool = False
 
 
 def to_directory_user(raw: Mapping, attrs: Mapping[str, Sequence[str]], groups) -> DirectoryUser:
-    """One Graph user -> DirectoryUser. `groups` are the lower-cased scope group ids the user is in."""
+    """One Graph user -> DirectoryUser. `groups` are the lower-cased configured group ids (scope and mapped)
+    the user is in."""
     source_id = _first(raw, attrs["source_id"])
     if not source_id:
         upn = _first(raw, (UPN,))
@@ -200,18 +207,18 @@ def _truthy(raw: Mapping, names: Sequence[str], value) -> bool:
 
 
 def scope_groups(scope: Scope) -> dict[str, str]:
-    """Lower-cased group object id -> the configuration key that names it (for messages)."""
+    """Lower-cased group object id -> the configuration key that names it (for messages): the scope groups
+    and the mapped groups of pbx_groups.map, each read once."""
     out: dict[str, str] = {}
-    for key, ids in (("scope.admin_groups", scope.admin_groups), ("scope.user_groups", scope.user_groups)):
-        for gid in ids:
-            try:
-                uuid.UUID(gid)
-            except ValueError:
-                raise ConfigError(
-                    f"{key}: {gid!r} is not an Entra ID group object id; an azure source needs the group's "
-                    "object id (a GUID, shown in the Entra admin center), not a name or DN."
-                ) from None
-            out.setdefault(gid.lower(), key)
+    for gid, key in group_keys(scope).items():
+        try:
+            uuid.UUID(gid)
+        except ValueError:
+            raise ConfigError(
+                f"{key}: {gid!r} is not an Entra ID group object id; an azure source needs the group's "
+                "object id (a GUID, shown in the Entra admin center), not a name or DN."
+            ) from None
+        out.setdefault(gid.lower(), key)
     return out
 
 
@@ -247,11 +254,12 @@ def read_users(graph: GraphClient, attrs, page_size: int, progress: Progress, in
 def read_memberships(
     graph: GraphClient, groups: Mapping[str, str], nested: bool, page_size: int, progress: Progress
 ) -> dict[str, set[str]]:
-    """User id (lower case) -> the scope group ids it belongs to, transitively when `nested`."""
+    """User id (lower case) -> the configured group ids (scope and mapped) it belongs to, transitively when
+    `nested`: one paged read per group, none per user."""
     relation = "transitiveMembers" if nested else "members"
     members: dict[str, set[str]] = {}
     others: Counter = Counter()  # members that are no users: devices, contacts, service principals
-    progress.start("Reading scope group members from Entra ID", len(groups))
+    progress.start("Reading group members from Entra ID", len(groups))
     try:
         for gid, key in groups.items():
             path = f"/v1.0/groups/{quote(gid)}/{relation}"
@@ -274,7 +282,7 @@ def read_memberships(
         progress.done()
     if others:
         kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(others.items()))
-        log.info("Skipped members of the scope groups that are no users: %s.", kinds)
+        log.info("Skipped members of the groups that are no users: %s.", kinds)
     return members
 
 

@@ -6,10 +6,13 @@ The only module that imports ldap3. One read is:
    store); a simple bind over plain LDAP only with `allow_insecure: true`, and then with a warning;
 2. read the rootDSE: is it Active Directory (then users are `sAMAccountType` user accounts, no contacts or
    computers), which domain controller answered, and (with `global_catalog`) is it a global catalog;
-3. check that base_dn and every configured scope group exist (a typo would otherwise empty the scope);
-4. with nested groups, find every group nested (at any depth) in each scope group through the matching rule
-   LDAP_MATCHING_RULE_IN_CHAIN, so that a user's direct `memberOf` tells every scope group it belongs to;
-   each group's objectSid tells whose primary group (`primaryGroupID`, which memberOf never lists) it is;
+3. check that base_dn and every configured scope group and mapped group (pbx_groups.map) exist (a typo would
+   otherwise empty the scope, or a PBX group);
+4. with nested groups, find every group nested (at any depth) in each of those groups through the matching
+   rule LDAP_MATCHING_RULE_IN_CHAIN, so that a user's direct `memberOf` tells every configured group it
+   belongs to; each group's objectSid tells whose primary group (`primaryGroupID`, which memberOf never
+   lists) it is. Batched: a few searches for all configured groups (distinguishedName, then memberOf to
+   tell which hold a group), and an in-chain search for each that does; none per user;
 5. one paged search (RFC 2696, always) for the users under base_dn, asking only for the mapped attributes
    (and objectSid and primaryGroupID).
 
@@ -38,6 +41,7 @@ from ldap3.utils.dn import parse_dn
 from adsync_plan.config import Scope, secret_from_env
 from adsync_plan.errors import ConfigError, SourceError
 from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress, normalise_dn
+from adsync_plan.sources import group_keys, is_mapped_key
 from adsync_plan.sources.ad import (
     GUID_ATTRIBUTES,
     SAM_NORMAL_USER_ACCOUNT,
@@ -72,6 +76,7 @@ BINARY_ATTRIBUTES = GUID_ATTRIBUTES | {"objectsid"}
 GROUP_FILTER = "(objectClass=group)"
 NO_ATTRIBUTES = ["1.1"]  # RFC 4511: return no attributes, only DNs
 SUGGESTION_CANDIDATES = 2000  # groups compared with a scope group that does not exist, at most
+TERMS_PER_SEARCH = 100  # configured groups per batched search: a filter of a few KB, far below AD's limits
 DEFAULT_PAGE_SIZE = 500
 LEAN_DECODING_TESTED = frozenset({"2.9.1"})  # ldap3 versions _decode_entries_lean is proven against
 DEFAULT_TIMEOUT = 30.0
@@ -613,10 +618,11 @@ def _groups(member_of, aliases: Mapping[str, frozenset[str]], interned: dict[str
 
 @dataclass(frozen=True)
 class ScopeGroups:
-    """What membership in a group implies for the scope, by the two ways AD records membership.
+    """What membership in a group implies for the configured groups (scope and mapped), by the two ways AD
+    records membership.
 
-    aliases: group DN (lower case, as the server spells it) -> the configured scope groups (lower case, as
-    the configuration spells them) that membership in it implies;
+    aliases: group DN (lower case, as the server spells it) -> the configured groups (normalised, as the
+    configuration spells them) that membership in it implies;
     primary: the same for the users whose primary group it is, by the group's objectSid on a global catalog
     (by_sid), else by its RID as primaryGroupID writes it ("513")."""
 
@@ -631,22 +637,23 @@ class ScopeGroups:
 
 
 def scope_groups(reader: _Reader, scope: Scope) -> ScopeGroups:
-    """A scope group implies itself; with nested groups, so does every group nested in it at any depth, found
-    with LDAP_MATCHING_RULE_IN_CHAIN. Mapping to the configuration's spelling lets the rules compare
-    lower-cased strings even when the server writes the DN differently (spaces, escapes)."""
+    """A configured group (scope group or mapped group) implies itself; with nested groups, so does every
+    group nested in it at any depth, found with LDAP_MATCHING_RULE_IN_CHAIN. Mapping to the configuration's
+    spelling lets the rules compare lower-cased strings even when the server writes the DN differently
+    (spaces, escapes).
+
+    The searches are per group, never per user, and batched where AD allows: a few searches find every
+    configured group, a few more tell which of them hold a group at all; only those need an in-chain search
+    (on Samba one costs a fifth of a second, and a thousand mapped groups are a plausible configuration)."""
+    keys = group_keys(scope)
+    entries = _configured_entries(reader, keys)
+    inner = _with_member_groups(reader, [e["dn"] for e in entries.values()]) if scope.nested_groups else set()
     aliases: dict[str, set[str]] = {}
     sids: dict[str, bytes] = {}  # group DN, lower case -> objectSid (a server other than AD has none)
-    keys = {group: "scope.user_groups" for group in scope.user_groups}
-    keys.update({group: "scope.admin_groups" for group in scope.admin_groups})
-    for configured in dict.fromkeys((*scope.admin_groups, *scope.user_groups)):
-        try:
-            actual = reader.required_entry(tidy_dn(configured), "The scope group", ["objectSid"], keys[configured])
-        except _Missing as err:
-            similar = reader.similar_group(tidy_dn(configured))
-            raise SourceError(f"{err} Did you mean {similar}?" if similar else str(err)) from None
+    for configured, actual in entries.items():
         members = {actual["dn"]: _sid(actual)}
-        if scope.nested_groups:
-            members.update(nested_groups(reader, actual["dn"], FOREST if reader.endpoint.global_catalog else None))
+        if actual["dn"].lower() in inner:
+            members.update(nested_groups(reader, actual["dn"], _base_of(reader, actual["dn"])))
         for dn, sid in members.items():
             aliases.setdefault(dn.lower(), set()).add(normalise_dn(configured))
             if sid:
@@ -655,6 +662,77 @@ def scope_groups(reader: _Reader, scope: Scope) -> ScopeGroups:
     by_sid = reader.endpoint.global_catalog
     primary = {sid if by_sid else str(rid(sid)): frozen[dn] | {sys.intern(dn)} for dn, sid in sids.items()}
     return ScopeGroups(frozen, primary, by_sid)
+
+
+def _configured_entries(reader: _Reader, keys: Mapping[str, str]) -> dict[str, dict]:
+    """configured group -> its entry (with objectSid). Batched searches on distinguishedName find the groups
+    as AD writes them; any other (another server, another spelling, no group at all) is read on its own, and
+    one that does not exist is refused, naming its key, with the group most likely meant."""
+    found = _groups_named(reader, [tidy_dn(configured) for configured in keys])
+    entries = {}
+    for configured, key in keys.items():
+        entry = found.get(normalise_dn(tidy_dn(configured)))
+        if entry is None:
+            what = "The mapped group" if is_mapped_key(key) else "The scope group"
+            try:
+                entry = reader.required_entry(tidy_dn(configured), what, ["objectSid"], key)
+            except _Missing as err:
+                similar = reader.similar_group(tidy_dn(configured))
+                raise SourceError(f"{err} Did you mean {similar}?" if similar else str(err)) from None
+        entries[configured] = entry
+    return entries
+
+
+def _groups_named(reader: _Reader, dns: list[str]) -> dict[str, dict]:
+    """Normalised DN -> entry of the groups among `dns` that one search per TERMS_PER_SEARCH finds."""
+    found = {}
+    try:
+        for base, chunk in _batches(reader, dns):
+            terms = "".join(f"(distinguishedName={escape_filter_chars(dn)})" for dn in chunk)
+            for page in reader.pages(base, f"(&{GROUP_FILTER}(|{terms}))", ["objectSid"]):
+                found.update((normalise_dn(r["dn"]), r) for r in page if _is_utf8(r["dn"]))
+    except SourceError as err:  # a server that refuses the filter: each group is read on its own instead
+        log.debug("Batched group search failed (%s); reading the groups one by one.", err)
+    return found
+
+
+def _with_member_groups(reader: _Reader, dns: list[str]) -> set[str]:
+    """The groups among `dns` (as the server spells them) that hold a group as a direct member, lower case:
+    only those can have nested groups. A batch whose answer names none of its groups (a DN spelled otherwise
+    in memberOf) counts as all of them holding groups: an in-chain search too many, never one too few."""
+    out: set[str] = set()
+    for base, chunk in _batches(reader, dns):
+        wanted = {normalise_dn(dn): dn.lower() for dn in chunk}
+        terms = "".join(f"(memberOf={escape_filter_chars(dn)})" for dn in chunk)
+        try:
+            for page in reader.pages(base, f"(&{GROUP_FILTER}(|{terms}))", ["memberOf"]):
+                for response in page:
+                    parents = {wanted[p] for p in map(normalise_dn, _texts(response, "memberof")) if p in wanted}
+                    out.update(parents or wanted.values())
+        except SourceError as err:  # a server that refuses the filter: every group gets its in-chain search
+            log.debug("Batched search for member groups failed (%s); searching nested groups of each.", err)
+            out.update(wanted.values())
+    return out
+
+
+def _batches(reader: _Reader, dns: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """(search base, up to TERMS_PER_SEARCH DNs under it) for `dns`, in order."""
+    by_base: dict[str, list[str]] = {}
+    for dn in dns:
+        by_base.setdefault(_base_of(reader, dn), []).append(dn)
+    for base, group in by_base.items():
+        for start in range(0, len(group), TERMS_PER_SEARCH):
+            yield base, group[start : start + TERMS_PER_SEARCH]
+
+
+def _base_of(reader: _Reader, dn: str) -> str:
+    """Where groups related to `dn` are searched: its domain; on a global catalog, the whole forest."""
+    return FOREST if reader.endpoint.global_catalog else domain_of(dn)
+
+
+def _texts(response: dict, name: str) -> list[str]:
+    values = next((v for k, v in response["raw_attributes"].items() if k.lower() == name), ())
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
 
 
 def _sid(response: dict) -> bytes | None:

@@ -3,7 +3,8 @@
 Users are the entries with objectClass person that are neither contact nor computer (ad.NOT_USERS); group
 membership comes from the users' memberOf values and the group entries' member values, the users' primary
 group from primaryGroupID and the groups' objectSid, and nested groups are resolved through the group entries
-in the file.
+in the file. A user's groups are every group it is in (with nested groups, at any depth), so the mapped groups
+of pbx_groups.map among them; a scope or mapped group the file does not name is refused.
 
 The reader follows RFC 2849 strictly, because a file it misreads silently loses users: every record starts
 with exactly one `dn:` and records are separated by an empty line; a line without a colon, an attribute
@@ -35,7 +36,7 @@ from pathlib import Path
 from adsync_plan.config import Scope
 from adsync_plan.errors import InputError, SourceError
 from adsync_plan.model import NO_PROGRESS, Directory, DirectoryUser, Progress, normalise_dn
-from adsync_plan.sources import ad
+from adsync_plan.sources import ad, group_keys, is_mapped_key
 
 log = logging.getLogger(__name__)
 
@@ -240,18 +241,18 @@ class _Groups:
         return parents
 
     def require(self, scope: Scope) -> None:
-        """Every configured scope group is in the file: as a group entry, or named by a memberOf or member
-        value (an export of users only has no group entries). A DN found nowhere is a typo that would
-        silently leave its members out of scope."""
+        """Every configured scope group and mapped group is in the file: as a group entry, or named by a
+        memberOf or member value (an export of users only has no group entries). A DN found nowhere is a typo
+        that would silently leave its members out of scope (or out of their PBX group)."""
         referenced = set(self.member_of.values())
-        for key, configured in (("scope.admin_groups", scope.admin_groups), ("scope.user_groups", scope.user_groups)):
-            for dn in configured:
-                wanted = normalise_dn(dn)
-                if wanted not in self.entries and wanted not in referenced and wanted not in self.members:
-                    raise InputError(self._missing(dn, wanted, key, referenced))
+        for dn, key in group_keys(scope).items():
+            wanted = normalise_dn(dn)
+            if wanted not in self.entries and wanted not in referenced and wanted not in self.members:
+                raise InputError(self._missing(dn, wanted, key, referenced))
 
     def _missing(self, dn: str, wanted: str, key: str, referenced: set[str]) -> str:
-        where = f"{self.filename}: the scope group {dn} ({key})"
+        kind = "mapped group" if is_mapped_key(key) else "scope group"
+        where = f"{self.filename}: the {kind} {dn} ({key})"
         for (entry_dn, _, line), classes in zip(self.records, self.classes, strict=True):
             if normalise_dn(entry_dn) == wanted:
                 kinds = ", ".join(sorted(classes)) or "none"
