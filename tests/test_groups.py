@@ -656,3 +656,13 @@ def test_a_hand_edited_desired_file_with_two_groups_of_one_name_holds_both(cli, 
     assert [g["address"] for g in plan["group_changes"]] == ["group.Vertrieb"]
     held = {d["address"] for d in plan["diagnostics"] if d["code"] == "GROUP_NAME_COLLISION"}
     assert held == {"group.SUPPORT", "group.Support"} and plan["summary"]["group_held"] == 2
+
+
+def test_a_group_changed_on_the_pbx_after_the_plan_makes_it_stale(cli, tmp_path):
+    case = applied_case(cli, tmp_path, "groups_member_leaves")
+    assert cli("refresh", "-c", case / "adsync.yaml")[0] == 0  # the snapshot the plan was made against
+    case_pbx = json.loads((case / "pbx.yaml").read_text())
+    case_pbx["groups"][0]["members"] = [20]  # someone edits the group on the PBX meanwhile
+    (case / "pbx.yaml").write_text(json.dumps(case_pbx))
+    code, _, err = cli("apply", "-c", case / "adsync.yaml", case / "p.plan.json")
+    assert code == 1 and "the plan is stale" in err and "PBX group 50 (Vertrieb) changed" in err, err
