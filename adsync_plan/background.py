@@ -7,6 +7,8 @@ network waits when they don't. The child's answers come back pickled through a p
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import multiprocessing
 import os
 import signal
@@ -25,6 +27,7 @@ class Forked:
     def __init__(self, work: Callable[[], Iterator]):
         context = multiprocessing.get_context("fork")
         self._answers, answer = context.Pipe(duplex=False)
+        _widen(answer)
         self._child = context.Process(target=_run, args=(work, answer), daemon=True)
         self._child.start()
         answer.close()  # the child holds its own end; EOF then means the child died
@@ -52,6 +55,16 @@ class Forked:
         if self._child.is_alive():
             self._child.terminate()  # the caller failed first and no longer needs the answers
         self._child.join()
+
+
+PIPE_BYTES = 1 << 20  # Linux's default limit for an unprivileged process (/proc/sys/fs/pipe-max-size)
+
+
+def _widen(connection) -> None:
+    """Let the child write a chunk or two ahead of the parent's reading: with the default 64 KiB pipe each
+    send of ~800 KB waits until the parent reads it all, so any hitch of one process stalls the other."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or a lower limit: the default works, slower
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _run(work: Callable[[], Iterator], answer) -> None:

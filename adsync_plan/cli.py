@@ -175,7 +175,9 @@ def plan(
     _exclusive(json_out, markdown)
     cfg = load_config(config)
     if refresh_only:
-        return _plan_refresh_only(cfg, out, json_out, markdown, detailed_exitcode, target or desired or no_refresh)
+        redactor = output.Redactor(redact, redact_names)
+        other = target or desired or no_refresh
+        return _plan_refresh_only(cfg, out, json_out, markdown, detailed_exitcode, other, redactor)
     result = pipeline.make_plan(
         cfg, desired, not no_refresh, allow_mass_orphan, output.progress(), targets=tuple(target or ())
     )
@@ -196,11 +198,13 @@ def plan(
     return EXIT_CHANGES if detailed_exitcode and result.plan.has_changes else EXIT_OK
 
 
-def _plan_refresh_only(cfg, out: Path | None, json_out: bool, markdown: bool, detailed_exitcode: bool, other) -> int:
+def _plan_refresh_only(
+    cfg, out: Path | None, json_out: bool, markdown: bool, detailed_exitcode: bool, other, redactor
+) -> int:
     if other:
         raise click.UsageError("--refresh-only reads only the PBX: leave out --target, --desired and --no-refresh.")
     plan_obj = pipeline.plan_refresh_only(cfg, output.progress())
-    _print_plan(plan_obj, json_out, markdown, output.Redactor(False, False))
+    _print_plan(plan_obj, json_out, markdown, redactor)
     if out:
         from adsync_plan.planfile import save_plan, signing_key
 

@@ -152,7 +152,7 @@ def _build(path: Path, data, digest: str) -> Config:
             user_groups=tuple(scope["user_groups"]),
             nested_groups=scope.get("nested_groups", True),
             include_disabled=scope.get("include_disabled", False),
-            mapped_groups=tuple(dict.fromkeys(m.directory_group for m in mapped)),
+            mapped_groups=tuple(m.directory_group for m in mapped),  # by index: messages name map.N
         ),
         numbering=Numbering(
             country=num.get("country", "DE"),

@@ -3,6 +3,7 @@ the same as in one process, and the child's errors reach the user as they would 
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import pytest
@@ -155,6 +156,15 @@ class PbxLikeError(AdsyncError):
 def test_parallel_map_raises_the_childs_error():
     with pytest.raises(PbxLikeError, match="seven"):
         background.parallel_map(_fails_on_seven, list(range(10)), at_least=2)
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
+def test_the_child_can_write_a_chunk_ahead_of_the_parent():
+    """A chunk of 5,000 users pickles to about 800 KB: the pipe holds one, so neither process waits for the
+    other's every hitch."""
+    with background.Forked(lambda: iter([1])) as child:
+        assert fcntl.fcntl(child._answers.fileno(), fcntl.F_GETPIPE_SZ) >= background.PIPE_BYTES
+        assert child.next() == 1
 
 
 def test_the_diff_names_fields_the_same_in_two_processes(demo):

@@ -62,6 +62,48 @@ def test_derived_internal_uses_the_longest_matching_block():
     assert rules.derive_internal("+4989123") is None
 
 
+def reference_user_numbers(rules: NumberRules, phones, faxes):
+    """user_numbers spelled out with the public steps (parse, derive_internal, outside_blocks), as it was
+    before it kept each value's derived number (issue 15)."""
+    parsed = [rules.parse(v) for v in phones]
+    faxed = [rules.parse(v) for v in faxes]
+    primary = None
+    for kind, number in parsed:
+        if kind != "invalid":
+            primary = primary or (number if kind == "internal" else rules.derive_internal(number))
+    internal = {n for k, n in parsed if k == "internal"} | ({primary} if primary else set())
+    fax = {n for k, n in faxed if k != "invalid"}
+    external = tuple(sorted({n for k, n in parsed if k == "external"} - fax))
+    invalid = tuple(v for v, (k, _) in zip([*phones, *faxes], [*parsed, *faxed], strict=True) if k == "invalid")
+    return (primary, tuple(sorted(internal - fax)), external, tuple(sorted(fax)), invalid), rules.outside_blocks(
+        (*external, *sorted(fax))
+    )
+
+
+@pytest.mark.parametrize("blocks", [(), (Block("+4970", "9"), Block("+49702227978", "2"))])
+def test_user_numbers_equal_their_public_steps(blocks):
+    rules = NumberRules(Numbering(country="DE", blocks=blocks))
+    values = [
+        "30",
+        "+49702227978 30",
+        "+4970222797830",
+        "0711 555-1234",
+        "+4971155512",
+        "²7",
+        "+49 (7022) 2797831",
+        "12/34",
+        "not a number",
+        "+4930123456",
+        "",
+        "7022 27978-30",
+        "\uff13\uff10",
+    ]
+    for n, phones in enumerate(zip(values, values[3:] + values[:3], strict=True)):
+        faxes = (values[(n * 5) % len(values)],) if n % 2 else ()
+        found = rules.user_numbers(phones, faxes)
+        assert (tuple(found[:5]), found.outside) == reference_user_numbers(rules, phones, faxes), (phones, faxes)
+
+
 @pytest.mark.parametrize("number", ["110", "112", "115", "116117", "11833", "1101", "199", "310", "700", "900"])
 def test_r5_reserved_numbers(number):
     assert RULES.reserved_reason(number)

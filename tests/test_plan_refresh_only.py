@@ -4,6 +4,7 @@ writes the snapshot. From the CLI on a copy of examples/demo with its file PBX, 
 from __future__ import annotations
 
 import json
+import re
 
 from adsync_plan import schemas
 from adsync_plan.state import load_snapshot
@@ -120,3 +121,16 @@ def test_refresh_only_does_not_mix_with_directory_options(demo, capsys):  # noqa
         code, _, err = adsync(capsys, "plan", "--refresh-only", *extra)
         assert code == 64
         assert "--refresh-only reads only the PBX: leave out --target, --desired and --no-refresh." in err
+
+
+def test_refresh_only_redacts_numbers_and_login_ids_on_request(demo, capsys):  # noqa: F811
+    """--redact hides the PBX's numbers and login IDs in every form of the refresh-only output, as it does
+    in a plan; PBX user ids and counts stay readable. The saved plan keeps them."""
+    assert adsync(capsys, "refresh")[0] == 0
+    change_pbx_by_hand(demo)
+    for form in ((), ("--markdown",), ("--json",)):
+        code, out, err = adsync(capsys, "plan", "--refresh-only", "--redact", *form, "-o", "plans/r.plan.json")
+        assert code == 0, err
+        assert "+4970222797867" not in out and "(77)" not in out and "(20)" not in out, form
+        assert len(re.findall(r"number\\?:[0-9a-f]{8}", out)) == 5 and "PBX user 6" in out, form
+    assert "+4970222797867" in (demo / "plans/r.plan.json").read_text()

@@ -32,4 +32,5 @@ def test_refresh_needs_a_fixed_number_of_requests(count, tmp_path, monkeypatch):
         "GET /callservices": 1,
         "GET /permissions": 1,
         "GET /permissions/{id}/users": 1,
+        "GET /groups": 1,  # no groups, so no GET /groups/{id} (tests/test_starface_groups.py counts those)
     }

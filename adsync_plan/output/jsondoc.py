@@ -6,6 +6,7 @@ import json
 
 from adsync_plan.model import Plan
 from adsync_plan.output.redact import Redactor
+from adsync_plan.output.text import refresh_only_changes
 from adsync_plan.planfile import to_document
 
 
@@ -31,4 +32,6 @@ def plan_json(plan: Plan, redact: Redactor | None = None) -> str:
         doc["diagnostics"] = [redact.diagnostic(d).to_dict() for d in plan.diagnostics]
         if "targets" in doc:
             doc["targets"]["addresses"] = [redact.address(a) for a in doc["targets"]["addresses"]]
+        if plan.refresh_only is not None:
+            doc["refresh_only"]["pbx_changes"] = refresh_only_changes(plan, redact)
     return json.dumps(doc, indent=2, ensure_ascii=False)

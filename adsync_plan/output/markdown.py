@@ -43,8 +43,8 @@ MORE = "- ... and {} more; see `adsync-plan show PLANFILE`"
 
 def plan_markdown(plan: Plan, redact: Redactor | None = None, held_by: tuple[int, int] | None = None) -> str:
     redact = redact or Redactor(False)
-    if plan.refresh_only is not None:  # PBX user ids, login IDs and numbers of the PBX: nothing to redact
-        return _refresh_only(plan)
+    if plan.refresh_only is not None:
+        return _refresh_only(plan, redact)
     lines = _summary(plan, redact)
     lines += _attention(plan, redact)
     lines += _findings(plan, redact)
@@ -64,8 +64,8 @@ def plan_markdown(plan: Plan, redact: Redactor | None = None, held_by: tuple[int
     )
 
 
-def _refresh_only(plan: Plan) -> str:
-    text = refresh_only_text(plan).splitlines()
+def _refresh_only(plan: Plan, redact: Redactor) -> str:
+    text = refresh_only_text(plan, redact).splitlines()
     if len(text) == 1:
         return f"### adsync-plan\n\n{md(text[0])}\n"
     items = [f"- {md(line.strip())}" for line in text[1:-2]]

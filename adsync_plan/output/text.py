@@ -7,6 +7,7 @@ order: `attention`, `change_line`, `held_users`, `summary_line`."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -325,7 +326,7 @@ def plan_text(
 ) -> str:
     redact = redact or NO_REDACTION
     if plan.refresh_only is not None:
-        return refresh_only_text(plan)
+        return refresh_only_text(plan, redact)
     lines = []
     refused = list(findings(plan, "error", redact))
     if refused:
@@ -355,9 +356,9 @@ def plan_text(
     return "\n".join(lines)
 
 
-def refresh_only_text(plan: Plan) -> str:
+def refresh_only_text(plan: Plan, redact: Redactor = NO_REDACTION) -> str:
     """`plan --refresh-only`: the PBX's own changes since the committed snapshot; no user changes."""
-    changed, serial = plan.refresh_only["pbx_changes"], plan.refresh_only["since_serial"]
+    changed, serial = refresh_only_changes(plan, redact), plan.refresh_only["since_serial"]
     if not changed:
         return f"No changes. The PBX matches the committed snapshot (serial {serial})."
     lines = [f"Refresh only: the PBX changed since the committed snapshot (serial {serial}):"]
@@ -367,6 +368,27 @@ def refresh_only_text(plan: Plan) -> str:
         "changes nothing on the PBX."
     )
     return "\n".join(lines)
+
+
+def refresh_only_changes(plan: Plan, redact: Redactor) -> list[str]:
+    """The lines of the PBX's changes (state.describe_changes); --redact hides the login IDs and numbers they
+    name, short ones too (free text keeps "(20)" as it might be a count)."""
+    if not redact.enabled:
+        return list(plan.refresh_only["pbx_changes"])
+    return [
+        redact.text(_REFRESH_NUMBERS.sub(lambda m: _redacted_numbers(m, redact), line))
+        for line in plan.refresh_only["pbx_changes"]
+    ]
+
+
+# "PBX user 3 (20) changed: ..." and "2 number(s) changed owner or were added/removed: +4970222797867, 67"
+_REFRESH_NUMBERS = re.compile(r"(?<=^PBX user )(\S+ \()([^)]*)(?=\))|(?<=were added/removed: )(.*?)(?=(?: \.\.\.)?$)")
+
+
+def _redacted_numbers(match: re.Match, redact: Redactor) -> str:
+    if match.group(1) is not None:  # a PBX user's login ID
+        return match.group(1) + redact.placeholder("number", match.group(2))
+    return ", ".join(redact.placeholder("number", n) for n in match.group(3).split(", "))
 
 
 def targeted_line(plan: Plan, redact: Redactor) -> str:

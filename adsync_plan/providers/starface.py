@@ -31,6 +31,16 @@ matters:
 - Reads (GET) are retried with backoff on 5xx and connection errors; writes never are. A create whose
   answer is lost is never repeated: the login ID is looked up instead, and the user found is taken as the
   one just created when its e-mail address matches.
+- Groups (issue 16): refresh adds GET /groups and one GET /groups/{id} per group (the list items carry no
+  members; the API has no bulk read of them), run `pbx.parallelism` at a time; a group's numbers are those
+  /phonenumbers lists with its `assignedGroupAccountId`. Each group write is GET /groups/{id} + PUT /groups
+  of the whole Group with one change (the full `assignableUsers`/`assignableNumbers` lists as read, one flag
+  or the name changed: whether the PBX reads a partial list as "add" or "replace" is unverified); a create
+  is POST /groups (204, no id) + GET /groups?searchTerm=<name> with an exact-name match (the full list if
+  the search misses). `AssignableNumber.id` is taken to be the PhoneNumber id, with the number's fields
+  (extension, countryCode, localAreaCode) as the fallback. Group writes are safe in parallel for different
+  groups, not for one group (each PUT carries the whole group: two at once would lose one change), so one
+  group's steps must run one after the other, as one user's do.
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ import secrets
 import threading
 import time
 from collections.abc import Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -58,6 +70,7 @@ from adsync_plan.model import (
     SERVICE_STANDARD,
     SHAPE_FIELDS,
     PbxAccount,
+    PbxGroup,
     PbxNumber,
     PbxState,
     Progress,
@@ -110,6 +123,7 @@ class StarfaceProvider(Provider):
         self._permissions: list[dict] | None = None
         self._admin_ids: tuple[int, ...] | None = None  # the permissions that make an administrator
         self._names: dict[str, str] = {}  # PBX user id -> "login ID 30 (Jane Doe)", for messages
+        self._group_names: dict[str, str] = {}  # PBX group id -> its name, for messages
 
     @property
     def pbx(self) -> str:
@@ -121,7 +135,7 @@ class StarfaceProvider(Provider):
 
     # ---- reading ---------------------------------------------------------------------------------------
     def read(self, progress: Progress = NO_PROGRESS) -> PbxState:
-        progress.start("Reading the STARFACE PBX", total=6)
+        progress.start("Reading the STARFACE PBX", total=7)
         users = self._get_list("/users", progress)
         phone_numbers = self._get_list("/phonenumbers", progress)
         accounts = self._get_list("/accounts", progress)
@@ -131,6 +145,7 @@ class StarfaceProvider(Provider):
         for pid in self._admin_permissions():
             admins |= {str(u.get("id")) for u in self._get_list(f"/permissions/{pid}/users")}
         progress.advance()
+        group_items = self._get_list("/groups", progress)
         progress.done()
         if problems := self.mapping_problems():  # refuse before a plan that apply could not carry out
             raise PbxError(problems[0])
@@ -142,8 +157,184 @@ class StarfaceProvider(Provider):
         }
         result = [self._account(u, admins, primary) for u in users]
         self._names = {acc.id: f"login ID {acc.login_id} ({acc.first_name} {acc.last_name})" for acc in result}
-        log.debug("read %d users and %d numbers from %s", len(result), len(numbers), self.url)
-        return PbxState.from_parts(result, numbers)
+        groups = self._read_groups(group_items, numbers, progress)
+        log.debug("read %d users, %d numbers, %d groups from %s", len(result), len(numbers), len(groups), self.url)
+        return replace(PbxState.from_parts(result, numbers), groups=groups)
+
+    # ---- groups ----------------------------------------------------------------------------------------
+    def _read_groups(self, items: list[dict], numbers: Mapping[str, PbxNumber], progress: Progress) -> dict:
+        """Each listed group with its members (one GET /groups/{id} each, `pbx.parallelism` at a time) and
+        its numbers (the inventory's, owned `group:<id>`). A group gone between the list and its read is left
+        out, as if the list had come a moment later."""
+        owned: dict[str, list[str]] = {}
+        for number, info in numbers.items():
+            if info.owner and info.owner.startswith("group:"):
+                owned.setdefault(info.owner.removeprefix("group:"), []).append(number)
+        ids = [str(item.get("id")) for item in items]
+        if not ids:
+            return {}
+        progress.start("Reading the members of the STARFACE groups", total=len(ids))
+        workers = max(1, min(int(self.settings.get("parallelism", 4)), self.POOL, len(ids)))
+        with ThreadPoolExecutor(workers) as pool:
+            details = list(pool.map(lambda gid: self._group_or_none(gid, progress), ids))
+        progress.done()
+        groups = {}
+        for gid, group in zip(ids, details, strict=True):
+            if group is None:
+                continue
+            self._group_names[gid] = str(group.get("name") or "")
+            groups[gid] = PbxGroup(
+                name=self._group_names[gid],
+                members=_members(group),
+                numbers=tuple(sorted(owned.get(gid, ()))),
+            )
+        return groups
+
+    def _group_or_none(self, gid: str, progress: Progress = NO_PROGRESS) -> dict | None:
+        path = f"/groups/{int(gid)}"
+        resp = self._call("GET", path, read=True)
+        progress.advance()
+        if resp.status_code == 404:
+            log.info("group %s was deleted on the PBX while it was read; left out", gid)
+            return None
+        data = self._json(self._checked(resp, "read", self._group_who(gid), "GET", path), "GET", path)
+        if not isinstance(data, dict):
+            raise PbxError(f"{self.pbx} answered GET /rest{path} with JSON that is not an object.")
+        return data
+
+    def _group(self, gid: str) -> dict:
+        group = self._group_or_none(gid)
+        if group is None:
+            raise PbxError(f"{self.pbx} no longer has {self._group_who(gid)}; run refresh and plan again.")
+        self._group_names[str(gid)] = str(group.get("name") or "")
+        return group
+
+    def _group_who(self, gid: str, name: str | None = None) -> str:
+        name = name if name is not None else self._group_names.get(str(gid))
+        return f"the group {name!r} (id {gid})" if name else f"the group {gid}"
+
+    def read_group(self, group_id: str) -> PbxGroup:
+        """One request: the group's name, its members and its numbers, as GET /groups/{id} has them."""
+        group = self._group(group_id)
+        numbers = (self._assignable_text(e) for e in group.get("assignableNumbers") or () if e.get("assigned"))
+        return PbxGroup(
+            name=str(group.get("name") or ""),
+            members=_members(group),
+            numbers=tuple(sorted(n for n in numbers if n)),
+        )
+
+    def _assignable_text(self, entry: Mapping) -> str | None:
+        """An AssignableNumber as the inventory writes it: from its own fields (extension; for an external one
+        + countryCode + localAreaCode, as a PhoneNumber's), else by its id taken as the PhoneNumber id."""
+        if entry.get("extension"):
+            if entry.get("intern"):
+                return str(entry["extension"])
+            fields = {"number": entry["extension"], "nationalPrefix": entry.get("countryCode")}
+            return e164({**fields, "localPrefix": entry.get("localAreaCode"), "id": entry.get("id")})
+        self._load_inventory()
+        known = self._numbers_by_id.get(entry.get("id"))
+        return known[0] if known else None
+
+    def create_group(self, name: str) -> str:
+        who = f"the new group {name!r}"
+        body = {"name": name, "chatGroup": False, "voicemail": False, "assignableNumbers": [], "assignableUsers": []}
+        try:
+            resp = self._call("POST", "/groups", body=body)
+            cause = f"HTTP {resp.status_code}"
+        except _Unanswered as err:
+            resp, cause = None, str(err)
+        if resp is not None and 400 <= resp.status_code < 500:
+            raise self._refused(resp, "create", who, "POST", "/groups")
+        found = self._find_group(name)
+        if resp is not None and 200 <= resp.status_code < 300:
+            if found is None:
+                raise PbxError(
+                    f"{self.pbx} confirmed the creation of {who} but lists no group with that name; check the "
+                    "PBX's groups before running apply again."
+                )
+        elif found is None:
+            raise PbxError(
+                f"{self.pbx} did not confirm the creation of {who} ({cause}) and has no group with that name, "
+                "so nothing was created; run plan and apply again."
+            )
+        else:
+            group = self._group(str(found))
+            if _members(group) or any(e.get("assigned") for e in group.get("assignableNumbers") or ()):
+                raise PbxError(
+                    f"{self.pbx} did not confirm the creation of {who} ({cause}), and a group {found} with that "
+                    "name has members or numbers, so it is not the one just made; check that group on the PBX."
+                )
+            log.warning("The PBX did not confirm the creation of %s (%s), but it exists now; carrying on.", who, cause)
+        self._group_names[str(found)] = name
+        return str(found)
+
+    def _find_group(self, name: str) -> int | None:
+        """The id of the one group named exactly `name`: a search first, the full list if the search does not
+        find it; two groups of that name are ambiguous (the PBX should not allow them) and refused."""
+        for params in ({"searchTerm": name}, None):
+            ids = sorted(
+                {item.get("id") for item in self._get_list("/groups", params=params) if item.get("groupname") == name}
+            )
+            if len(ids) > 1:
+                raise PbxError(
+                    f"{self.pbx} has {len(ids)} groups named {name!r} (ids {', '.join(map(str, ids))}); rename "
+                    "all but one on the PBX, then run plan again."
+                )
+            if ids:
+                return ids[0]
+        return None
+
+    def rename_group(self, group_id: str, name: str) -> None:
+        group = self._group(group_id)
+        who = self._group_who(group_id)
+        self._put_group({**group, "name": name}, f"rename to {name!r}", who)
+        self._group_names[str(group_id)] = name
+
+    def set_group_members(self, group_id: str, member_ids: Collection[str]) -> None:
+        """Flip `assigned` on the group's assignableUsers so that exactly `member_ids` are members; a member
+        the PBX does not offer is added as an entry of its own, for the PBX to accept or refuse."""
+        group = self._group(group_id)
+        wanted = {int(uid) for uid in member_ids}
+        users = [{**u, "assigned": u.get("id") in wanted} for u in group.get("assignableUsers") or ()]
+        listed = {u.get("id") for u in users}
+        users += [{"id": uid, "assigned": True} for uid in sorted(wanted - listed)]
+        members = ", ".join(map(str, sorted(wanted))) or "none"
+        doing = f"set the members (PBX user ids {members}) of"
+        self._put_group({**group, "assignableUsers": users}, doing, self._group_who(group_id))
+
+    def assign_group_number(self, group_id: str, number: str) -> None:
+        group = self._group(group_id)
+        nid = self._number_id(number)
+        entries, found = self._number_entries(group, number, True)
+        if not found:  # not offered: owned by someone else, or unknown to the group; the PBX says which
+            entries.append({"id": nid, "assigned": True})
+        doing = f"assign the number {number} to"
+        self._put_group({**group, "assignableNumbers": entries}, doing, self._group_who(group_id))
+
+    def release_group_number(self, group_id: str, number: str) -> None:
+        group = self._group(group_id)
+        self._number_id(number)  # a number outside the inventory is refused as for users
+        entries, found = self._number_entries(group, number, False)
+        if not found:
+            raise PbxError(
+                f"{self.pbx} does not list the number {number} as one of {self._group_who(group_id)}; "
+                "run refresh and plan again."
+            )
+        doing = f"remove the number {number} from"
+        self._put_group({**group, "assignableNumbers": entries}, doing, self._group_who(group_id))
+
+    def _number_entries(self, group: Mapping, number: str, assigned: bool) -> tuple[list[dict], bool]:
+        """The group's assignableNumbers with the entry of `number` set to `assigned` (a release only touches
+        an entry the group has), and whether there was such an entry."""
+        entries, found = [], False
+        for entry in group.get("assignableNumbers") or ():
+            if self._assignable_text(entry) == number and (assigned or entry.get("assigned")):
+                entry, found = {**entry, "assigned": assigned}, True
+            entries.append(entry)
+        return entries, found
+
+    def _put_group(self, body: dict, doing: str, who: str) -> None:
+        self._write("PUT", "/groups", body, doing, who)
 
     def _get_list(self, path: str, progress: Progress = NO_PROGRESS, params: dict | None = None) -> list[dict]:
         resp = self._call("GET", path, params=params, read=True)
@@ -773,6 +964,11 @@ def _owner(pn: Mapping, fax_ids: set[int]) -> tuple[str | None, str | None]:
     else:
         return None, None
     return owner, SERVICE_FAX if service_id in fax_ids else SERVICE_STANDARD
+
+
+def _members(group: Mapping) -> tuple[str, ...]:
+    """The PBX user ids of a Group's assignableUsers marked assigned, sorted."""
+    return tuple(sorted(str(u.get("id")) for u in group.get("assignableUsers") or () if u.get("assigned")))
 
 
 def _service_names(service: Mapping) -> set[str]:

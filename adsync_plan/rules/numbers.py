@@ -52,28 +52,30 @@ class NumberRules:
         self._blocks = sorted(numbering.blocks, key=lambda b: -len(b.external_prefix))
 
     def parse(self, value: str) -> Parsed:
-        compact = _SEPARATORS.sub("", value)
+        kind, number, _ = self._parsed(value)
+        return Parsed(kind, number)
+
+    def _parsed(self, value: str) -> tuple[str, str, str | None]:
+        """parse, and for an external number the internal number behind it through numbering.blocks (None
+        when it is in no block): worked out once per value, not again for the primary and R7."""
+        plain = value.isdigit() or (value[:1] == "+" and value[1:].isdigit())  # nothing for the regex to remove
+        compact = value if plain else _SEPARATORS.sub("", value)
         if compact.isdigit() and len(compact) <= self.max_len:
-            return Parsed("internal", compact)
-        if self._in_block(compact):
-            return Parsed("external", compact)  # already E.164, in one of the PBX's own number blocks
+            return "internal", compact, None
+        # A '+digits' value of at most 15 digits inside a configured block: phonenumbers would say the same,
+        # at a hundredth of the cost (it is the most frequent spelling in a directory).
+        if compact.startswith("+") and compact[1:].isdigit() and len(compact) <= 16:
+            derived = self.derive_internal(compact)
+            if derived is not None:
+                return "external", compact, derived  # already E.164, in one of the PBX's own number blocks
         try:
             number = phonenumbers.parse(value, self.country)
         except phonenumbers.NumberParseException:
-            return Parsed("invalid", value)
+            return "invalid", value, None
         if not phonenumbers.is_possible_number(number):
-            return Parsed("invalid", value)
-        return Parsed("external", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-
-    def _in_block(self, compact: str) -> bool:
-        """A '+digits' value of at most 15 digits inside a configured block: phonenumbers would say the same,
-        at a hundredth of the cost (it is the most frequent spelling in a directory)."""
-        return (
-            compact.startswith("+")
-            and compact[1:].isdigit()
-            and len(compact) <= 16
-            and self.derive_internal(compact) is not None
-        )
+            return "invalid", value, None
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return "external", e164, self.derive_internal(e164)
 
     def derive_internal(self, e164: str) -> str | None:
         """The internal number behind an external one, through numbering.blocks (longest prefix first)."""
@@ -85,8 +87,9 @@ class NumberRules:
     def user_numbers(self, phones, faxes) -> UserNumbers:
         """Each value parsed once; R7's numbers outside every block are looked up on the parsed numbers."""
         primary, internal, external, fax, invalid = None, set(), set(), set(), []
+        derived_of: dict[str, str | None] = {}  # external or fax number -> its internal number, if in a block
         for value in phones:
-            kind, number = self.parse(value)
+            kind, number, derived = self._parsed(value)
             if kind == "invalid":
                 invalid.append(value)
             elif kind == "internal":
@@ -94,23 +97,28 @@ class NumberRules:
                 primary = primary or number
             else:
                 external.add(number)
-                primary = primary or self.derive_internal(number)
+                derived_of[number] = derived
+                primary = primary or derived
         for value in faxes:
-            kind, number = self.parse(value)
+            kind, number, derived = self._parsed(value)
             if kind == "invalid":
                 invalid.append(value)
             else:
                 fax.add(number)
+                derived_of[number] = derived
         if primary is not None:
             internal.add(primary)
         external, fax = tuple(sorted(external - fax)), tuple(sorted(fax))
+        outside = ()
+        if self._blocks:  # as outside_blocks, from the numbers derived above
+            outside = tuple(dict.fromkeys(n for n in (*external, *fax) if n[:1] == "+" and derived_of[n] is None))
         return UserNumbers(
             primary=primary,
             internal=tuple(sorted(internal - set(fax))),
             external=external,
             fax=fax,
             invalid=tuple(invalid),
-            outside=self.outside_blocks((*external, *fax)),
+            outside=outside,
         )
 
     def outside_blocks(self, numbers) -> tuple[str, ...]:

@@ -75,9 +75,8 @@ class Reconciler:
         # R10 without the exception for bound admins (see is_protected)
         protect = config.protect_logins
         self.always_protected = set(state.admins) | {i for i, u in state.users.items() if u.login_id in protect}
-        self.of_type = {INTERNAL: set(), EXTERNAL: set()}
-        for number, info in state.numbers.items():
-            self.of_type.setdefault(info.type, set()).add(number)
+        kinds = {INTERNAL, EXTERNAL} | {info.type for info in state.numbers.values()}
+        self.of_type = {kind: {n for n, info in state.numbers.items() if info.type == kind} for kind in kinds}
         self.d = Decisions()
 
     def _email_index(self) -> dict[str, str]:
@@ -171,10 +170,11 @@ class Reconciler:
     def _check_numbers_exist(self) -> None:
         """R7 (external and fax numbers must be on the PBX) and R12 (the primary internal number too)."""
         drop = self.config.on_invalid_number == "drop_number"
+        numbers, internal, external = self.state.numbers, self.of_type[INTERNAL], self.of_type[EXTERNAL]
         for account in sorted(self.desired):
             user = self.desired[account]
-            shape, numbers = user.user, self.state.numbers
-            if shape.primary_internal_number not in self.of_type[INTERNAL]:
+            shape = user.user
+            if shape.primary_internal_number not in internal:
                 self._hold(
                     user,
                     _error(
@@ -188,7 +188,7 @@ class Reconciler:
                 )
                 continue
             wanted = shape.numbers()
-            if wanted <= numbers.keys() and self.of_type[EXTERNAL].issuperset(shape.external_numbers):
+            if wanted <= numbers.keys() and external.issuperset(shape.external_numbers):
                 continue  # the usual case, checked at C speed
             missing = sorted(n for n in wanted if n not in numbers)
             wrong_type = sorted(n for n in shape.external_numbers if n in numbers and numbers[n].type != EXTERNAL)
@@ -220,19 +220,17 @@ class Reconciler:
             source = {"dn": user.dn, "attribute": self._attr_of(shape, number)}
             self.d.diagnostics.append(invalid_external_number(user.address, number, source, drop=True))
 
-    def _active(self):
+    def _active(self) -> list:
         """(account, user, matched PBX id or None) of everyone still to be created or matched."""
-        for account, user in self.d.creates.items():
-            yield account, user, None
-        for account, (user, pbx_id, _) in self.d.matches.items():
-            yield account, user, pbx_id
+        creates = [(account, user, None) for account, user in self.d.creates.items()]
+        return creates + [(account, user, pbx_id) for account, (user, pbx_id, _) in self.d.matches.items()]
 
     def _check_login_ids(self) -> int:
         """R6: a login ID kept by another PBX user, or claimed twice in this run, holds the newcomer.
         Returns how many users it held."""
         users = self.state.users
         moving = {users[i].login_id for _, (u, i, _) in self.d.matches.items() if u.user.login_id != users[i].login_id}
-        active = list(self._active())
+        active = self._active()
         claims = Counter(user.user.login_id for _, user, _ in active)
         twice = defaultdict(list)  # only the logins claimed more than once
         for _, user, _ in active if len(claims) < len(active) else ():

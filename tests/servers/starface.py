@@ -7,6 +7,16 @@ at most one owner, only numbers from its inventory, and its licence count. Where
 unverified (the status of a duplicate login, of a licence overflow), it answers 400 with
 `{"code": 400, "message": ...}`, as the notes suggest.
 
+Groups (`/groups`, `/groups/{id}`; user and group ids share one account id space): a name that is non-empty, at
+most GROUP_NAME_MAX characters and unique (case-insensitive; no public source gives STARFACE's own limit, the
+6.7 API description has no maxLength), members that are existing users, numbers that are free or already the
+group's (a group's number cannot go to a user either). Refusals are 400 with a plain string body, as on the
+number endpoints. Whether a PUT with a partial `assignableUsers` list adds to or replaces the members is
+unverified; this server refuses (400) any PUT that leaves out a current member or a current number of the
+group, the one case where the two readings differ, so a client that sends partial lists fails here instead of
+on a real PBX. Entries it does list are applied as sent (assigned true: member or the group's number; false:
+not). DELETE /groups/{id} exists, as on the PBX; `counts["DELETE /groups/{id}"]` shows whether it was called.
+
 Beyond the PBX it counts requests per endpoint (`counts["POST /users"]`) and injects faults: a 500, a dropped
 connection, a slow answer or a body that is not JSON, on the k-th request (optionally only the k-th request to
 one method and path), before or after the request took effect.
@@ -56,6 +66,7 @@ DEFAULT_CALL_SERVICES = [
     (4, "fax2mail", "Software Fax2Mail"),
 ]
 SERVICE_BY_KIND = {"standard": 1, "fax": 3}
+GROUP_NAME_MAX = 64  # the contract's limit (issue 16); a copy, as this server keeps its own implementations
 TOKEN_TTL = 4 * 3600.0
 ACCESS_TTL = 300.0  # STARFACE 10's access tokens
 REFRESH_TTL = 6 * 3600.0
@@ -260,13 +271,28 @@ class StarfaceServer(ThreadedServer):
     def add_number_of_type(self, number: str, type_: str) -> int:
         return self._add_number({"type": type_, "number": number})
 
-    def add_group(self, name: str, numbers: tuple[int, ...] = ()) -> int:
+    def add_group(
+        self,
+        name: str,
+        numbers: tuple[int, ...] = (),
+        members: tuple[int, ...] = (),
+        group_id: int | None = None,
+        declared: bool = True,
+    ) -> int:
+        """A group with numbers (PhoneNumber ids) and members (user ids). `declared` False: a group only known
+        as the owner of a number in a PBX file without a `groups` list; export_pbx_file leaves it out."""
         with self.lock:
-            gid = self._next_id()
-            self.data.groups[gid] = {"id": gid, "name": name}
+            gid = group_id if group_id is not None else self._next_id()
+            # an undeclared group may share its id with a user: older PBX files (the demo's) have such owners
+            if gid in self.data.groups or (declared and gid in self.data.users):
+                raise ValueError(f"account id {gid} is taken")
+            missing = [uid for uid in members if uid not in self.data.users]
+            if missing:
+                raise ValueError(f"group {name!r}: no user {missing[0]}")
+            self.data.groups[gid] = _group(gid, name, members, declared)
             for nid in numbers:
                 self._owner_free(nid)
-                self.data.numbers[nid].update(assignedGroupAccountId=gid, assignedServiceId=1)
+                self._give_group(gid, nid)
             return gid
 
     def give_to_module(self, number_id: int, module: str) -> None:
@@ -316,9 +342,19 @@ class StarfaceServer(ThreadedServer):
             pid = next(p["id"] for p in self.data.permissions.values() if p["permission"] == "admin_perm")
             return set(self.data.grants[pid])
 
+    def group_members(self, gid: int) -> set[int]:
+        with self.lock:
+            return set(self.data.groups[gid]["members"])
+
+    def group_numbers(self, gid: int) -> set[str]:
+        """The numbers a group owns, as the provider shows them (internal digits or E.164)."""
+        with self.lock:
+            return {_e164(n) for n in self.data.numbers.values() if n["assignedGroupAccountId"] == gid}
+
     def check_consistency(self) -> None:
         """What a real PBX guarantees; raises AssertionError when the emulator's data broke it."""
         with self.lock:
+            self._check_groups()
             logins = Counter(u["login"] for u in self.data.users.values())
             assert all(c == 1 for c in logins.values()), f"duplicate logins: {logins.most_common(3)}"
             for nid, n in self.data.numbers.items():
@@ -333,7 +369,24 @@ class StarfaceServer(ThreadedServer):
             if self.data.licenses is not None:
                 assert len(self.data.users) <= self.data.licenses
 
+    def _check_groups(self) -> None:
+        d = self.data
+        both = {gid for gid, g in d.groups.items() if g["declared"]} & d.users.keys()
+        assert not both, f"ids both user and group: {both}"
+        names = Counter(g["name"].lower() for g in d.groups.values())
+        assert all(c == 1 for c in names.values()), f"duplicate group names: {names.most_common(3)}"
+        for gid, g in d.groups.items():
+            assert g["name"].strip() and len(g["name"]) <= GROUP_NAME_MAX, f"group {gid} has the name {g['name']!r}"
+            assert g["members"] <= d.users.keys(), f"group {gid} has missing members {g['members'] - d.users.keys()}"
+        for nid, n in d.numbers.items():
+            gid = n["assignedGroupAccountId"]
+            assert gid is None or gid in d.groups, f"number {nid} owned by a missing group {gid}"
+            assert gid is None or n["type"] in ("INTERNAL", "EXTERNAL"), f"group number {nid} is {n['type']}"
+
     # ---- internals shared with the handler ---------------------------------------------------------------
+    def _give_group(self, gid: int, nid: int) -> None:
+        self.data.numbers[nid].update(assignedGroupAccountId=gid, assignedServiceId=SERVICE_BY_KIND["standard"])
+
     def _next_id(self) -> int:
         while True:
             candidate = next(self.data.ids)
@@ -404,6 +457,19 @@ def _user(uid: int, login: str, first: str, last: str, email: str, **extra) -> d
     }
     user.update(extra)
     return user
+
+
+def _group(gid: int, name: str, members=(), declared: bool = True) -> dict:
+    """The server's record of a group; `members` and `declared` are internal (GET builds the API's Group)."""
+    return {
+        "id": gid,
+        "name": name,
+        "groupId": f"group-{gid}",
+        "chatGroup": False,
+        "voicemail": False,
+        "members": set(members),
+        "declared": declared,
+    }
 
 
 def _e164(n: dict) -> str:
@@ -669,7 +735,8 @@ class _Operations:
                 {"GET": self.perm_users, "PUT": self.put_perm_users},
             ),
             (n == 1 and s[0] == "callservices", {"GET": lambda: (200, list(self.d.services.values()))}),
-            (n == 1 and s[0] == "groups", {"GET": self.list_groups}),
+            (n == 1 and s[0] == "groups", {"GET": self.list_groups, "POST": self.create_group, "PUT": self.put_group}),
+            (n == 2 and s[0] == "groups", {"GET": self.get_group, "DELETE": self.delete_group}),
             (n == 2 and s == ["server", "version"], {"GET": self.server_version}),
         ]
         for matched, methods in routes:
@@ -759,6 +826,8 @@ class _Operations:
         self.d.primary.pop(uid, None)
         for holders in self.d.grants.values():
             holders.discard(uid)
+        for g in self.d.groups.values():
+            g["members"].discard(uid)
         return 204, None
 
     def accounts(self):
@@ -935,11 +1004,161 @@ class _Operations:
             raise ApiError(404, "/server/version was not found.")
         return 200, {"version": self.server.product_version}
 
+    # -- groups
     def list_groups(self):
-        return 200, [
-            {"id": g["id"], "groupname": g["name"], "groupinternalnumber": "", "groupexternalnumber": ""}
-            for g in self.d.groups.values()
+        term = (self.query.get("searchTerm") or [""])[0].lower()
+        items = [self._group_item(g) for g in self.d.groups.values()]
+        if term:
+            keys = ("groupname", "groupinternalnumber", "groupexternalnumber")
+            items = [i for i in items if any(term in i[k].lower() for k in keys)]
+        return 200, items
+
+    def _group_item(self, g: dict) -> dict:
+        mine = sorted((n for n in self.d.numbers.values() if n["assignedGroupAccountId"] == g["id"]), key=_id)
+        first = {kind: next((_e164(n) for n in mine if n["type"] == kind), "") for kind in ("INTERNAL", "EXTERNAL")}
+        return {
+            "id": g["id"],
+            "groupname": g["name"],
+            "groupinternalnumber": first["INTERNAL"],
+            "groupexternalnumber": first["EXTERNAL"],
+        }
+
+    def _gid(self) -> int:
+        gid = self._int(1)
+        if gid not in self.d.groups:
+            raise ApiError(404, f"A Group with the given groupId {gid} was not found.")
+        return gid
+
+    def get_group(self):
+        g = self.d.groups[self._gid()]
+        users = [
+            {"id": uid, "firstname": u["firstName"], "lastname": u["familyName"], "assigned": uid in g["members"]}
+            for uid, u in sorted(self.d.users.items())
         ]
+        offered = (  # as the UI: numbers nobody else owns, and the group's own
+            n
+            for n in sorted(self.d.numbers.values(), key=_id)
+            if n["type"] in ("INTERNAL", "EXTERNAL") and (n["assignedGroupAccountId"] == g["id"] or not _is_assigned(n))
+        )
+        numbers = [_assignable_number(n, n["assignedGroupAccountId"] == g["id"]) for n in offered]
+        public = {k: g[k] for k in ("id", "name", "groupId", "chatGroup", "voicemail")}
+        return 200, {**public, "assignableNumbers": numbers, "assignableUsers": users}
+
+    def create_group(self):
+        b = self._group_body()
+        self._check_group_name(b.get("name"), None)
+        members, numbers = self._group_changes(b, None)
+        gid = self.server._next_id()
+        self.d.groups[gid] = _group(gid, b["name"])
+        self.d.groups[gid].update({k: b[k] for k in ("chatGroup", "voicemail") if isinstance(b.get(k), bool)})
+        self._apply_group(gid, members, numbers)
+        return 204, None
+
+    def put_group(self):
+        b = self._group_body()
+        gid = b.get("id")
+        if not isinstance(gid, int) or isinstance(gid, bool):
+            raise ApiError(400, "Request error: the group's id is required.", plain=True)
+        if gid not in self.d.groups:
+            raise ApiError(404, f"A Group with the given groupId {gid} was not found.")
+        self._check_group_name(b.get("name"), gid)
+        members, numbers = self._group_changes(b, gid)  # everything checked before anything changes
+        g = self.d.groups[gid]
+        g["name"] = b["name"]
+        g.update({k: b[k] for k in ("chatGroup", "voicemail") if isinstance(b.get(k), bool)})
+        self._apply_group(gid, members, numbers)
+        return 204, None
+
+    def delete_group(self):
+        gid = self._gid()
+        for n in self.d.numbers.values():
+            if n["assignedGroupAccountId"] == gid:
+                n.update(assignedGroupAccountId=None, assignedServiceId=None)
+        del self.d.groups[gid]
+        return 204, None
+
+    def _group_body(self) -> dict:
+        if not isinstance(self.body, dict):
+            raise ApiError(400, "Request error: the body must be a Group object.", plain=True)
+        return self.body
+
+    def _check_group_name(self, name, gid: int | None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(400, "The group name must not be empty.", plain=True)
+        if len(name) > GROUP_NAME_MAX:
+            raise ApiError(400, f"The group name {name!r} is longer than {GROUP_NAME_MAX} characters.", plain=True)
+        taken = next((g for g in self.d.groups.values() if g["name"].lower() == name.lower() and g["id"] != gid), None)
+        if taken is not None:
+            raise ApiError(400, f"The group name {name!r} is already used by the group {taken['id']}.", plain=True)
+
+    def _group_changes(self, b: dict, gid: int | None) -> tuple[set[int], dict[int, bool]]:
+        """The members after the request, and the numbers it assigns (True) or releases (False); refuses
+        (400) before any change: an entry that is not {id: int, assigned: bool}, a member or number of the
+        group left out of its list, an unknown user, or a number that is not free."""
+        users = self._entries(b, "assignableUsers")
+        numbers = self._entries(b, "assignableNumbers")
+        g = self.d.groups.get(gid) if gid is not None else None
+        mine = {nid for nid, n in self.d.numbers.items() if gid is not None and n["assignedGroupAccountId"] == gid}
+        for what, current, listed in (("member", g["members"] if g else set(), users), ("number", mine, numbers)):
+            left_out = sorted(current - listed.keys())
+            if left_out:
+                raise ApiError(
+                    400,
+                    f"Request error: the {what} {left_out[0]} of the group is missing from its assignable"
+                    f"{'Users' if what == 'member' else 'Numbers'}; send the whole list.",
+                    plain=True,
+                )
+        for uid, assigned in users.items():
+            if assigned and uid not in self.d.users:
+                raise ApiError(400, f"Request error: the user {uid} does not exist.", plain=True)
+        for nid, assigned in numbers.items():
+            n = self.d.numbers.get(nid)
+            if assigned and n is None:
+                raise ApiError(400, f"Request error: the phone number {nid} does not exist.", plain=True)
+            if assigned and nid not in mine and (_is_assigned(n) or n["type"] not in ("INTERNAL", "EXTERNAL")):
+                raise ApiError(400, f"Request error: the phone number {n['number']} is already assigned.", plain=True)
+        members = {uid for uid, assigned in users.items() if assigned}
+        changes = {nid: assigned for nid, assigned in numbers.items() if assigned or nid in mine}
+        return members, changes
+
+    def _entries(self, b: dict, key: str) -> dict[int, bool]:
+        entries = b.get(key) or []
+        ok = isinstance(entries, list) and all(
+            isinstance(e, dict)
+            and isinstance(e.get("id"), int)
+            and not isinstance(e.get("id"), bool)
+            and isinstance(e.get("assigned"), bool)
+            for e in entries
+        )
+        if not ok:
+            raise ApiError(400, f"Request error: {key} must be a list of {{id, assigned}} objects.", plain=True)
+        return {e["id"]: e["assigned"] for e in entries}
+
+    def _apply_group(self, gid: int, members: set[int], numbers: dict[int, bool]) -> None:
+        self.d.groups[gid]["members"] = members
+        for nid, assigned in numbers.items():
+            if assigned:
+                self.server._give_group(gid, nid)
+            else:
+                self.d.numbers[nid].update(assignedGroupAccountId=None, assignedServiceId=None)
+
+
+def _id(n: dict) -> int:
+    return n["id"]
+
+
+def _assignable_number(n: dict, assigned: bool) -> dict:
+    """A PhoneNumber as Group.assignableNumbers shows it (id: the PhoneNumber's id, an assumption)."""
+    intern = n["type"] == "INTERNAL"
+    return {
+        "id": n["id"],
+        "assigned": assigned,
+        "intern": intern,
+        "countryCode": None if intern else n["nationalPrefix"],
+        "localAreaCode": None if intern else n["localPrefix"],
+        "extension": n["number"],
+        "exitCode": None if intern else n["exitCode"],
+    }
 
 
 def _strong(password: str) -> bool:
@@ -1004,12 +1223,16 @@ def provider_for(server: StarfaceServer, base_dir, **settings):
 
 
 def seed_from_pbx_file(server: StarfaceServer, document: dict) -> None:
-    """Load an embedded-PBX document (SPEC 9.5) with the same user ids, owners, services and admins."""
+    """Load an embedded-PBX document (SPEC 9.5) with the same user and group ids, owners, services, admins and
+    group members. A number owned `group:<id>` of a group the document does not list makes an undeclared group
+    (named "Group <id>"), which export_pbx_file leaves out again."""
     with server.lock:
         for user in document["users"]:
             uid = server.add_user(user["login_id"], user["first_name"], user["last_name"], user["email"], user["id"])
             if user.get("is_admin"):
                 server.grant(uid)
+        for group in document.get("groups") or ():
+            server.add_group(group["name"], members=tuple(group.get("members") or ()), group_id=group["id"])
         ids = {}
         for entry in document["numbers"]:
             number = entry["number"]
@@ -1020,8 +1243,10 @@ def seed_from_pbx_file(server: StarfaceServer, document: dict) -> None:
             owner = str(owner)
             if owner.startswith("group:"):
                 gid = int(owner.split(":")[1])
-                server.data.groups.setdefault(gid, {"id": gid, "name": f"Group {gid}"})
-                server.data.numbers[ids[number]].update(assignedGroupAccountId=gid, assignedServiceId=1)
+                if gid not in server.data.groups:
+                    server.add_group(f"Group {gid}", group_id=gid, declared=False)
+                server._owner_free(ids[number])
+                server._give_group(gid, ids[number])
             elif owner.startswith("module:"):
                 server.give_to_module(ids[number], owner.split(":", 1)[1])
             elif owner.startswith("service:"):
@@ -1031,8 +1256,9 @@ def seed_from_pbx_file(server: StarfaceServer, document: dict) -> None:
         for user in document["users"]:
             if user.get("primary_internal_number"):
                 server.set_primary(user["id"], ids[user["primary_internal_number"]])
-        # new users get max(id) + 1, as in the file PBX
-        server.data.ids = itertools.count(max([u["id"] for u in document["users"]] + [0]) + 1)
+        # a new user or group gets max(all user and group ids) + 1, as in the file PBX
+        taken = [u["id"] for u in document["users"]] + list(server.data.groups)
+        server.data.ids = itertools.count(max(taken + [0]) + 1)
 
 
 def export_pbx_file(server: StarfaceServer) -> dict:
@@ -1065,4 +1291,12 @@ def export_pbx_file(server: StarfaceServer) -> dict:
             kind = "internal" if n["type"] == "INTERNAL" else "external"
             numbers.append({"number": _e164(n), "type": kind, "owner": owner, "service": service})
         numbers.sort(key=lambda e: (e["type"], e["number"]))
-        return {"format_version": 1, "users": users, "numbers": numbers}
+        out = {"format_version": 1, "users": users, "numbers": numbers}
+        groups = [
+            {"id": gid, "name": g["name"], "members": sorted(g["members"])}
+            for gid, g in sorted(d.groups.items())
+            if g["declared"]
+        ]
+        if groups:  # the file PBX's `groups` list is optional: absent when the PBX has none
+            out["groups"] = groups
+        return out
