@@ -26,8 +26,6 @@ from tests.servers.graph import CLIENT_SECRET, GraphServer
 
 CASES = Path(__file__).resolve().parent / "cases"
 CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "adsync.yaml").exists())
-# issue 16: golden cases the azure source cannot run yet (none since the mapped groups landed)
-PENDING: set[str] = set()
 ACCOUNT_DISABLED = 0x2
 
 
@@ -212,8 +210,6 @@ def plan_view(config_path: Path, capsys, extra=()) -> dict:
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_graph_gives_the_same_desired_state_and_plan_as_the_ldif(name, graph, tmp_path, capsys):
-    if name in PENDING:
-        pytest.skip("the azure source does not resolve this case's mapped groups yet (issue 16, groups-sources)")
     ldif_config, azure_config = azure_case(name, tmp_path, graph)
 
     ldif_users, ldif_held = desired_view(ldif_config)

@@ -29,8 +29,6 @@ CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "adsync.yaml").exist
 PLAN_VOLATILE = ("plan_id", "created_at", "expires_at", "tool_version", "config_sha256", "desired_sha256")
 DESIRED_VOLATILE = ("generated_at", "source", "config_sha256")
 MASS_ORPHAN_CASES = {"r13_safety"}
-# issue 16: golden cases the ldap source cannot run yet (none since the mapped groups landed)
-PENDING: set[str] = set()
 
 
 def load_yaml(path: Path):
@@ -85,8 +83,6 @@ def comparable_plan(plan: dict) -> dict:
 def case_domain(request, tmp_path, monkeypatch):
     """(case folder, Samba domain seeded with the case's LDIF)."""
     name = request.param
-    if name in PENDING:
-        pytest.skip("the ldap source does not resolve this case's mapped groups yet (issue 16, groups-sources)")
     case = copy_case(name, tmp_path)
     config = load_yaml(case / "adsync.yaml")
     groups = [*config["scope"].get("admin_groups", ()), *config["scope"].get("user_groups", ())]

@@ -19,10 +19,7 @@ from tests.servers.starface import (
     export_pbx_file,
     seed_from_pbx_file,
 )
-from tests.test_golden import CASE_NAMES, GROUP_CASES, normalise, plan_and_apply
-
-# issue 16: the provider's group calls and the test server's /groups come with branch groups-starface
-PENDING = GROUP_CASES
+from tests.test_golden import CASE_NAMES, normalise, plan_and_apply
 
 
 def on_starface(case: Path, srv: StarfaceServer) -> None:
@@ -59,8 +56,6 @@ def password(monkeypatch):
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_golden_case_on_starface(name, cli, tmp_path, version):
-    if name in PENDING:
-        pytest.skip("STARFACE groups (issue 16) are not in the provider and test server of this branch yet")
     case = copy_case(name, tmp_path)
     with StarfaceServer(licenses=licences(case), version=version) as srv:
         on_starface(case, srv)
