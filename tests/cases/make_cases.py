@@ -385,6 +385,8 @@ def cases() -> dict[str, dict]:
                 pbx_user(31, "35", "Held", "User", "held@example.com", "35"),
             ],
             {"10": ("group:7", "standard"), "11": (30, "standard"), "35": (31, "standard"), "34": (31, "standard")},
+            # a group adsync-plan did not make (declared, as a STARFACE reads it: issue 16)
+            [pbx_group(7, "Empfang")],
         ),
     )
     c["r12_no_internal_number"] = dict(
