@@ -13,6 +13,7 @@ from pathlib import Path
 from adsync_plan import schemas
 from adsync_plan.errors import ConfigError
 from adsync_plan.files import CONFIG, parse_yaml, plain, refuse_other_kind, yaml_line_finder
+from adsync_plan.model import GROUP_NAME_MAX, normalise_dn
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ def _check_meaning(config: Config) -> None:
                 raise ConfigError(
                     f"{config.path}: {key}.{name}: the file {config.resolve(section[name])} does not exist."
                 )
+    _check_group_names(config)
     for prefix in config.numbering.reserved_extra:
         if not re.fullmatch(r"[0-9xX]+", prefix):
             raise ConfigError(f"{config.path}: numbering.reserved_extra: {prefix!r} is not a digit pattern.")
@@ -229,3 +231,28 @@ def secret_from_env(config_path: Path | str, key: str, env_name: str | None) -> 
             "export it before running adsync-plan."
         )
     return value
+
+
+def _check_group_names(config: Config) -> None:
+    """pbx_groups.map: a name fits the PBX (GROUP_NAME_MAX) and is unique (case-insensitive, as on the PBX),
+    and a directory group is mapped once (it is the key that binds the PBX group)."""
+    names: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    for n, entry in enumerate(config.pbx_groups.map):
+        if len(entry.name) > GROUP_NAME_MAX:
+            raise ConfigError(
+                f"{config.path}: pbx_groups.map.{n}.name: {entry.name!r} has {len(entry.name)} characters; a STARFACE "
+                f"group name has at most {GROUP_NAME_MAX}. Choose a shorter name."
+            )
+        other = names.setdefault(entry.name.lower(), n)
+        if other != n:
+            raise ConfigError(
+                f"{config.path}: pbx_groups.map.{n}.name: the group name {entry.name!r} is also pbx_groups.map.{other}"
+                ".name (names are unique on the PBX, whatever the case); give each group its own name."
+            )
+        other = groups.setdefault(normalise_dn(entry.directory_group), n)
+        if other != n:
+            raise ConfigError(
+                f"{config.path}: pbx_groups.map.{n}.directory_group: {entry.directory_group!r} is mapped already by "
+                f"pbx_groups.map.{other}; map a directory group to one PBX group."
+            )

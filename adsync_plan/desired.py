@@ -10,6 +10,7 @@ from adsync_plan import schemas
 from adsync_plan.files import DESIRED, parse_as, read_bytes, render_document, write_atomic, yaml_line_finder
 from adsync_plan.model import Diagnostic, PhoneUser
 from adsync_plan.rules.directory import DesiredUser, HeldUser, Rendered
+from adsync_plan.rules.groups import DesiredGroup
 
 FORMAT_VERSION = 1
 
@@ -49,6 +50,8 @@ def to_document(state: DesiredState, config_sha256: str) -> dict:
         "users": users,
         "held": held,
     }
+    if state.rendered.groups:  # only then, as warnings: a desired state without groups keeps its bytes
+        doc["groups"] = {name: g.to_dict() for name, g in sorted(state.rendered.groups.items())}
     if state.rendered.warnings:  # only then: a desired state without any keeps its bytes
         doc["warnings"] = [d.to_dict() for d in state.rendered.warnings]
     return doc
@@ -88,7 +91,12 @@ def read_desired(path: Path) -> DesiredState:
     ]
     digest = hashlib.sha256(raw).hexdigest()  # of the very bytes parsed
     return DesiredState(
-        Rendered(desired, held, warnings=[Diagnostic.from_dict(d) for d in data.get("warnings", ())]),
+        Rendered(
+            desired,
+            held,
+            warnings=[Diagnostic.from_dict(d) for d in data.get("warnings", ())],
+            groups={name: DesiredGroup.from_dict(name, g) for name, g in data.get("groups", {}).items()},
+        ),
         data.get("attributes", {}),
         data.get("source", {}),
         digest,

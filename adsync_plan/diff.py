@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from adsync_plan.model import Action, PbxState, PhoneUser
+from adsync_plan.model import GROUP_FIELDS, Action, GroupAction, PbxGroup, PbxState, PhoneUser
 from adsync_plan.rules.pbx import Decisions
 
 ORPHAN_MARK = "-"
@@ -57,6 +57,72 @@ def actions(decisions: Decisions, state: PbxState, map_fields=map) -> tuple[list
     return named + creates, unchanged
 
 
+def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
+    """The group actions in apply order: orphans, updates, creates (each by name). Members are addresses:
+    `user.<account>` for a directory user, `pbx_user.<login>` for a PBX user none stands for (a member added
+    by hand); `member_ids` resolves those that exist on the PBX. Held users are no members; a protected one
+    is (the group changes, not the user)."""
+    address_of = {pbx_id: f"user.{account}" for account, (_, pbx_id, _) in decisions.matches.items()}
+    # a protected user is a member too: R10 keeps its own name and numbers, membership is the group's
+    address_of |= {pbx_id: f"user.{account}" for account, pbx_id in decisions.protected.items()}
+    ids_of = {address: pbx_id for pbx_id, address in address_of.items()}
+
+    def pbx_members(group: PbxGroup) -> tuple[tuple[str, ...], dict[str, str]]:
+        shown = {address_of.get(i) or _pbx_user_address(state, i): i for i in group.members}
+        return tuple(sorted(shown)), shown
+
+    def desired_members(accounts) -> tuple[tuple[str, ...], dict[str, str]]:
+        wanted = [f"user.{a}" for a in accounts if a in decisions.matches or a in decisions.creates]
+        wanted += [f"user.{a}" for a in accounts if a in decisions.protected]
+        return tuple(sorted(wanted)), {a: ids_of[a] for a in wanted if a in ids_of}
+
+    orphans, updates, creates = [], [], []
+    for gid in decisions.group_orphans:
+        current = state.groups[gid]
+        members, ids = pbx_members(current)
+        before = PbxGroup(current.name, members, current.numbers)
+        after = PbxGroup(orphaned_name(current.name))
+        if after != before:
+            key = next(k for k, i in decisions.group_bindings.items() if i == gid)
+            orphans.append(
+                GroupAction(f"group.{current.name}", "orphan", gid, key, before, after, _fields(before, after), ids)
+            )
+    for name in sorted(decisions.group_matches):
+        group, gid = decisions.group_matches[name]
+        current = state.groups[gid]
+        members, ids = pbx_members(current)
+        before = PbxGroup(current.name, members, current.numbers)
+        wanted, wanted_ids = desired_members(group.members)
+        after = PbxGroup(group.name, wanted, group.numbers)
+        if after != before:
+            fields = _fields(before, after)
+            updates.append(
+                GroupAction(group.address, "update", gid, group.key, before, after, fields, {**ids, **wanted_ids})
+            )
+    for name in sorted(decisions.group_creates):
+        group = decisions.group_creates[name]
+        wanted, wanted_ids = desired_members(group.members)
+        creates.append(
+            GroupAction(
+                group.address, "create", None, group.key, None, PbxGroup(name, wanted, group.numbers), (), wanted_ids
+            )
+        )
+    return orphans + updates + creates
+
+
+def orphaned_name(name: str) -> str:
+    return name if name.startswith(ORPHAN_MARK) else ORPHAN_MARK + name
+
+
+def _fields(before: PbxGroup, after: PbxGroup) -> tuple[str, ...]:
+    return tuple(f for f in GROUP_FIELDS if getattr(before, f) != getattr(after, f))
+
+
+def _pbx_user_address(state: PbxState, pbx_id: str) -> str:
+    user = state.users.get(pbx_id)
+    return f"pbx_user.{user.login_id}" if user else f"pbx_user_id.{pbx_id}"
+
+
 def changed_fields_of(action: Action) -> tuple[str, ...]:
     return changed_fields(action.before, action.after)
 
@@ -77,11 +143,12 @@ def safety_problems(
             f"the source put no user in scope, while the PBX has {decisions.managed} managed users that would all "
             "become orphans"
         )
-    limit = safety.max_orphans if isinstance(safety.max_orphans, int) else int(safety.max_orphans * decisions.managed)
+    managed = decisions.managed + decisions.group_managed  # group orphans count with user orphans
+    limit = safety.max_orphans if isinstance(safety.max_orphans, int) else int(safety.max_orphans * managed)
+    what = "managed PBX users and groups" if decisions.group_managed else "managed PBX users"
     if orphan_count > limit:
         problems.append(
-            f"the plan would orphan {orphan_count} of {decisions.managed} managed PBX users, more than "
-            f"safety.max_orphans allows ({limit})"
+            f"the plan would orphan {orphan_count} of {managed} {what}, more than safety.max_orphans allows ({limit})"
         )
     bound = len(state_bindings)
     returned = len(desired_ids & state_bindings.keys())

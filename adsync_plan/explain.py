@@ -14,6 +14,7 @@ from adsync_plan.config import Config
 from adsync_plan.errors import InputError
 from adsync_plan.model import Action, Diagnostic, Directory, DirectoryUser, normalise_dn
 from adsync_plan.rules.directory import DesiredUser, HeldUser, address_of, in_scope
+from adsync_plan.rules.groups import phone_numbers
 from adsync_plan.rules.numbers import NumberRules
 
 if TYPE_CHECKING:  # the pipeline hands its results in; this module never runs a stage itself
@@ -37,6 +38,8 @@ RULE_OF_CODE = {
     "NO_INTERNAL_NUMBER": "R12",
     "SAFETY_THRESHOLD": "R13",
     "DUPLICATE_ACCOUNT": "R14",
+    "GROUP_NUMBER_CONFLICT": "pbx_groups",
+    "GROUP_NAME_COLLISION": "pbx_groups",
 }
 _FIELDS = ("account", "first_name", "last_name", "email", "phones", "faxes", "enabled")
 
@@ -103,7 +106,8 @@ def _explain_entry(user: DirectoryUser, config: Config, result: PlanResult, dire
     held = next((h for h in result.desired.rendered.held if h.source_id == user.source_id), None)
     lines += ["", "Directory rules (R1, R2, R5, R12, R14):"]
     lines += _diagnostic_lines(held.diagnostics) if held else ["  passed every rule"]
-    lines += _plan_lines(address, user.account, result, held_at_render=held is not None)
+    shared = phone_numbers(user, NumberRules(config.numbering))
+    lines += _plan_lines(address, user.account, result, held_at_render=held is not None, phones=shared)
     return lines + [""]
 
 
@@ -166,7 +170,9 @@ def _diagnostic_lines(diagnostics) -> list[str]:
 # -- the plan's view (shared with the desired-state mode) -----------------------------------------------
 
 
-def _plan_lines(address: str, account: str | None, result: PlanResult, held_at_render: bool = False) -> list[str]:
+def _plan_lines(
+    address: str, account: str | None, result: PlanResult, held_at_render: bool = False, phones: set[str] = frozenset()
+) -> list[str]:
     d = result.decisions
     key = (account or "").lower()
     state = result.snapshot.state
@@ -186,7 +192,39 @@ def _plan_lines(address: str, account: str | None, result: PlanResult, held_at_r
     elif key in d.creates:
         lines.append("  no PBX user matches by binding or by e-mail address")
     lines += ["", "Plan:"] + _outcome_lines(address, key, result)
-    return lines
+    return lines + _group_lines(key, phones, result)
+
+
+def _group_lines(account: str, phones: set[str], result: PlanResult) -> list[str]:
+    """The PBX groups (pbx_groups) the user's numbers went to, and those it is (or is not) a member of."""
+    groups = result.desired.rendered.groups
+    lines = []
+    for name in sorted(groups):
+        group = groups[name]
+        member = account in group.members
+        if group.shared_number is not None and (group.shared_number in phones or member):
+            lines.append(
+                f"  number {group.shared_number} goes to the group {name!r}, not to this user: other directory users "
+                "carry it too (pbx_groups.shared_numbers: group); the user is planned with its other numbers"
+            )
+        if member:
+            lines.append(f"  {_membership(account, group, result)} of the group {name!r}, for {group.purpose}")
+        elif group.shared_number in phones:
+            lines.append(f"  not a member of the group {name!r}: a held user is never a member")
+    d = result.decisions
+    for warning in (w for w in result.desired.rendered.warnings if w.code == "GROUP_NUMBER_CONFLICT"):
+        if warning.message and f"user.{account}," in warning.message:
+            lines.append(f"  {warning.address}: {warning.message}")
+    if not lines and not (d.group_matches or d.group_creates):
+        return []
+    return ["", "Groups (pbx_groups):", *(lines or ["  in no PBX group"])]
+
+
+def _membership(account: str, group, result: PlanResult) -> str:
+    d = result.decisions
+    if account in d.matches or account in d.creates or account in d.protected:
+        return "member"
+    return "not made a member (held)"
 
 
 def _how(how: str) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from adsync_plan.model import PbxAccount, PbxNumber, PbxState
+from adsync_plan.model import PbxAccount, PbxGroup, PbxNumber, PbxState
 
 NAME = ".adsync.journal"
 
@@ -76,7 +76,9 @@ class Journal:
         entry = {"step": number, "kind": step.kind, "user": action.address, "pbx_user_id": user_id}
         if step.kind == "create":
             entry.update(login_id=action.after.login_id, source_id=action.source_id)
-        self._write(entry, durable=step.kind == "create")
+        elif step.kind == "group_create":  # found again by its name, bound by its key
+            entry.update(name=action.after.name, key=action.key)
+        self._write(entry, durable=step.kind in ("create", "group_create"))
 
     def sync(self) -> None:
         """Make every line so far durable (before a buffered PBX writes its changes)."""
@@ -139,11 +141,25 @@ def found_bindings(entries: list[dict], live: PbxState) -> tuple[dict[str, str],
     return found, missing
 
 
+def found_group_bindings(entries: list[dict], live: PbxState) -> dict[str, str]:
+    """group key -> PBX group id for the journaled group creates the PBX has (by name, case-insensitive, as
+    the PBX keeps names unique)."""
+    by_name = {g.name.lower(): i for i, g in live.groups.items()}
+    found = {}
+    for entry in entries:
+        if entry.get("kind") == "group_create" and entry.get("key") and isinstance(entry.get("name"), str):
+            gid = by_name.get(entry["name"].lower())
+            if gid is not None:
+                found[entry["key"]] = gid
+    return found
+
+
 def replay(state: PbxState, done: list) -> PbxState:
     """The last known state plus the steps done: (step, action, PBX user id) in order. For a snapshot when
     the PBX does not answer after an interrupted apply, so no created user (and its binding) is lost."""
     accounts = {i: _account(i, u, i in state.admins) for i, u in state.users.items()}
-    numbers = dict(state.numbers)
+    numbers, groups = dict(state.numbers), dict(state.groups)
+    created = {action.address: user_id for step, action, user_id in done if step.kind == "create"}
     for step, action, user_id in done:
         if step.kind == "create":
             after = action.after
@@ -161,7 +177,28 @@ def replay(state: PbxState, done: list) -> PbxState:
             numbers[number] = PbxNumber(numbers[number].type, user_id, service)
         elif step.kind == "primary":
             accounts[user_id] = replace(accounts[user_id], primary_internal_number=step.args[0])
-    return PbxState.from_parts(accounts.values(), numbers)
+        elif step.kind == "group_members":  # the addresses as apply resolved them
+            members = (action.member_ids.get(a) or created.get(a) for a in step.args[0])
+            groups[user_id] = replace(groups[user_id], members=tuple(sorted(m for m in members if m)))
+        else:
+            _replay_group(step, user_id, groups, numbers)
+    rebuilt = PbxState.from_parts(accounts.values(), numbers)
+    for gid, group in groups.items():  # a group's numbers are the inventory's
+        owned = tuple(sorted(n for n, info in numbers.items() if info.owner == f"group:{gid}"))
+        groups[gid] = PbxGroup(group.name, group.members, owned)
+    return replace(rebuilt, groups=groups)
+
+
+def _replay_group(step, group_id: str, groups: dict, numbers: dict) -> None:
+    """A group step done: its creation, name or numbers."""
+    if step.kind == "group_create":
+        groups[group_id] = PbxGroup(step.args[0])
+    elif step.kind == "group_rename":
+        groups[group_id] = replace(groups[group_id], name=step.args[0])
+    elif step.kind == "group_release":
+        numbers[step.args[0]] = PbxNumber(numbers[step.args[0]].type)
+    elif step.kind == "group_assign":
+        numbers[step.args[0]] = PbxNumber(numbers[step.args[0]].type, f"group:{group_id}", "standard")
 
 
 def _account(pbx_id: str, user, is_admin: bool) -> PbxAccount:

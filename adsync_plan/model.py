@@ -18,6 +18,10 @@ INTERNAL = "internal"
 # The override a plan records when it was made with --allow-mass-orphan (R13); apply honours it.
 OVERRIDE_MASS_ORPHAN = "allow-mass-orphan"
 EXTERNAL = "external"
+# The longest group name a STARFACE takes (issue 16); longer names are an error of the configuration.
+GROUP_NAME_MAX = 64
+GROUP_ACTIONS = ("create", "update", "orphan")
+GROUP_FIELDS = ("name", "members", "numbers")
 
 # The fields a PBX user update sets (role and numbers have calls of their own).
 EDITABLE_FIELDS = ("login_id", "first_name", "last_name", "email")
@@ -287,6 +291,53 @@ class Action:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class GroupAction:
+    """One change of one PBX group (address `group.<name>`). `before`/`after` are PbxGroups whose members are
+    addresses (`user.<account>`, or `pbx_user.<login>` for a PBX user no directory user stands for), so a
+    reviewer reads names, not ids; `member_ids` resolves the addresses of members that exist on the PBX
+    already (a member created by the same plan is resolved at apply). `key` is the group's binding key
+    (`shared:<number>` or `map:<directory group>`)."""
+
+    address: str
+    action: str  # create | update | orphan
+    pbx_group_id: str | None
+    key: str
+    before: PbxGroup | None
+    after: PbxGroup
+    fields: tuple[str, ...] = ()
+    member_ids: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {
+            "address": self.address,
+            "action": self.action,
+            "pbx_group_id": self.pbx_group_id,
+            "key": self.key,
+            "before": self.before.to_dict() if self.before else None,
+            "after": self.after.to_dict(),
+        }
+        if self.action != "create":
+            out["fields"] = list(self.fields)
+        if self.member_ids:
+            out["member_ids"] = dict(sorted(self.member_ids.items()))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> GroupAction:
+        before = data.get("before")
+        return cls(
+            address=data["address"],
+            action=data["action"],
+            pbx_group_id=data.get("pbx_group_id"),
+            key=data["key"],
+            before=PbxGroup.from_dict(before) if before else None,
+            after=PbxGroup.from_dict(data["after"]),
+            fields=tuple(data.get("fields", ())),
+            member_ids=dict(data.get("member_ids", {})),
+        )
+
+
 @dataclass(frozen=True)
 class Plan:
     """A saved plan (SPEC 9.4). `bindings` are the source id -> PBX user id links the apply records."""
@@ -308,10 +359,11 @@ class Plan:
     format_version: int = 1
     digest: str = ""  # of the saved file's content (planfile.content_digest); set when a plan file is read
     signature: str = ""  # HMAC of the digest, when the plan was signed (plan.signing_key_env)
+    group_changes: tuple[GroupAction, ...] = ()  # in apply order: orphans, updates, creates
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes)
+        return bool(self.changes or self.group_changes)
 
 
 class Progress(Protocol):

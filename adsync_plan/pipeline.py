@@ -41,8 +41,8 @@ from adsync_plan.state import (
     now_utc,
     save_snapshot,
 )
-from adsync_plan.steps import plan_steps, run_step
-from adsync_plan.verify import VerificationFailed, checkpoints, verify_user
+from adsync_plan.steps import is_group_step, plan_steps, run_group_step, run_step
+from adsync_plan.verify import VerificationFailed, checkpoints, verify_group, verify_user
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def read_pbx(config: Config, previous: Snapshot | None, progress: Progress = NO_
     snap = Snapshot(state=state, bindings=dict(previous.bindings) if previous else {}, pbx=describe)
     if previous:
         snap.lineage, snap.serial = previous.lineage, previous.serial
+        snap.group_bindings = dict(previous.group_bindings)
     return snap
 
 
@@ -148,7 +149,9 @@ def recover(config: Config) -> dict | None:
             "the command again when the PBX answers."
         ) from None
     found, missing = journal.found_bindings(entries, live.state)
-    save_snapshot(config.snapshot_path, live.state, {**live.bindings, **found}, live.pbx, previous)
+    groups_found = journal.found_group_bindings(entries, live.state)
+    group_bindings = {**live.group_bindings, **groups_found}
+    save_snapshot(config.snapshot_path, live.state, {**live.bindings, **found}, live.pbx, previous, group_bindings)
     record = {
         "plan_id": head.get("plan_id"),
         "run_id": head.get("run_id"),
@@ -157,6 +160,8 @@ def recover(config: Config) -> dict | None:
         "created_found": len([e for e in entries if e.get("kind") == "create"]) - len(missing),
         "created_missing": missing[:100],
     }
+    if groups_found:
+        record["groups_found"] = len(groups_found)
     if not audited(config.state_dir, head.get("run_id")):  # killed between its audit and removing the journal
         append_audit(config.state_dir, record)
     journal.path_in(config.state_dir).unlink(missing_ok=True)
@@ -294,14 +299,21 @@ def _plan(
         snapshot.bindings,
         config,
         desired.attributes,
+        desired.rendered.groups,
+        snapshot.group_bindings,
     )
     actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
-    invariants.refuse_own_plan(actions, snapshot.state, snapshot.bindings, config)
+    group_actions = diff.group_actions(decisions, snapshot.state)
+    invariants.refuse_own_plan(
+        actions, snapshot.state, snapshot.bindings, config, group_actions, snapshot.group_bindings
+    )
     targeted = _Targeted.of(targets, desired, snapshot, decisions, actions) if targets else None
     if targeted:
         actions = targeted.actions(actions, snapshot, config)
+        group_actions = []  # a targeted plan plans users only
     diagnostics = [d for h in desired.rendered.held for d in h.diagnostics] + desired.rendered.warnings
     diagnostics += [d for found in decisions.held.values() for d in found] + decisions.diagnostics
+    diagnostics += [d for found in decisions.group_held.values() for d in found]
     diagnostics += _pbx_warnings(snapshot.state)
     if targeted:
         diagnostics = [d for d in diagnostics if targeted.keeps(d.address)]
@@ -315,9 +327,11 @@ def _plan(
                 "configuration's changes. Run `adsync-plan render` and commit the desired state.",
             )
         )
+    # the safety valve counts group orphans with user orphans, and bound groups with managed users
     orphan_count = sum(1 for a in actions if a.action == "orphan")
+    group_orphans = sum(1 for a in group_actions if a.action == "orphan")
     problems = diff.safety_problems(
-        orphan_count,
+        orphan_count + group_orphans,
         decisions,
         snapshot.bindings,
         {u.source_id for u in desired.rendered.desired.values()},
@@ -342,6 +356,10 @@ def _plan(
         "held": held_count,
         "protected": len(decisions.protected) if not targeted else targeted.protected(decisions),
     }
+    if group_actions or decisions.group_managed or desired.rendered.groups:  # only then: plans keep their bytes
+        for kind in ("create", "update", "orphan"):
+            summary[f"group_{kind}"] = sum(1 for a in group_actions if a.action == kind)
+        summary["group_held"] = len(decisions.group_held) if not targeted else 0
     if digest is not None:
         desired.sha256 = digest()
     created = now_utc()
@@ -363,6 +381,7 @@ def _plan(
         summary=summary,
         bindings=targeted.bindings(decisions) if targeted else diff.bindings(decisions),
         targets=targeted.record() if targeted else None,
+        group_changes=tuple(group_actions),
     )
     return PlanResult(plan, refused, decisions, desired, snapshot)
 
@@ -490,6 +509,8 @@ def _with_journal(config: Config, snapshot: Snapshot) -> Snapshot:
     entries = journal.read(config.state_dir)
     found = journal.found_bindings(entries, snapshot.state)[0] if entries else {}
     found = {s: i for s, i in found.items() if snapshot.bindings.get(s) != i}
+    if entries:
+        snapshot.group_bindings.update(journal.found_group_bindings(entries, snapshot.state))
     if found:
         log.warning(
             "%s: a killed apply left a journal; the %d user(s) it created are bound in this plan, and the next "
@@ -538,7 +559,14 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
     with make_provider(config.pbx, config.base_dir, config.licenses) as provider:
         live = provider.read(progress)
         _refuse_if_stale(plan, plan_path, live, previous)
-        invariants.refuse_unsound_plan(plan, plan_path, live, previous.bindings if previous else None, config)
+        invariants.refuse_unsound_plan(
+            plan,
+            plan_path,
+            live,
+            previous.bindings if previous else None,
+            config,
+            previous.group_bindings if previous else None,
+        )
         bindings = {**(previous.bindings if previous else {}), **plan.bindings}
         run_id = str(uuid.uuid4())
         # from the first step to the last file written, Ctrl-C and SIGTERM wait: the step in flight finishes
@@ -546,12 +574,17 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
         with Deferred() as stop, Journal(config.state_dir, plan.plan_id, run_id, provider.buffered) as ahead:
             ahead.start({s: i for s, i in plan.bindings.items() if known.get(s) != i})
             workers = parallelism(config, provider)
-            error = _run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead, workers)
+            group_bindings = dict(previous.group_bindings) if previous else {}
+            error = _run_steps(
+                plan, provider, bindings, result, progress, on_step, stop, ahead, workers, group_bindings
+            )
             ahead.sync()  # durable before a buffered PBX writes what the journal announced
             provider.flush()
             interrupts.test_hook("flushed")
             final = _state_after_steps(provider, live, result)
-            result.snapshot = save_snapshot(config.snapshot_path, final, bindings, provider.describe(), previous)
+            result.snapshot = save_snapshot(
+                config.snapshot_path, final, bindings, provider.describe(), previous, group_bindings
+            )
             append_audit(config.state_dir, _apply_record(plan, run_id, result, error, stop))
             interrupts.test_hook("audited")
             ahead.remove()
@@ -616,7 +649,13 @@ def _refuse_if_stale(plan: Plan, plan_path: Path, live, previous: Snapshot | Non
             f"{a.address} (PBX user {a.pbx_user_id}) differs from the plan's 'before'"
             for a in plan.changes
             if a.pbx_user_id and live.users.get(a.pbx_user_id) != a.before
-        ] or ["the PBX differs from the state the plan was made against"]
+        ]
+        changes += [
+            f"{a.address} (PBX group {a.pbx_group_id}) changed"
+            for a in plan.group_changes
+            if a.pbx_group_id and (g := live.groups.get(a.pbx_group_id)) is not None and g.name != a.before.name
+        ]
+        changes = changes or ["the PBX differs from the state the plan was made against"]
     raise PlanRefused(
         f"{plan_path}: the plan is stale: the PBX changed since it was made ("
         + "; ".join(changes)
@@ -632,63 +671,121 @@ def parallelism(config: Config, provider) -> int:
 
 
 def _run_steps(
-    plan: Plan, provider, bindings: dict, result: ApplyResult, progress, on_step, stop=None, ahead=None, workers=1
+    plan: Plan,
+    provider,
+    bindings: dict,
+    result: ApplyResult,
+    progress,
+    on_step,
+    stop=None,
+    ahead=None,
+    workers=1,
+    group_bindings: dict | None = None,
 ) -> Exception | None:
     """The plan's steps in order, each announced in the journal `ahead` first; stops before a step when
-    `stop` was requested, and at the first failure. With `workers` > 1, see parallel.py."""
-    steps = plan_steps(plan.changes)
+    `stop` was requested, and at the first failure. With `workers` > 1 the users' steps run as in
+    parallel.py, the groups' steps serially before (releases) and after (the rest) them."""
+    steps = plan_steps(plan.changes, plan.group_changes)
     progress.start("Applying the plan", len(steps))
-    if workers > 1:
-        error = parallel.run_steps(plan, provider, bindings, result, progress, on_step, stop, ahead, steps, workers)
-        progress.done()
-        return error
-    points = checkpoints(steps)
-    ids = {i: a.pbx_user_id for i, a in enumerate(plan.changes)}
-    error = None
-    for n, step in enumerate(steps):
-        if stop is not None and stop.requested:
-            result.not_done = [s.text for s in steps[n:]]
-            log.warning("%s: not started (%s)", step.text, stop.signal_name)
-            break
-        action = plan.changes[step.index]
-        if ahead is not None:
-            ahead.step(n + 1, step, action, ids[step.index])
-        try:
-            new_id = run_step(step, action, provider, ids[step.index])
-        except Exception as err:  # noqa: BLE001 - whatever stopped it, the snapshot and audit must be written
-            if not isinstance(err, AdsyncError):
-                log.debug("unexpected error in %s", step.text, exc_info=True)
-                err = PbxError(f"{step.text}: {type(err).__name__}: {err}")
-            error = err
-            result.not_done = [s.text for s in steps[n:]]
-            log.error("%s: failed: %s", step.text, err)
-            break
-        if new_id is not None:
-            ids[step.index] = new_id
-            if action.source_id:
-                bindings[action.source_id] = new_id  # bound at once: a failure later never loses it
-        result.done.append(step.text)
-        result.steps.append((step, action, ids[step.index]))
-        log.info("%s: done", step.text)
-        if on_step:
-            on_step(step.text)
-        progress.advance()
-        if n in points and (error := _verified(action, provider, ids[step.index], points[n], steps[n + 1 :], result)):
-            break
-        interrupts.test_hook(f"step:{n + 1}")
+    group_bindings = {} if group_bindings is None else group_bindings
+    run = _Serial(plan, provider, bindings, group_bindings, result, steps, progress, on_step, stop, ahead)
+    users = [n for n, s in enumerate(steps) if not is_group_step(s)]
+    if workers > 1 and users:
+        first = [n for n, s in enumerate(steps) if s.kind == "group_release"]
+        last = [n for n, s in enumerate(steps) if is_group_step(s) and s.kind != "group_release"]
+        error = run.serial(first)
+        if error is not None or run.halted():
+            result.not_done += [steps[n].text for n in users + last]
+        else:
+            user_steps = [steps[n] for n in users]
+            error = parallel.run_steps(
+                plan, provider, bindings, result, progress, on_step, stop, ahead, user_steps, workers
+            )
+            if error is not None or result.not_done:
+                result.not_done += [steps[n].text for n in last]
+            else:
+                error = run.serial(last)
+    else:
+        error = run.serial(range(len(steps)))
     progress.done()
     return error
 
 
-def _verified(action, provider, user_id: str, fields, rest: list, result: ApplyResult) -> Exception | None:
-    """At a user's checkpoint: read it back; a difference (or a failed read) stops the apply here."""
-    try:
-        verify_user(provider, action, user_id, fields)
-    except AdsyncError as err:
-        result.not_done = [s.text for s in rest]
-        log.error("verification failed: %s", err)
-        return err
-    return None
+class _Serial:
+    """Steps one after the other: every step of a sequential apply, the group steps of a parallel one."""
+
+    def __init__(self, plan: Plan, provider, bindings, group_bindings, result, steps, progress, on_step, stop, ahead):
+        self.provider, self.result, self.steps = provider, result, steps
+        self.bindings, self.group_bindings = bindings, group_bindings  # filled as users and groups are created
+        self.progress, self.on_step, self.stop, self.ahead = progress, on_step, stop, ahead
+        self.actions = (*plan.changes, *plan.group_changes)  # a step's index counts in this order
+        self.ids = {i: a.pbx_user_id for i, a in enumerate(plan.changes)}
+        self.ids.update({len(plan.changes) + j: g.pbx_group_id for j, g in enumerate(plan.group_changes)})
+        self.points = checkpoints(steps)
+        self._created: dict[str, str] | None = None
+
+    def halted(self) -> bool:
+        return self.stop is not None and self.stop.requested
+
+    def member_id(self, address: str) -> str | None:
+        """The PBX id of a user this apply created (sequentially or in parallel: both record it in result)."""
+        if self._created is None:
+            self._created = {a.address: i for step, a, i in self.result.steps if step.kind == "create"}
+        return self._created.get(address)
+
+    def serial(self, positions) -> Exception | None:
+        positions = list(positions)
+        for k, n in enumerate(positions):
+            step = self.steps[n]
+            if self.halted():
+                self.result.not_done = [self.steps[m].text for m in positions[k:]]
+                log.warning("%s: not started (%s)", step.text, self.stop.signal_name)
+                return None
+            error, done = self._one(n, step)
+            if error is not None:  # a failed step is not done; a step whose verification failed is
+                self.result.not_done = [self.steps[m].text for m in positions[k + (1 if done else 0) :]]
+                return error
+        return None
+
+    def _one(self, n: int, step) -> tuple[Exception | None, bool]:
+        """Run one step: (the error that stops the apply or None, whether the step itself was done)."""
+        action, group = self.actions[step.index], is_group_step(step)
+        if self.ahead is not None:
+            self.ahead.step(n + 1, step, action, self.ids[step.index])
+        try:
+            if group:
+                new_id = run_group_step(step, action, self.provider, self.ids[step.index], self.member_id)
+            else:
+                new_id = run_step(step, action, self.provider, self.ids[step.index])
+        except Exception as err:  # noqa: BLE001 - whatever stopped it, the snapshot and audit must be written
+            if not isinstance(err, AdsyncError):
+                log.debug("unexpected error in %s", step.text, exc_info=True)
+                err = PbxError(f"{step.text}: {type(err).__name__}: {err}")
+            log.error("%s: failed: %s", step.text, err)
+            return err, False
+        if new_id is not None:
+            self.ids[step.index] = new_id
+            if group:
+                self.group_bindings[action.key] = new_id  # bound at once, as a user
+            elif action.source_id:
+                self.bindings[action.source_id] = new_id  # bound at once: a failure later never loses it
+        self.result.done.append(step.text)
+        self.result.steps.append((step, action, self.ids[step.index]))
+        log.info("%s: done", step.text)
+        if self.on_step:
+            self.on_step(step.text)
+        self.progress.advance()
+        if n in self.points:
+            try:
+                if group:
+                    verify_group(self.provider, action, self.ids[step.index], self.member_id)
+                else:
+                    verify_user(self.provider, action, self.ids[step.index], self.points[n])
+            except AdsyncError as err:
+                log.error("verification failed: %s", err)
+                return err, True
+        interrupts.test_hook(f"step:{n + 1}")
+        return None, True
 
 
 # -- doctor -----------------------------------------------------------------------------------------------

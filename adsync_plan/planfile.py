@@ -20,7 +20,7 @@ from adsync_plan import schemas
 from adsync_plan.config import Config, secret_from_env
 from adsync_plan.errors import ConfigError, PlanRefused
 from adsync_plan.files import PLAN, parse_as, read_bytes, write_document
-from adsync_plan.model import Action, Diagnostic, Plan
+from adsync_plan.model import Action, Diagnostic, GroupAction, Plan
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ def to_document(plan: Plan) -> dict:
         "summary": dict(plan.summary),
         "bindings": dict(plan.bindings),
     }
+    if plan.group_changes:  # only then: a plan without group changes keeps its bytes (and its digest)
+        doc["group_changes"] = [a.to_dict() for a in plan.group_changes]
     if plan.targets is not None:  # only in a targeted plan: other plans keep their exact bytes
         doc["targets"] = dict(plan.targets)
     if plan.refresh_only is not None:
@@ -96,6 +98,7 @@ def load_plan(path: Path) -> Plan:
         bindings=data["bindings"],
         targets=data.get("targets"),
         refresh_only=data.get("refresh_only"),
+        group_changes=tuple(GroupAction.from_dict(a) for a in data.get("group_changes", ())),
         digest=data[DIGEST],
         signature=data.get(SIGNATURE, ""),
     )

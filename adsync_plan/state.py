@@ -23,7 +23,7 @@ import orjson
 from adsync_plan import schemas
 from adsync_plan.errors import InputError, LockError
 from adsync_plan.files import SNAPSHOT, parse_as, read_bytes, write_document, yaml_line_finder
-from adsync_plan.model import PbxNumber, PbxState, PhoneUser
+from adsync_plan.model import PbxGroup, PbxNumber, PbxState, PhoneUser
 from adsync_plan.snapshot_check import surely_valid
 
 FORMAT_VERSION = 1
@@ -40,11 +40,18 @@ def iso(moment: datetime) -> str:
 
 
 def canonical(state: PbxState) -> dict:
-    """The content a fingerprint covers: users (shape + admin flag) and the number inventory."""
-    return {
+    """The content a fingerprint covers: users (shape + admin flag), the number inventory, and the groups
+    (only when the PBX has any: a PBX without groups keeps the fingerprint it had before groups existed)."""
+    content = {
         "users": {i: {**u.to_dict(), "is_admin": i in state.admins} for i, u in state.users.items()},
         "numbers": {n: info.to_dict() for n, info in state.numbers.items()},
     }
+    if state.groups:
+        content["groups"] = {i: g.to_dict() for i, g in state.groups.items()}
+    return content
+
+
+CANONICAL_KEYS = ("users", "numbers", "groups")
 
 
 def fingerprint(state: PbxState) -> str:
@@ -63,6 +70,7 @@ class Snapshot:
     serial: int = 0
     pbx: dict = field(default_factory=dict)
     fingerprint: str = ""
+    group_bindings: dict[str, str] = field(default_factory=dict)  # desired group key -> PBX group id
 
     def __post_init__(self):
         if not self.fingerprint:
@@ -73,7 +81,8 @@ def state_from_canonical(data: dict) -> PbxState:
     users = {i: PhoneUser.from_dict(u) for i, u in data["users"].items()}
     admins = frozenset(i for i, u in data["users"].items() if u.get("is_admin"))
     numbers = {n: PbxNumber(v["type"], v.get("owner"), v.get("service")) for n, v in data["numbers"].items()}
-    return PbxState(users=users, admins=admins, numbers=numbers)
+    groups = {i: PbxGroup.from_dict(g) for i, g in data.get("groups", {}).items()}
+    return PbxState(users=users, admins=admins, numbers=numbers, groups=groups)
 
 
 def load_snapshot(path: Path) -> Snapshot:
@@ -81,7 +90,7 @@ def load_snapshot(path: Path) -> Snapshot:
     if not surely_valid(data):  # the usual snapshot passes this fast check; the schema decides on any other
         schemas.validate(data, "state", str(path), yaml_line_finder(tree))
     # the file holds the canonical content itself: its digest is the fingerprint of the state it describes
-    digest = _digest({"users": data["users"], "numbers": data["numbers"]})
+    digest = _digest({k: data[k] for k in CANONICAL_KEYS if k in data})
     if digest != data["fingerprint"]:
         raise InputError(
             f"{path}: the fingerprint does not match the content; the file was edited by hand. "
@@ -94,16 +103,32 @@ def load_snapshot(path: Path) -> Snapshot:
         serial=data["serial"],
         pbx=data.get("pbx", {}),
         fingerprint=digest,
+        group_bindings=dict(data.get("group_bindings", {})),
     )
 
 
-def save_snapshot(path: Path, state: PbxState, bindings: dict, pbx: dict, previous: Snapshot | None) -> Snapshot:
-    """Write the snapshot; the serial grows only when the content or the bindings changed."""
+def save_snapshot(
+    path: Path,
+    state: PbxState,
+    bindings: dict,
+    pbx: dict,
+    previous: Snapshot | None,
+    group_bindings: dict | None = None,
+) -> Snapshot:
+    """Write the snapshot; the serial grows only when the content or the bindings changed. `group_bindings`
+    default to the previous snapshot's (only apply and recovery bind groups)."""
     bindings = {s: i for s, i in bindings.items() if i in state.users}
-    snap = Snapshot(state=state, bindings=bindings, pbx=pbx)
+    if group_bindings is None:
+        group_bindings = previous.group_bindings if previous is not None else {}
+    group_bindings = {k: i for k, i in group_bindings.items() if i in state.groups}
+    snap = Snapshot(state=state, bindings=bindings, pbx=pbx, group_bindings=group_bindings)
     if previous is not None:
         snap.lineage = previous.lineage
-        same = previous.fingerprint == snap.fingerprint and previous.bindings == bindings
+        same = (
+            previous.fingerprint == snap.fingerprint
+            and previous.bindings == bindings
+            and previous.group_bindings == group_bindings
+        )
         snap.serial = previous.serial if same else previous.serial + 1
     else:
         snap.serial = 1
@@ -116,6 +141,8 @@ def save_snapshot(path: Path, state: PbxState, bindings: dict, pbx: dict, previo
         **canonical(state),
         "bindings": bindings,
     }
+    if group_bindings:  # only then: a project without groups keeps its snapshot's bytes
+        doc["group_bindings"] = dict(sorted(group_bindings.items()))
     write_document(path, doc)
     return snap
 
@@ -134,6 +161,11 @@ def describe_changes(old: PbxState, new: PbxState, limit: int = 20) -> list[str]
             if (pbx_id in old.admins) != (pbx_id in new.admins) and "role" not in fields:
                 fields.append("administrator permission")
             lines.append(f"PBX user {pbx_id} ({after.login_id}) changed: {', '.join(fields)}")
+    for gid in sorted(set(old.groups) | set(new.groups), key=lambda i: (len(i), i)):
+        before, after = old.groups.get(gid), new.groups.get(gid)
+        if before != after:
+            what = "was added" if before is None else "was removed" if after is None else "changed"
+            lines.append(f"PBX group {gid} ({(after or before).name}) {what}")
     changed_numbers = [n for n in set(old.numbers) | set(new.numbers) if old.numbers.get(n) != new.numbers.get(n)]
     if changed_numbers:
         lines.append(

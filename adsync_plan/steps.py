@@ -1,28 +1,46 @@
 """A plan's actions as provider calls, in apply order (SPEC 8), each describing itself.
 
-Order: every removal of a number assignment (orphans, then updates), then creates and field updates, then
-new number assignments, call-service changes and primary numbers. So a number can move from an orphan to a
-new user in one apply. A number that stays with its user but changes service (phone <-> fax) is changed in
-place (`Provider.change_service`), never released and assigned again.
+Order: every removal of a number assignment (groups', then orphans', then updates'), then creates and field
+updates, then new number assignments, call-service changes and primary numbers; last the groups: created or
+renamed, given their new numbers, then their members (so a member created in this apply has its id). So a
+number can move from an orphan to a new user, or between a user and a group, in one apply. A number that
+stays with its user but changes service (phone <-> fax) is changed in place (`Provider.change_service`),
+never released and assigned again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from adsync_plan.model import EDITABLE_FIELDS, ROLE_ADMIN, SERVICE_FAX, SERVICE_STANDARD, Action
+from adsync_plan.errors import PbxError
+from adsync_plan.model import EDITABLE_FIELDS, ROLE_ADMIN, SERVICE_FAX, SERVICE_STANDARD, Action, GroupAction
 from adsync_plan.providers.base import Provider
 
 
 @dataclass(frozen=True)
 class Step:
     index: int  # the action's position in the plan
-    kind: str  # release | create | update | admin | assign | service | primary
+    kind: str  # release | create | update | admin | assign | service | primary | group_* (GROUP_KINDS)
     args: tuple
     text: str  # a sentence for logs and reports
 
 
-def plan_steps(actions: tuple[Action, ...]) -> list[Step]:
+GROUP_KINDS = ("group_release", "group_create", "group_rename", "group_assign", "group_members")
+
+
+def is_group_step(step: Step) -> bool:
+    return step.kind.startswith("group_")
+
+
+def plan_steps(actions: Sequence[Action], group_actions: Sequence[GroupAction] = ()) -> list[Step]:
+    """The steps of the user actions and then the group actions; a group action's index counts on from the
+    last user action's (`plan.changes + plan.group_changes`)."""
+    group_releases, group_rest = _group_steps(len(actions), group_actions)
+    return group_releases + _user_steps(actions) + group_rest
+
+
+def _user_steps(actions: Sequence[Action]) -> list[Step]:
     releases, changes, assigns = [], [], []
     for index, action in enumerate(actions):
         released = _released(action)
@@ -77,6 +95,48 @@ def _assign_steps(index: int, action: Action, released: set[str]) -> list[Step]:
         number = after.primary_internal_number
         steps.append(Step(index, "primary", (number,), f"{action.address}: primary internal number {number}"))
     return steps
+
+
+def _group_steps(offset: int, group_actions: Sequence[GroupAction]) -> tuple[list[Step], list[Step]]:
+    """(the releases of group numbers, the other group steps: create or rename, new numbers, members)."""
+    releases, rest = [], []
+    for j, a in enumerate(group_actions):
+        index, before = offset + j, a.before
+        had = set(before.numbers) if before else set()
+        for number in sorted(had - set(a.after.numbers)):
+            releases.append(Step(index, "group_release", (number,), f"{a.address}: remove number {number}"))
+        if before is None:
+            rest.append(Step(index, "group_create", (a.after.name,), f"{a.address}: create group {a.after.name}"))
+        elif before.name != a.after.name:
+            rest.append(Step(index, "group_rename", (a.after.name,), f"{a.address}: rename to {a.after.name}"))
+        for number in sorted(set(a.after.numbers) - had):
+            rest.append(Step(index, "group_assign", (number,), f"{a.address}: assign {number}"))
+        if a.after.members != (before.members if before else ()):
+            shown = ", ".join(a.after.members) or "none"
+            rest.append(Step(index, "group_members", (a.after.members,), f"{a.address}: members {shown}"))
+    return releases, rest
+
+
+def run_group_step(
+    step: Step, action: GroupAction, provider: Provider, group_id: str | None, member_id: Callable[[str], str | None]
+) -> str | None:
+    """Carry out one group step; returns the new PBX group id for a create. `member_id` gives the PBX id of
+    a member address (a user created earlier in this apply, or one the plan resolved)."""
+    if step.kind == "group_create":
+        return provider.create_group(step.args[0])
+    if step.kind == "group_rename":
+        provider.rename_group(group_id, step.args[0])
+    elif step.kind == "group_release":
+        provider.release_group_number(group_id, step.args[0])
+    elif step.kind == "group_assign":
+        provider.assign_group_number(group_id, step.args[0])
+    elif step.kind == "group_members":
+        ids = {address: action.member_ids.get(address) or member_id(address) for address in step.args[0]}
+        missing = sorted(address for address, pbx_id in ids.items() if pbx_id is None)
+        if missing:
+            raise PbxError(f"{action.address}: no PBX user for member(s) {', '.join(missing)} (not created?).")
+        provider.set_group_members(group_id, sorted(ids.values()))
+    return None
 
 
 def run_step(step: Step, action: Action, provider: Provider, user_id: str | None) -> str | None:

@@ -13,7 +13,7 @@ touched; the rest (numbers, primary number) after its last step.
 from __future__ import annotations
 
 from adsync_plan.errors import PbxError
-from adsync_plan.model import SHAPE_FIELDS, Action
+from adsync_plan.model import SHAPE_FIELDS, Action, GroupAction
 from adsync_plan.providers.base import Provider
 
 WORDS = {
@@ -86,3 +86,23 @@ def _show(value) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(value) + "]" if value else "none"
     return repr(value) if value else "none"
+
+
+def verify_group(provider: Provider, action: GroupAction, group_id: str, member_id) -> None:
+    """After a group's last step: read it back (one read) and compare name, numbers and members (as PBX ids;
+    `member_id` resolves a member created in this apply)."""
+    actual = provider.read_group(group_id)
+    wanted = action.after
+    members = sorted(action.member_ids.get(a) or member_id(a) or a for a in wanted.members)
+    wrong = []
+    if actual.name != wanted.name:
+        wrong.append(f"name {actual.name!r} instead of {wanted.name!r}")
+    if sorted(actual.numbers) != sorted(wanted.numbers):
+        wrong.append(f"numbers {_show(actual.numbers)} instead of {_show(wanted.numbers)}")
+    if sorted(actual.members) != members:
+        wrong.append(f"members {_show(actual.members)} instead of {_show(members)}")
+    if wrong:
+        raise VerificationFailed(
+            f"{action.address} (PBX group {group_id}) does not read back as planned: the PBX shows {'; '.join(wrong)}; "
+            "apply stopped at this group; check the group on the PBX."
+        )

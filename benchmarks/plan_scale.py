@@ -1,6 +1,6 @@
 """How `plan --no-refresh` scales: N users in an LDIF directory and a PBX snapshot, against the floor.
 
-    python benchmarks/plan_scale.py [--sizes 1000,10000,100000] [--workdir DIR] [--repeat 3]
+    python benchmarks/plan_scale.py [--sizes 1000,10000,100000] [--workdir DIR] [--repeat 3] [--groups 1000x100]
 
 For each N it generates a directory and a matching PBX (about 2% of users changed, 1% new, 1% gone),
 then times, each in a fresh process and the best of --repeat runs (this machine's speed varies by 10%
@@ -13,6 +13,10 @@ It prints wall time, peak memory and the ratio plan/floor, and the growth from o
 plan's memory is measured in a run of its own: the largest sum of the proportional set sizes of its
 processes. Targets at 100,000 on 2 cores: under 60 s, under 2 GiB, ratio under 2, and 100,000 at most 12
 times 10,000.
+
+--groups GxM (issue 16) adds G directory groups of M users each, mapped to STARFACE groups with a number
+each (pbx_groups.map), and the PBX has them already, bound (as after an earlier apply): the 1% new users join
+their groups, the 1% gone leave them. Target: plan within 10% of its time without groups.
 """
 
 from __future__ import annotations
@@ -47,9 +51,19 @@ print(len(entries), len(snapshot["users"]))
 """
 
 
-def ldif_user(n: int, ext: int, last: str) -> str:
+GROUP_FIRST = 800000  # the groups' internal numbers
+USERS_GROUP = "CN=PBX-Users,OU=Groups,DC=example,DC=com"
+
+
+def team(g: int) -> str:
+    return f"CN=Team{g},OU=Groups,DC=example,DC=com"
+
+
+def ldif_user(n: int, ext: int, last: str, groups: tuple[int, int] = (0, 0)) -> str:
     from tests import ldifgen
 
+    count, size = groups
+    member_of = [USERS_GROUP] + ([team(n // size)] if size and n // size < count else [])
     return ldifgen.user(
         n,
         f"User {n}",
@@ -59,18 +73,21 @@ def ldif_user(n: int, ext: int, last: str) -> str:
         mail=f"user{n}@example.com",
         telephoneNumber=f"{PREFIX}{ext}",
         otherTelephone=[str(ext + 400000)] if n % 10 == 0 else None,
-        memberOf=["CN=PBX-Users,OU=Groups,DC=example,DC=com"],
+        memberOf=member_of,
     )[1]
 
 
-def generate(folder: Path, n: int) -> None:
-    """Directory of n users; the PBX holds the first 99% (1% new), 1% extra (gone) and 2% changed."""
-    from adsync_plan.model import PbxNumber, PbxState, PhoneUser
+def generate(folder: Path, n: int, groups: tuple[int, int] = (0, 0)) -> None:
+    """Directory of n users; the PBX holds the first 99% (1% new), 1% extra (gone) and 2% changed; and
+    `groups` (count, size) mapped groups, on the PBX already."""
+    from adsync_plan.model import PbxGroup, PbxNumber, PbxState, PhoneUser
     from adsync_plan.state import save_snapshot
     from tests import ldifgen
 
     folder.mkdir(parents=True, exist_ok=True)
-    parts = [ldif_user(i, FIRST + i, "Müller") for i in range(n)]
+    count, size = groups
+    parts = [ldif_user(i, FIRST + i, "Müller", groups) for i in range(n)]
+    parts += [ldifgen.group(f"Team{g}", [], n=g + 10)[1] for g in range(count)]
     (folder / "directory.ldif").write_text(ldifgen.document(parts), encoding="utf-8")
     users, numbers, bindings = {}, {}, {}
     present = int(n * 0.99)
@@ -99,8 +116,16 @@ def generate(folder: Path, n: int) -> None:
             numbers[number] = PbxNumber(numbers[number].type, pbx_id, "standard")
         if i < n:
             bindings[str(ldifgen.guid(i))] = pbx_id
-    state = PbxState(users=users, admins=frozenset(), numbers=numbers)
-    save_snapshot(folder / "states" / "pbx.yaml", state, bindings, {"type": "file"}, None)
+    pbx_groups, group_bindings = {}, {}
+    for g in range(count):  # as an earlier apply left them: the users present then (the gone ones too)
+        gid, number = str(n + gone + 1 + g), str(GROUP_FIRST + g)
+        members = [str(i + 1) for i in range(g * size, (g + 1) * size) if i < present or i >= n]
+        numbers[number] = PbxNumber("internal", f"group:{gid}", "standard")
+        pbx_groups[gid] = PbxGroup(f"Team {g}", tuple(sorted(members)), (number,))
+        group_bindings[f"map:{team(g).lower()}"] = gid
+    state = PbxState(users=users, admins=frozenset(), numbers=numbers, groups=pbx_groups)
+    snapshot = folder / "states" / "pbx.yaml"
+    save_snapshot(snapshot, state, bindings, {"type": "file"}, None, group_bindings)
     config = {
         "version": 1,
         "source": {"type": "ldif", "path": "directory.ldif"},
@@ -109,6 +134,13 @@ def generate(folder: Path, n: int) -> None:
         "pbx": {"type": "file", "path": "pbx.yaml", "licenses": None},
         "safety": {"max_orphans": "5%", "min_source_ratio": 0.5},
     }
+    if count:
+        config["pbx_groups"] = {
+            "map": [
+                {"directory_group": team(g), "name": f"Team {g}", "numbers": [str(GROUP_FIRST + g)]}
+                for g in range(count)
+            ]
+        }
     (folder / "adsync.yaml").write_text(json.dumps(config, indent=1))
     (folder / "pbx.yaml").write_text('{"format_version": 1, "users": [], "numbers": []}')
 
@@ -166,14 +198,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best time counts")
+    parser.add_argument("--groups", default="", help="GxM: G mapped groups of M users each (issue 16)")
     args = parser.parse_args()
+    groups = tuple(int(x) for x in args.groups.split("x")) if args.groups else (0, 0)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="adsync-bench-"))
     rows, previous = [], None
     print(f"{'N':>8} {'plan s':>8} {'plan MiB':>9} {'floor s':>8} {'floor MiB':>9} {'ratio':>6} {'growth':>7}")
     for n in (int(s) for s in args.sizes.split(",")):
-        folder = work / f"n{n}"
+        folder = work / (f"n{n}-g{groups[0]}x{groups[1]}" if groups[0] else f"n{n}")
         if not (folder / "adsync.yaml").exists():
-            generate(folder, n)
+            generate(folder, n, groups)
         plan = [sys.executable, "-m", "adsync_plan", "plan", "--no-refresh", "-o", "plan.json"]
         floor = [sys.executable, "-c", FLOOR, str(folder)]
         plan_s, floor_s, floor_mb = float("inf"), float("inf"), 0.0

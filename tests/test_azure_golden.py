@@ -134,6 +134,8 @@ class GraphTenant:
         out["source"] = {k: v for k, v in server.source_settings().items() if k != "timeout"}
         for key in ("admin_groups", "user_groups"):
             out["scope"][key] = [self._id(dn) for dn in config["scope"][key]]
+        for entry in out.get("pbx_groups", {}).get("map", ()):  # issue 16: mapped groups by object id too
+            entry["directory_group"] = self._id(entry["directory_group"])
         if self.missing_account:
             # Graph always has a userPrincipalName, whose local part would stand in for a missing
             # sAMAccountName; to compare with AD, read the account from onPremisesSamAccountName alone.
@@ -158,7 +160,21 @@ def azure_case(name: str, tmp_path: Path, server: GraphServer) -> tuple[Path, Pa
     config = _load_plain(ldif_dir / "adsync.yaml")
     (azure_dir / "adsync.yaml").write_text(json.dumps(tenant.azure_config(config, server), indent=1))
     (azure_dir / "directory.ldif").unlink()
+    _bind_groups_by_object_id(azure_dir / "states" / "pbx.yaml", tenant)
     return ldif_dir / "adsync.yaml", azure_dir / "adsync.yaml"
+
+
+def _bind_groups_by_object_id(snapshot: Path, tenant: GraphTenant) -> None:
+    """A case's snapshot binds its PBX groups by the mapped group's DN (`map:<dn>`); on Entra ID the key is
+    the group's object id (the bindings are outside the fingerprint, so the snapshot stays valid)."""
+    if not snapshot.exists():
+        return
+    doc = json.loads(snapshot.read_text(encoding="utf-8"))
+    doc["group_bindings"] = {
+        f"map:{tenant._id(key.removeprefix('map:'))}" if key.startswith("map:") else key: gid
+        for key, gid in doc.get("group_bindings", {}).items()
+    }
+    snapshot.write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
 
 def _load_plain(path: Path) -> dict:
@@ -183,6 +199,8 @@ def plan_view(config_path: Path, capsys, extra=()) -> dict:
     plan = json.loads(out)
     return {
         "changes": plan["changes"],
+        # the binding key names the directory group: its DN here, its object id there
+        "group_changes": [{k: v for k, v in g.items() if k != "key"} for g in plan.get("group_changes", [])],
         "summary": plan["summary"],
         "overrides": plan["overrides"],
         "base_state": plan["base_state"]["fingerprint"],
@@ -206,6 +224,9 @@ def test_graph_gives_the_same_desired_state_and_plan_as_the_ldif(name, graph, tm
     expected = json.loads((CASES / name / "expected_plan.json").read_text(encoding="utf-8"))
     azure_plan = plan_view(azure_config, capsys, extra)
     assert azure_plan["changes"] == expected["changes"]
+    assert azure_plan["group_changes"] == [
+        {k: v for k, v in g.items() if k != "key"} for g in expected.get("group_changes", [])
+    ]
     assert azure_plan["summary"] == expected["summary"]
     assert azure_plan["overrides"] == expected["overrides"]
     assert azure_plan["diagnostics"] == [(d["severity"], d["code"], d["address"]) for d in expected["diagnostics"]]

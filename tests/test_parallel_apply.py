@@ -31,11 +31,15 @@ def password(monkeypatch):
 
 
 def by_login(document: dict) -> dict:
-    """A PBX document with each user id (and each number's owner) replaced by the user's login ID."""
+    """A PBX document with each user id (each number's owner, each group's members) replaced by the user's
+    login ID."""
     login = {u["id"]: u["login_id"] for u in document["users"]}
     users = sorted(({**u, "id": login[u["id"]]} for u in document["users"]), key=lambda u: u["login_id"])
     numbers = [{**n, "owner": login.get(n["owner"], n["owner"])} for n in document["numbers"]]
-    return {**document, "users": users, "numbers": numbers}
+    out = {**document, "users": users, "numbers": numbers}
+    if "groups" in document:  # a group's members by login ID too (issue 16)
+        out["groups"] = [{**g, "members": sorted(login[m] for m in g["members"])} for g in document["groups"]]
+    return out
 
 
 def apply_at(cli, case: Path, parallelism: int, extra=()) -> tuple[int, str]:

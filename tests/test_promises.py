@@ -32,7 +32,7 @@ def safety_diagnostics(out: str) -> list[str]:
 
 
 def problems(orphans: int, managed: int, max_orphans, bound: int = 0, returned: int = 0, ratio: float = 0.5):
-    decisions = SimpleNamespace(managed=managed)
+    decisions = SimpleNamespace(managed=managed, group_managed=0)  # no bound PBX groups (issue 16)
     bindings = {f"s{i}": str(i) for i in range(bound)}
     desired_ids = {f"s{i}" for i in range(returned)} | {"new-user-not-bound"}
     return diff.safety_problems(orphans, decisions, bindings, desired_ids, Safety(max_orphans, ratio))

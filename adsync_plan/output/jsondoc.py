@@ -18,6 +18,17 @@ def plan_json(plan: Plan, redact: Redactor | None = None) -> str:
             for side in ("before", "after"):
                 if change[side]:
                     change[side] = {k: redact(k, v) for k, v in change[side].items()}
+        for change in doc.get("group_changes", ()):
+            change["address"] = redact.address(change["address"])
+            change["member_ids"] = {redact.address(a): i for a, i in change.get("member_ids", {}).items()}
+            for side in ("before", "after"):
+                if change[side]:
+                    group = change[side]
+                    group.update(
+                        name=redact.text(group["name"]),
+                        members=[redact.address(m) for m in group["members"]],
+                        numbers=redact("external_numbers", group["numbers"]),
+                    )
         doc["diagnostics"] = [redact.diagnostic(d).to_dict() for d in plan.diagnostics]
         if "targets" in doc:
             doc["targets"]["addresses"] = [redact.address(a) for a in doc["targets"]["addresses"]]

@@ -12,12 +12,16 @@ from adsync_plan.model import Plan
 from adsync_plan.output.escape import md
 from adsync_plan.output.redact import Redactor
 from adsync_plan.output.text import (
+    HELD_GROUPS,
     attention,
     change_line,
     finding_count,
     finding_line,
     findings,
+    group_change_line,
+    group_summary,
     held_count,
+    held_groups,
     held_heading,
     iter_held,
     refresh_only_text,
@@ -46,6 +50,9 @@ def plan_markdown(plan: Plan, redact: Redactor | None = None, held_by: tuple[int
     lines += _findings(plan, redact)
     lines += _changes(plan, redact)
     lines += _held(plan, redact, held_by)
+    groups = held_groups(plan, redact)
+    if groups:
+        lines += [f"#### {md(HELD_GROUPS)}", ""] + [f"- {md(finding_line(d))}" for d in groups] + [""]
     lines += _notes(plan, redact)
     text = "\n".join(lines)
     if len(text) > MARKDOWN_LIMIT:  # the budgets keep well below; this only guards a future part
@@ -84,6 +91,13 @@ def _summary(plan: Plan, redact: Redactor) -> list[str]:
         f"| {s.get('protected', 0)} |",
         "",
     ]
+    if group_summary(s):
+        lines += [
+            "| groups to create | groups to update | groups to orphan | groups held |",
+            "| ---: | ---: | ---: | ---: |",
+            f"| {s['group_create']} | {s['group_update']} | {s['group_orphan']} | {s.get('group_held', 0)} |",
+            "",
+        ]
     return lines
 
 
@@ -110,7 +124,7 @@ def _findings(plan: Plan, redact: Redactor) -> list[str]:
 
 
 def _changes(plan: Plan, redact: Redactor) -> list[str]:
-    if not plan.changes:
+    if not (plan.changes or plan.group_changes):
         return []
     lines, budget = ["#### Changes", ""], CHANGES_BUDGET
     for kind, label in GROUPS:
@@ -122,6 +136,10 @@ def _changes(plan: Plan, redact: Redactor) -> list[str]:
             lines += [f"{len(group)} {label}:", ""] + items + [""]
         else:
             lines += ["<details>", f"<summary>{len(group)} {label}</summary>", ""] + items + ["", "</details>", ""]
+    if plan.group_changes:  # PBX groups (pbx_groups): few, shown open
+        groups = plan.group_changes
+        items = _bounded((f"- {md(group_change_line(g, redact))}" for g in groups), len(groups), budget // 3, MORE)
+        lines += [f"{len(groups)} group {'change' if len(groups) == 1 else 'changes'}:", ""] + items + [""]
     return lines
 
 

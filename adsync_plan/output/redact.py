@@ -107,6 +107,8 @@ class Redactor:
             return "user." + self.placeholder("name", name)
         if kind == "user":
             return "user." + self.text(name)
+        if kind == "group":  # a group's name is the configuration's, not personal; a shared number in it is
+            return "group." + self.text(name)
         return address
 
     def diagnostic(self, d: Diagnostic) -> Diagnostic:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 
-from adsync_plan.model import ROLE_ADMIN, SHAPE_FIELDS, Action, Diagnostic, Plan
+from adsync_plan.model import ROLE_ADMIN, SHAPE_FIELDS, Action, Diagnostic, GroupAction, Plan
 from adsync_plan.output.escape import clean
 from adsync_plan.output.redact import Redactor
 
@@ -20,6 +20,8 @@ SIGNS = {"create": "+", "update": "~", "orphan": "!"}
 VERBS = {"create": "will be created", "update": "will be updated", "orphan": "will be orphaned"}
 LEGEND = "adsync-plan will make these changes (+ create, ~ update, ! orphan; nothing is ever deleted):"
 PLAN_WIDE = "plan"  # the address of a diagnostic about the whole plan (the safety valve)
+GROUP_PREFIX = "group."
+HELD_GROUPS = "Held groups (nothing is planned for them until the PBX or pbx_groups changes)"
 NO_REDACTION = Redactor(False)
 NUMBER_LISTS = ("internal_numbers", "external_numbers", "fax_numbers")
 
@@ -29,15 +31,26 @@ NUMBER_LISTS = ("internal_numbers", "external_numbers", "fax_numbers")
 
 def summary_line(plan: Plan, redact: Redactor = NO_REDACTION) -> str:
     s = plan.summary
-    if plan.changes:
+    if plan.changes or plan.group_changes:
         return (
             f"Plan: {s['create']} to create, {s['update']} to update, {s['orphan']} to orphan; {s.get('held', 0)} held."
+            + group_summary(s)
         )
     count = held_count(plan)
     if not count:
         return "No changes. The PBX matches the directory."
     named = clean(", ".join(h.address for h in islice(iter_held(plan, redact), 5))) + (", ..." if count > 5 else "")
     return f"No changes. {_users(count)} held: {named}."
+
+
+def group_summary(s) -> str:
+    """` Groups: 1 to create, 0 to update, 1 to orphan.` when the plan is about groups (pbx_groups)."""
+    if "group_create" not in s:
+        return ""
+    held = f"; {s['group_held']} held" if s.get("group_held") else ""
+    return (
+        f" Groups: {s['group_create']} to create, {s['group_update']} to update, {s['group_orphan']} to orphan{held}."
+    )
 
 
 def _users(n: int) -> str:
@@ -82,6 +95,12 @@ def attention(plan: Plan, redact: Redactor = NO_REDACTION) -> list[Attention]:
             grants.append(Attention(SIGNS[a.action], _who(a, redact), "loses administrator"))
         if a.action == "orphan":
             orphans.append(Attention("!", _who(a, redact), "will be orphaned: no counterpart in the directory's scope"))
+    for g in plan.group_changes:
+        if g.action == "orphan":
+            who = clean(f"{redact.address(g.address)} (PBX group {g.pbx_group_id})")
+            orphans.append(
+                Attention("!", who, "will be orphaned: no longer desired; its members and numbers are removed")
+            )
     return grants + orphans + _moves(plan, redact)
 
 
@@ -93,20 +112,27 @@ def _who(a: Action, redact: Redactor) -> str:
 
 
 def _moves(plan: Plan, redact: Redactor) -> list[Attention]:
+    """Numbers given up by one user or group and taken by another in the same apply."""
     taken: dict[str, str] = {}
     for a in plan.changes:
         if a.before is not None and (a.action == "orphan" or any(f in NUMBER_LISTS for f in a.fields)):
             for number in a.before.numbers() - a.after.numbers():
                 taken[number] = a.address
+    for g in plan.group_changes:
+        for number in set(g.before.numbers if g.before else ()) - set(g.after.numbers):
+            taken[number] = g.address
     if not taken:  # the common case: no number is given up, none can move
         return []
     moves = []
-    for a in plan.changes:
-        before = a.before.numbers() if a.before is not None else set()
-        for number in sorted(a.after.numbers() - before):
-            if number in taken and taken[number] != a.address:
+    gains = [
+        (a.address, a.before.numbers() if a.before is not None else set(), a.after.numbers()) for a in plan.changes
+    ]
+    gains += [(g.address, set(g.before.numbers if g.before else ()), set(g.after.numbers)) for g in plan.group_changes]
+    for address, before, after in gains:
+        for number in sorted(after - before):
+            if number in taken and taken[number] != address:
                 shown = clean(redact("external_numbers", number))
-                text = clean(f"moves from {redact.address(taken[number])} to {redact.address(a.address)}")
+                text = clean(f"moves from {redact.address(taken[number])} to {redact.address(address)}")
                 moves.append(Attention("~", f"number {shown}", text))
     return moves
 
@@ -122,6 +148,45 @@ def change_line(action: Action, redact: Redactor = NO_REDACTION) -> str:
     if action.action == "create":
         return clean(f"{head}  {_create_summary(action, redact)}")
     return clean(f"{head}  " + "; ".join(_field_changes(action, redact, compact=True)))
+
+
+def group_change_line(action: GroupAction, redact: Redactor = NO_REDACTION) -> str:
+    """One line per group change: a create as its members and numbers, an update or orphan as its changes."""
+    head = f"{SIGNS[action.action]} {redact.address(action.address)}"
+    if action.pbx_group_id:
+        head += f" (PBX group {action.pbx_group_id})"
+    if action.action == "create":
+        after = action.after
+        members = ", ".join(redact.address(m) for m in after.members) or "none"
+        numbers = ", ".join(redact("external_numbers", list(after.numbers))) or "none"
+        return clean(f"{head}  group, members {members}; numbers {numbers}")
+    return clean(f"{head}  " + "; ".join(group_field_changes(action, redact)))
+
+
+def group_field_changes(action: GroupAction, redact: Redactor = NO_REDACTION) -> list[str]:
+    """`name: before -> after`, `members: + added, - removed`, `numbers: + added, - removed`."""
+    before, after = action.before or type(action.after)(""), action.after
+    lines = []
+    for name in action.fields:
+        if name == "name":
+            lines.append(clean(f"name: {redact.text(before.name)} -> {redact.text(after.name)}"))
+            continue
+        show = redact.address if name == "members" else (lambda n: redact("external_numbers", n))
+        was, now = set(getattr(before, name)), set(getattr(after, name))
+        parts = [f"+ {show(v)}" for v in sorted(now - was)] + [f"- {show(v)}" for v in sorted(was - now)]
+        lines.append(clean(f"{name}: " + ", ".join(parts)))
+    return lines
+
+
+def group_detailed_lines(action: GroupAction, redact: Redactor = NO_REDACTION) -> list[str]:
+    if action.action != "create":
+        return group_field_changes(action, redact)
+    after = action.after
+    return [
+        clean(f"name: {redact.text(after.name)}"),
+        clean(f"members: [{', '.join(redact.address(m) for m in after.members)}]"),
+        clean(f"numbers: [{', '.join(redact('external_numbers', list(after.numbers)))}]"),
+    ]
 
 
 def _create_summary(action: Action, redact: Redactor) -> str:
@@ -202,7 +267,17 @@ class Held:
 
 
 def is_held(d: Diagnostic) -> bool:
-    return d.severity == "error" and d.address != PLAN_WIDE
+    """An error about one user: the user is held."""
+    return d.severity == "error" and d.address != PLAN_WIDE and not d.address.startswith(GROUP_PREFIX)
+
+
+def is_group_held(d: Diagnostic) -> bool:
+    """An error about one group (pbx_groups): nothing is planned for the group."""
+    return d.severity == "error" and d.address.startswith(GROUP_PREFIX)
+
+
+def held_groups(plan: Plan, redact: Redactor = NO_REDACTION) -> list[Diagnostic]:
+    return [redact.diagnostic(d) for d in plan.diagnostics if is_group_held(d)]
 
 
 def held_users(plan: Plan, redact: Redactor = NO_REDACTION) -> list[Held]:
@@ -231,12 +306,12 @@ def findings(plan: Plan, severity: str, redact: Redactor = NO_REDACTION) -> Iter
     """Diagnostics that are not a held user's: the safety valve's refusal (errors about the whole plan),
     warnings, notes."""
     for d in plan.diagnostics:
-        if d.severity == severity and not is_held(d):
+        if d.severity == severity and not is_held(d) and not is_group_held(d):
             yield redact.diagnostic(d)
 
 
 def finding_count(plan: Plan, severity: str) -> int:
-    return sum(1 for d in plan.diagnostics if d.severity == severity and not is_held(d))
+    return sum(1 for d in plan.diagnostics if d.severity == severity and not is_held(d) and not is_group_held(d))
 
 
 def finding_line(d: Diagnostic) -> str:
@@ -259,16 +334,20 @@ def plan_text(
     notes = attention(plan, redact)
     if notes:
         lines += ["Needs attention:"] + [f"  {n.line()}" for n in notes] + [""]
-    if plan.changes:
+    if plan.changes or plan.group_changes:
         lines += [LEGEND, ""]
         lines += _detailed_changes(plan, redact) if detailed else [f"  {change_line(a, redact)}" for a in plan.changes]
-        lines += [] if detailed else [""]
+        if not detailed:
+            lines += [f"  {group_change_line(g, redact)}" for g in plan.group_changes] + [""]
     warnings = list(findings(plan, "warning", redact))
     if warnings:
         lines += ["Warnings:"] + [f"  {finding_line(d)}" for d in warnings] + [""]
     held = held_users(plan, redact)
     if held:
         lines += [held_heading(len(held), held_by) + ":"] + [f"  {h.line()}" for h in held] + [""]
+    groups = held_groups(plan, redact)
+    if groups:
+        lines += [HELD_GROUPS + ":"] + [f"  {finding_line(d)}" for d in groups] + [""]
     if plan.overrides:
         lines += [clean(f"Overrides used: {', '.join(plan.overrides)}"), ""]
     if plan.targets:
@@ -327,5 +406,11 @@ def _detailed_changes(plan: Plan, redact: Redactor) -> list[str]:
     for action in plan.changes:
         lines.append(f"  {heading(action, redact)}")
         lines += [f"      {line}" for line in detailed_lines(action, redact)]
+        lines.append("")
+    for group in plan.group_changes:
+        where = f" (PBX group {group.pbx_group_id})" if group.pbx_group_id else ""
+        address = clean(redact.address(group.address))
+        lines.append(f"  {SIGNS[group.action]} {address}{where} {VERBS[group.action]}")
+        lines += [f"      {line}" for line in group_detailed_lines(group, redact)]
         lines.append("")
     return lines

@@ -7,6 +7,7 @@ when a step failed: what was done before a failure is on disk, as it would be on
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from adsync_plan import schemas
@@ -14,10 +15,13 @@ from adsync_plan.errors import InputError, PbxError
 from adsync_plan.files import read_document, write_document, yaml_line_finder
 from adsync_plan.model import (
     EDITABLE_FIELDS,
+    GROUP_NAME_MAX,
     NO_PROGRESS,
     SERVICE_FAX,
+    SERVICE_STANDARD,
     SHAPE_FIELDS,
     PbxAccount,
+    PbxGroup,
     PbxNumber,
     PbxState,
     PhoneUser,
@@ -36,6 +40,7 @@ class FileProvider(Provider):
         self.numbers: dict[str, dict] = {}
         self.logins: dict[str, str] = {}  # login ID -> user id
         self.owned: dict[str, set[str]] = {}  # user id -> numbers it owns (read_user without a scan)
+        self.groups: dict[str, dict] = {}  # group id -> {"name", "members": [user ids]}; ids shared with users
         self._loaded = False
         self._dirty = False
         self._next_id = 1
@@ -59,10 +64,25 @@ class FileProvider(Provider):
                 **user,
                 "id": str(user["id"]),
             }
+        for n, group in enumerate(data.get("groups", ())):
+            self._load_group(group, f"groups.{n}")
         for n, entry in enumerate(data["numbers"]):
             self._load_number(entry, f"numbers.{n}")
-        self._next_id = max((int(i) for i in self.users if i.isdigit()), default=0) + 1
+        self._next_id = next_id(self.users, self.groups, self.numbers)
         self._loaded = True
+
+    def _load_group(self, group: dict, where: str) -> None:
+        group_id = str(group["id"])
+        if group_id in self.users or group_id in self.groups:
+            raise InputError(f"{self.path}: {where}.id: id {group_id} appears twice; user and group ids are unique.")
+        try:
+            self._check_group_name(group["name"], None)
+        except PbxError as err:
+            raise InputError(f"{self.path}: {where}.name: {err}") from None
+        for member in map(str, group.get("members", ())):
+            if member not in self.users:
+                raise InputError(f"{self.path}: {where}.members: user {member} does not exist.")
+        self.groups[group_id] = {"name": group["name"], "members": sorted(map(str, group.get("members", ())))}
 
     def _check_new_user(self, user_id: str, login_id: str, where: str) -> None:
         if user_id in self.users:
@@ -101,7 +121,14 @@ class FileProvider(Provider):
         numbers = {n: PbxNumber(v["type"], v["owner"], v["service"]) for n, v in self.numbers.items()}
         progress.advance(len(accounts))
         progress.done()
-        return PbxState.from_parts(accounts, numbers)
+        state = PbxState.from_parts(accounts, numbers)
+        return replace(state, groups={gid: self.read_group(gid) for gid in self.groups}) if self.groups else state
+
+    def read_group(self, group_id: str) -> PbxGroup:
+        group = self._group(group_id)
+        return PbxGroup(
+            group["name"], tuple(sorted(group["members"])), tuple(sorted(self.owned.get(f"group:{group_id}", ())))
+        )
 
     def read_user(self, user_id: str, fields: Collection[str] = SHAPE_FIELDS) -> dict:
         u = self._user(user_id)
@@ -204,6 +231,69 @@ class FileProvider(Provider):
         record["primary_internal_number"] = number
         self._dirty = True
 
+    # -- groups ---------------------------------------------------------------------------------------
+
+    def _group(self, group_id: str) -> dict:
+        self._load()
+        if group_id not in self.groups:
+            raise PbxError(f"PBX group {group_id} does not exist on the PBX.")
+        return self.groups[group_id]
+
+    def _check_group_name(self, name: str, group_id: str | None) -> None:
+        if not name or len(name) > GROUP_NAME_MAX:
+            raise PbxError(f"the PBX refused the group name {name!r}: a name has 1 to {GROUP_NAME_MAX} characters.")
+        for other, group in self.groups.items():
+            if other != group_id and group["name"].lower() == name.lower():
+                raise PbxError(f"the PBX refused the group name {name!r}: PBX group {other} has it.")
+
+    def create_group(self, name: str) -> str:
+        self._load()
+        self._check_group_name(name, None)
+        new_id, self._next_id = str(self._next_id), self._next_id + 1
+        self.groups[new_id] = {"name": name, "members": []}
+        self._dirty = True
+        return new_id
+
+    def rename_group(self, group_id: str, name: str) -> None:
+        group = self._group(group_id)
+        self._check_group_name(name, group_id)
+        group["name"] = name
+        self._dirty = True
+
+    def set_group_members(self, group_id: str, member_ids: Collection[str]) -> None:
+        group = self._group(group_id)
+        missing = sorted(m for m in member_ids if m not in self.users)
+        if missing:
+            raise PbxError(
+                f"the PBX refused the members of group {group_id} ({group['name']}): no user {', '.join(missing)}."
+            )
+        group["members"] = sorted(set(member_ids))
+        self._dirty = True
+
+    def assign_group_number(self, group_id: str, number: str) -> None:
+        group = self._group(group_id)
+        owner = f"group:{group_id}"
+        entry = self.numbers.get(number)
+        if entry is None:
+            raise PbxError(f"the PBX refused number {number} for group {group['name']}: it is not in the inventory.")
+        if entry["owner"] not in (None, owner):
+            raise PbxError(
+                f"the PBX refused number {number} for group {group['name']}: it belongs to {entry['owner']}."
+            )
+        entry.update(owner=owner, service=SERVICE_STANDARD)
+        self.owned.setdefault(owner, set()).add(number)
+        self._dirty = True
+
+    def release_group_number(self, group_id: str, number: str) -> None:
+        group = self._group(group_id)
+        owner = f"group:{group_id}"
+        entry = self.numbers.get(number)
+        if entry is None or entry["owner"] != owner:
+            raise PbxError(f"the PBX refused to release number {number}: group {group['name']} does not own it.")
+        entry.update(owner=None, service=None)
+        self.owned[owner].discard(number)
+        self._dirty = True
+
     def flush(self) -> None:
         if self._dirty:
             write_document(self.path, self.document())
@@ -215,8 +305,22 @@ class FileProvider(Provider):
             {"number": n, "type": v["type"], "owner": _owner_out(v["owner"]), "service": v["service"]}
             for n, v in sorted(self.numbers.items(), key=lambda item: (item[1]["type"], item[0]))
         ]
-        return {"format_version": 1, "users": users, "numbers": numbers}
+        doc = {"format_version": 1, "users": users, "numbers": numbers}
+        if self.groups:  # only then: a PBX file without groups keeps its bytes
+            doc["groups"] = [
+                {"id": int(gid), "name": g["name"], "members": sorted(int(m) for m in g["members"])}
+                for gid, g in sorted(self.groups.items(), key=lambda item: int(item[0]))
+            ]
+        return doc
 
 
 def _owner_out(owner: str | None):
     return int(owner) if owner is not None and owner.isdigit() else owner
+
+
+def next_id(users, groups, numbers) -> int:
+    """Users and groups share one id space, as on a STARFACE: a new one gets max(all ids) + 1, counting a group
+    the inventory names as an owner (`group:7`) even when the file does not list it."""
+    owners = (v["owner"].removeprefix("group:") for v in numbers.values() if (v["owner"] or "").startswith("group:"))
+    ids = (*users, *groups, *owners)
+    return max((int(i) for i in ids if i.isdigit()), default=0) + 1

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from adsync_plan.config import Config
 from adsync_plan.model import ROLE_ADMIN, ROLE_USER, Diagnostic, Directory, DirectoryUser, PhoneUser, normalise_dn
+from adsync_plan.rules.groups import DesiredGroup, render_groups, shared_numbers, without_numbers
 from adsync_plan.rules.numbers import NumberRules, UserNumbers
 from adsync_plan.rules.values import INVALID_VALUE, TEXT_FIELDS, all_clean, value_problem
 
@@ -50,7 +51,8 @@ class Rendered:
     desired: dict[str, DesiredUser]  # account (lower case) -> user
     held: list[HeldUser]
     out_of_scope: int = 0
-    warnings: list[Diagnostic] = field(default_factory=list)  # of desired users (R7 drops)
+    warnings: list[Diagnostic] = field(default_factory=list)  # of desired users (R7 drops) and groups
+    groups: dict[str, DesiredGroup] = field(default_factory=dict)  # name -> group (pbx_groups)
 
 
 def invalid_external_number(address: str, number: str, source: dict | None, drop: bool) -> Diagnostic:
@@ -128,11 +130,13 @@ def render_users(directory: Directory, config: Config) -> Rendered:
         if user.email:
             emails.append(user.email.lower())
     names = directory.attributes
+    carried = _share_numbers(candidates, rules, names, config) if config.pbx_groups.shared_numbers == "group" else {}
     _check_unique(candidates, Counter(accounts), "account", "DUPLICATE_ACCOUNT", "sAMAccountName", names)
     _check_unique(candidates, Counter(emails), "email", "DUPLICATE_EMAIL", "e-mail address", names)
     # one source id on two entries would bind two PBX users to one key: both are held
     _check_unique(candidates, Counter(source_ids), "source_id", "DUPLICATE_SOURCE_ID", "source id", names)
     rendered = Rendered(desired={}, held=[], out_of_scope=out_of_scope)
+    members: dict[str, DirectoryUser] = {}  # account -> directory user, of the desired users (for groups)
     warned = defaultdict(list)
     for warning in warnings:
         warned[warning.address].append(warning)
@@ -146,11 +150,39 @@ def render_users(directory: Directory, config: Config) -> Rendered:
                 log.debug("%s: held: %s", address_of(user), "; ".join(d.code for d in found))
         else:
             rendered.desired[desired.account] = desired
+            members[desired.account] = user
             if debug:
                 log.debug("%s: desired as %s", address_of(user), desired.user)
+    if carried or config.pbx_groups.map:
+        keeps = {a: rendered.desired[a].user.numbers() for a in members}
+        attribute = names.get("phones", "phones")
+        rendered.groups, group_warnings = render_groups(members, carried, keeps, config, rules, attribute)
+        warned["groups"] += group_warnings
     rendered.held.sort(key=lambda h: (h.address, h.source_id))
     rendered.warnings = sorted((w for found in warned.values() for w in found), key=lambda d: (d.address, d.message))
     return rendered
+
+
+def _share_numbers(candidates: list, rules: NumberRules, attributes, config: Config) -> dict[str, set[str]]:
+    """pbx_groups.shared_numbers: group. A phone number several users carry goes to a group: each such user is
+    checked again without it (so it may now lack an internal number: the usual rules hold it). Changes
+    `candidates` in place; returns account -> the shared numbers it carried."""
+    shared = shared_numbers((user for user, desired, _ in candidates if desired is not None), rules)
+    if not shared:
+        return {}
+    carried = {}
+    for n, (user, desired, found) in enumerate(candidates):
+        mine = shared.intersection(rules.parse(v).number for v in user.phones) if desired is not None else set()
+        if not mine:
+            continue
+        carried[desired.account] = mine
+        role = desired.user.role
+        shape, again, _ = _check_user(without_numbers(user, mine, rules), role, rules, attributes, config)
+        # (the warnings of dropped numbers were given by the first check already)
+        found += [_went_to_group(d, mine) if d.code == "NO_INTERNAL_NUMBER" else d for d in again]
+        candidates[n] = (user, DesiredUser(desired.account, user.source_id, user.dn, shape) if shape else None, found)
+        log.debug("%s: shares %s; the number(s) go to a group", address_of(user), ", ".join(sorted(mine)))
+    return carried
 
 
 REQUIRED = (
@@ -207,6 +239,16 @@ def _check_user(user: DirectoryUser, role: str, rules: NumberRules, attributes, 
         fax_numbers=fax,
     )
     return shape, check.found, check.warned
+
+
+def _went_to_group(diagnostic: Diagnostic, shared: set[str]) -> Diagnostic:
+    """R12 for a user whose internal number came from a number that went to a group: say so."""
+    numbers = ", ".join(sorted(shared))
+    message = (
+        f"no internal number is left: the user's number {numbers} is shared with other users and goes to a group "
+        "(pbx_groups.shared_numbers: group); add the user's own extension to the directory."
+    )
+    return replace(diagnostic, message=message)
 
 
 def _check_blocks(check: _Checker, numbers, drop: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -291,6 +333,10 @@ def recheck(rendered: Rendered, config: Config, attributes) -> Rendered:
         else:
             out.desired[desired.account] = desired
     out.held.sort(key=lambda h: (h.address, h.source_id))
+    # a held user is never a member (a member held by this recheck leaves its groups)
+    out.groups = {
+        name: replace(g, members=tuple(m for m in g.members if m in out.desired)) for name, g in rendered.groups.items()
+    }
     return out
 
 

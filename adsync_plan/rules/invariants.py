@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from adsync_plan.config import Config
 from adsync_plan.errors import PlanRefused
-from adsync_plan.model import OVERRIDE_MASS_ORPHAN, ROLE_ADMIN, Action, PbxState, Plan
+from adsync_plan.model import GROUP_NAME_MAX, OVERRIDE_MASS_ORPHAN, ROLE_ADMIN, Action, GroupAction, PbxState, Plan
 from adsync_plan.rules.numbers import NumberRules
 
 ACTIONS = ("create", "update", "orphan")
@@ -33,6 +33,13 @@ class Facts:
     bindings: Mapping[str, str]  # source id -> PBX user id, of the snapshot the plan was made or is applied on
     config: Config
     allow_mass_orphan: bool
+    group_changes: Sequence[GroupAction] = ()
+    group_bindings: Mapping[str, str] = field(default_factory=dict)  # group key -> PBX group id
+
+    @cached_property
+    def group_targeted(self) -> list[GroupAction]:
+        """Group updates and orphans aimed at an existing PBX group."""
+        return [a for a in self.group_changes if a.action != "create" and a.pbx_group_id in self.state.groups]
 
     @cached_property
     def targeted(self) -> list[Action]:
@@ -118,6 +125,18 @@ def _numbers(facts: Facts) -> Iterator[str]:
     numbers, released, claims = facts.state.numbers, set(), {}
     for a in facts.targeted:
         released |= facts.live(a).numbers() - a.after.numbers()
+    for a in facts.group_targeted:
+        released |= set(facts.state.groups[a.pbx_group_id].numbers) - set(a.after.numbers)
+    for a in facts.group_changes:  # one owner per number, groups included
+        own = f"group:{a.pbx_group_id}" if a.action != "create" else None
+        for number in a.after.numbers:
+            info = numbers.get(number)
+            if info is None:
+                yield f"{a.address}: number {number} does not exist on the PBX"
+            elif own is None or info.owner != own:
+                claims.setdefault(number, []).append(a.address)
+                if info.owner is not None and number not in released:
+                    yield f"{a.address}: number {number} belongs to {info.owner}, which the plan does not release"
     for a in facts.writes:
         primary = a.after.primary_internal_number
         if primary is None or primary not in (*a.after.internal_numbers, *a.after.fax_numbers):
@@ -183,6 +202,7 @@ def _mass_orphans(facts: Facts) -> Iterator[str]:
     if facts.allow_mass_orphan:
         return
     orphans = sum(1 for a in facts.changes if a.action == "orphan")
+    orphans += sum(1 for a in facts.group_changes if a.action == "orphan")  # group orphans count with users
     if not orphans:
         return
     protect, bound = facts.config.protect_logins, set(facts.bindings.values())
@@ -191,6 +211,7 @@ def _mass_orphans(facts: Facts) -> Iterator[str]:
         for i, u in facts.state.users.items()
         if i not in facts.state.admins and u.login_id not in protect and (facts.config.ownership == "all" or i in bound)
     )
+    managed += len({i for i in facts.group_bindings.values() if i in facts.state.groups})
     limit = facts.config.safety.max_orphans
     limit = limit if isinstance(limit, int) else int(limit * managed)
     if orphans > limit:
@@ -198,6 +219,51 @@ def _mass_orphans(facts: Facts) -> Iterator[str]:
             f"the plan orphans {orphans} of {managed} managed PBX users, more than safety.max_orphans allows "
             f"({limit}), and was not made with --allow-mass-orphan"
         )
+
+
+def _groups(facts: Facts) -> Iterator[str]:
+    """Groups: no delete; a create makes a new group; an update or orphan names a group this tool made or
+    bound (never another), as it is now, once; an orphan only gets '-' before its name and loses its members
+    and numbers; names fit the PBX and stay unique; every member is a PBX user or created by the plan."""
+    groups, bound = facts.state.groups, facts.group_bindings
+    created = {a.address for a in facts.changes if a.action == "create"}
+    for a in facts.group_changes:
+        if a.action not in ACTIONS or not a.address.startswith("group."):
+            yield f"{a.address}: the group action '{a.action}' does not exist (no group is ever deleted)"
+        elif a.action == "create":
+            if a.pbx_group_id is not None or a.before is not None or bound.get(a.key) in groups:
+                yield f"{a.address}: a create names an existing PBX group"
+        elif a.pbx_group_id not in groups or bound.get(a.key) != a.pbx_group_id:
+            yield f"{a.address}: PBX group {a.pbx_group_id} was not made or bound by adsync-plan; it is never touched"
+        else:
+            live = groups[a.pbx_group_id]
+            members = sorted(a.member_ids.get(m, m) for m in a.before.members)
+            if (a.before.name, a.before.numbers, members) != (live.name, live.numbers, sorted(live.members)):
+                yield f"{a.address}: its 'before' is not PBX group {a.pbx_group_id} as it is"
+            marked = live.name if live.name.startswith(ORPHAN_MARK) else ORPHAN_MARK + live.name
+            if a.action == "orphan" and (a.after.name, a.after.members, a.after.numbers) != (marked, (), ()):
+                yield f"{a.address}: an orphaned group only gets '{ORPHAN_MARK}' before its name and loses its members"
+        if not 0 < len(a.after.name) <= GROUP_NAME_MAX:
+            yield f"{a.address}: the name {a.after.name!r} is not 1 to {GROUP_NAME_MAX} characters long"
+        for member in a.after.members:
+            if facts.state.users.get(a.member_ids.get(member)) is None and member not in created:
+                yield f"{a.address}: member {member} is no PBX user and is not created by the plan"
+    yield from _group_names(facts)
+    ids = Counter(a.pbx_group_id for a in facts.group_changes if a.pbx_group_id is not None)
+    yield from (f"PBX group {i} is changed by {n} actions" for i, n in ids.items() if n > 1)
+
+
+def _group_names(facts: Facts) -> Iterator[str]:
+    """After the plan, no two PBX groups share a name (case-insensitive)."""
+    names = {gid: g.name for gid, g in facts.state.groups.items()}
+    news = []
+    for a in facts.group_changes:
+        if a.action == "create":
+            news.append(a.after.name)
+        elif a.pbx_group_id in names:
+            names[a.pbx_group_id] = a.after.name
+    counts = Counter(name.lower() for name in (*names.values(), *news))
+    yield from (f"the group name {name!r} would be given to {n} PBX groups" for name, n in counts.items() if n > 1)
 
 
 INVARIANTS = (
@@ -211,6 +277,7 @@ INVARIANTS = (
     _licences,
     _admin_grants,
     _mass_orphans,
+    _groups,
 )
 
 
@@ -220,9 +287,11 @@ def violations(
     bindings: Mapping[str, str],
     config: Config,
     allow_mass_orphan: bool = False,
+    group_changes: Sequence[GroupAction] = (),
+    group_bindings: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Every invariant the actions break, as clauses naming the action; empty when the plan is sound."""
-    facts = Facts(changes, state, bindings, config, allow_mass_orphan)
+    facts = Facts(changes, state, bindings, config, allow_mass_orphan, group_changes, group_bindings or {})
     return [found for invariant in INVARIANTS for found in invariant(facts)]
 
 
@@ -232,10 +301,23 @@ def _listed(found: list[str]) -> str:
 
 
 def refuse_unsound_plan(
-    plan: Plan, plan_path, state: PbxState, bindings: Mapping[str, str] | None, config: Config
+    plan: Plan,
+    plan_path,
+    state: PbxState,
+    bindings: Mapping[str, str] | None,
+    config: Config,
+    group_bindings: Mapping[str, str] | None = None,
 ) -> None:
     """Before apply's first step: the saved plan against the configuration apply runs with and the live PBX."""
-    found = violations(plan.changes, state, bindings or {}, config, OVERRIDE_MASS_ORPHAN in plan.overrides)
+    found = violations(
+        plan.changes,
+        state,
+        bindings or {},
+        config,
+        OVERRIDE_MASS_ORPHAN in plan.overrides,
+        plan.group_changes,
+        group_bindings,
+    )
     if found:
         raise PlanRefused(
             f"{plan_path}: the plan breaks the rules of adsync-plan for this PBX and configuration "
@@ -243,10 +325,17 @@ def refuse_unsound_plan(
         )
 
 
-def refuse_own_plan(changes: Sequence[Action], state: PbxState, bindings: Mapping[str, str], config: Config) -> None:
+def refuse_own_plan(
+    changes: Sequence[Action],
+    state: PbxState,
+    bindings: Mapping[str, str],
+    config: Config,
+    group_changes: Sequence[GroupAction] = (),
+    group_bindings: Mapping[str, str] | None = None,
+) -> None:
     """After plan's diff. The rules already held every user that would break an invariant, so a violation
     here is a bug of ours: no plan rather than a wrong one. (R13 has its own diagnostics and override.)"""
-    found = violations(changes, state, bindings, config, allow_mass_orphan=True)
+    found = violations(changes, state, bindings, config, True, group_changes, group_bindings)
     if found:
         raise PlanRefused(
             f"the plan would break the rules of adsync-plan ({_listed(found)}); this is a bug of adsync-plan, "

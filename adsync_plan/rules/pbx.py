@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from adsync_plan.config import Config
 from adsync_plan.model import EXTERNAL, INTERNAL, ROLE_ADMIN, Diagnostic, PbxState, PhoneUser
 from adsync_plan.rules.directory import DesiredUser, HeldUser, invalid_external_number
+from adsync_plan.rules.groups import DesiredGroup
+
+ORPHAN_MARK = "-"
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,13 @@ class Decisions:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     managed: int = 0
     desired: dict[str, DesiredUser] = field(default_factory=dict)  # after R7 drops
+    # groups (pbx_groups): desired groups to create, bound ones to keep up to date, bound ones no longer desired
+    group_creates: dict[str, DesiredGroup] = field(default_factory=dict)  # name -> group
+    group_matches: dict[str, tuple[DesiredGroup, str]] = field(default_factory=dict)  # name -> (group, PBX id)
+    group_orphans: list[str] = field(default_factory=list)  # PBX group ids
+    group_held: dict[str, list[Diagnostic]] = field(default_factory=dict)  # address -> diagnostics
+    group_managed: int = 0  # bound PBX groups (the safety valve counts them with the managed users)
+    group_bindings: dict[str, str] = field(default_factory=dict)  # key -> PBX group id, of existing groups
 
 
 def _error(address: str, code: str, message: str, user: DesiredUser | None, attribute: str | None = None):
@@ -46,8 +56,12 @@ class Reconciler:
         bindings: Mapping[str, str],
         config: Config,
         attributes: Mapping[str, str],
+        groups: Mapping[str, DesiredGroup] | None = None,
+        group_bindings: Mapping[str, str] | None = None,
     ):
         self.state, self.config, self.attributes = state, config, attributes
+        self.groups = dict(groups or {})
+        self.group_bindings = {k: i for k, i in (group_bindings or {}).items() if i in state.groups}
         self.desired = dict(desired)
         self.held_users = held
         present = {u.source_id for u in desired.values()} | {h.source_id for h in held}
@@ -99,11 +113,14 @@ class Reconciler:
         self._match_all()
         self._check_numbers_exist()
         self._orphans()
+        self._match_groups()
         # Holding a user keeps its login ID and numbers where they are, which can conflict with another
-        # user's claim: repeat until nothing changes (each round holds at least one more user, so this ends).
-        while self._check_login_ids() + self._check_number_owners():
+        # user's claim: repeat until nothing changes (each round holds at least one more user or group, so
+        # this ends).
+        while self._check_login_ids() + self._check_number_owners() + self._check_group_numbers():
             pass
         self._check_licences()
+        self._check_group_names()
         self.d.desired = self.desired
         return self.d
 
@@ -265,7 +282,7 @@ class Reconciler:
         return len(conflicts)
 
     def _released(self) -> set[str]:
-        released = set()
+        released = self._group_released()
         for pbx_id in self.d.orphans:
             current = self.state.users[pbx_id]
             released |= current.numbers() - {current.primary_internal_number}
@@ -303,7 +320,114 @@ class Reconciler:
         if owner in self.state.users:
             u = self.state.users[owner]
             return f"PBX user {owner} ({u.first_name} {u.last_name}, login {u.login_id})"
+        group = self.state.groups.get(owner.removeprefix("group:")) if owner.startswith("group:") else None
+        if group is not None:
+            return f"PBX group {owner.removeprefix('group:')} ({group.name})"
         return owner.replace(":", " ", 1)
+
+    # -- groups -------------------------------------------------------------------------------------------
+
+    def _match_groups(self) -> None:
+        """A desired group is its bound PBX group (never one matched by name: a group the tool did not make is
+        never touched), else a new one; a bound group no longer desired becomes an orphan."""
+        matched = set()
+        twice = _twice(self.groups.values())
+        for name in sorted(self.groups):
+            group = self.groups[name]
+            if group in twice:  # only from a hand-edited desired file: render refuses it as configuration
+                message = "another desired group has the same name (whatever the case) or is for the same thing"
+                self.d.group_held.setdefault(group.address, []).append(
+                    Diagnostic("error", "GROUP_NAME_COLLISION", group.address, message + "; render it again.")
+                )
+                continue
+            gid = self.group_bindings.get(group.key)
+            if gid is None:
+                self.d.group_creates[name] = group
+            else:
+                self.d.group_matches[name] = (group, gid)
+                matched.add(gid)
+        bound = set(self.group_bindings.values())
+        self.d.group_bindings = dict(self.group_bindings)
+        self.d.group_managed = len(bound)
+        self.d.group_orphans = sorted(bound - matched, key=_id_order)
+
+    def _active_groups(self):
+        """(group, PBX id or None) of every desired group still to be created or kept up to date."""
+        for group in self.d.group_creates.values():
+            yield group, None
+        for group, gid in self.d.group_matches.values():
+            yield group, gid
+
+    def _group_released(self) -> set[str]:
+        """The numbers bound groups give up in this run: an orphan all of them, a kept group those it no longer
+        has (a held group keeps its numbers)."""
+        groups, released = self.state.groups, set()
+        for gid in self.d.group_orphans:
+            released.update(groups[gid].numbers)
+        for group, gid in self.d.group_matches.values():
+            released.update(set(groups[gid].numbers) - set(group.numbers))
+        return released
+
+    def _hold_group(self, group: DesiredGroup, diagnostic: Diagnostic) -> None:
+        """Nothing is planned for a held group: a bound one stays exactly as it is (and is no orphan)."""
+        self.d.group_held.setdefault(group.address, []).append(diagnostic)
+        self.d.group_creates.pop(group.name, None)
+        self.d.group_matches.pop(group.name, None)
+        log.debug("%s: held at plan time: %s", group.address, diagnostic.message)
+
+    def _check_group_numbers(self) -> int:
+        """R7 and R11 for groups: a group number exists on the PBX, is free or released in this run, and is no
+        number a user of this run claims (the user keeps it). Returns how many groups it held."""
+        if not (self.d.group_creates or self.d.group_matches):
+            return 0  # the usual case: no groups
+        released, numbers = self._released(), self.state.numbers
+        claimed = {n: user for _, user, _ in self._active() for n in user.user.numbers()}
+        held = []
+        for group, gid in self._active_groups():
+            for number in group.numbers:
+                info = numbers.get(number)
+                if info is None:
+                    code, message = "INVALID_EXTERNAL_NUMBER", f"number {number} does not exist on the PBX"
+                elif info.owner not in (None, f"group:{gid}") and number not in released:
+                    code = "NUMBER_CONFLICT"
+                    message = (
+                        f"number {number} belongs to {self._owner_name(info.owner)}, which this run does not release"
+                    )
+                elif number in claimed:
+                    code, message = "NUMBER_CONFLICT", f"number {number} is also claimed by {claimed[number].address}"
+                else:
+                    continue
+                held.append((group, Diagnostic("error", code, group.address, f"{message}; the group is held.")))
+                break
+        for group, diagnostic in held:
+            self._hold_group(group, diagnostic)
+        return len(held)
+
+    def _check_group_names(self) -> None:
+        """Group names are unique on the PBX (case-insensitive): a desired name another PBX group keeps after
+        this run (one the tool did not make, or a held one) holds the desired group."""
+        groups, final = self.state.groups, {}
+        kept = {gid for _, gid in self._active_groups() if gid is not None}
+        for gid, group in groups.items():
+            if gid in self.d.group_orphans:
+                final[gid] = group.name if group.name.startswith(ORPHAN_MARK) else ORPHAN_MARK + group.name
+            elif gid not in kept:
+                final[gid] = group.name
+        taken = {name.lower(): gid for gid, name in final.items()}
+        for group, gid in list(self._active_groups()):
+            other = taken.get(group.name.lower())
+            if other is not None and other != gid:
+                self._hold_group(
+                    group,
+                    Diagnostic(
+                        "error",
+                        "GROUP_NAME_COLLISION",
+                        group.address,
+                        f"PBX group {other} is named {groups[other].name!r} and keeps its name (adsync-plan did not "
+                        "make it, or leaves it as it is); group names are unique on the PBX, whatever the case: "
+                        "rename that group on the PBX or choose another name in pbx_groups.",
+                    ),
+                )
 
     def _check_licences(self) -> None:
         """R4: creates only while licences remain; the ones left over are held, in account order."""
@@ -325,9 +449,17 @@ class Reconciler:
                 )
 
 
+def _twice(groups) -> set[DesiredGroup]:
+    """The desired groups sharing a name (case-insensitive, as the PBX compares) or a binding key."""
+    groups = list(groups)
+    names = Counter(g.name.lower() for g in groups)
+    keys = Counter(g.key for g in groups)
+    return {g for g in groups if names[g.name.lower()] > 1 or keys[g.key] > 1}
+
+
 def _id_order(pbx_id: str):
     return (0, int(pbx_id), "") if pbx_id.isdigit() else (1, 0, pbx_id)
 
 
-def reconcile(desired, held, state, bindings, config, attributes) -> Decisions:
-    return Reconciler(desired, held, state, bindings, config, attributes).run()
+def reconcile(desired, held, state, bindings, config, attributes, groups=None, group_bindings=None) -> Decisions:
+    return Reconciler(desired, held, state, bindings, config, attributes, groups, group_bindings).run()

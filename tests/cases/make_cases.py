@@ -162,7 +162,67 @@ def case_entries(name: str) -> list[tuple[str, dict]]:
 
 def spec_entries(spec: dict) -> list[tuple[str, dict]]:
     make = spec.get("entries") or (lambda people: directory_entries(people, spec.get("nested", False)))
-    return make(spec["people"])
+    return [*make(spec["people"]), *spec.get("extra_groups", ())]
+
+
+def group_dn(name: str) -> str:
+    return f"CN={name},OU=Groups,{ldifgen.BASE}"
+
+
+def group_key(name: str) -> str:
+    """The binding key of the PBX group mapped from directory group `name` (adsync_plan.rules.groups)."""
+    return f"map:{group_dn(name).lower()}"
+
+
+def pbx_group(gid: int, name: str, members=()) -> dict:
+    return {"id": gid, "name": name, "members": list(members)}
+
+
+LINEAGE = "00000000-0000-4000-8000-000000000016"
+
+
+def snapshot(pbx_file: dict, group_bindings: dict) -> dict:
+    """states/pbx.yaml as apply leaves it after it made the case's groups: the PBX of pbx.yaml and the group
+    bindings (the only thing plan takes from it besides the lineage)."""
+    from adsync_plan.model import PbxAccount, PbxGroup, PbxNumber, PbxState
+    from adsync_plan.state import canonical, fingerprint
+
+    accounts = [
+        PbxAccount(
+            str(u["id"]),
+            u["login_id"],
+            u["first_name"],
+            u["last_name"],
+            u["email"],
+            u["is_admin"],
+            u["primary_internal_number"],
+        )
+        for u in pbx_file["users"]
+    ]
+    numbers = {
+        n["number"]: PbxNumber(n["type"], None if n["owner"] is None else str(n["owner"]), n["service"])
+        for n in pbx_file["numbers"]
+    }
+    groups = {
+        str(g["id"]): PbxGroup(
+            g["name"],
+            tuple(sorted(str(m) for m in g["members"])),
+            tuple(sorted(n for n, info in numbers.items() if info.owner == f"group:{g['id']}")),
+        )
+        for g in pbx_file.get("groups", ())
+    }
+    state = PbxState.from_parts(accounts, numbers)
+    state = PbxState(state.users, state.admins, state.numbers, groups)
+    return {
+        "format_version": 1,
+        "lineage": LINEAGE,
+        "serial": 1,
+        "fingerprint": fingerprint(state),
+        "pbx": {"type": "file", "path": "pbx.yaml"},
+        **canonical(state),
+        "bindings": {},
+        "group_bindings": group_bindings,
+    }
 
 
 def inventory(owners: dict | None = None) -> list[dict]:
@@ -177,9 +237,12 @@ def inventory(owners: dict | None = None) -> list[dict]:
     return numbers
 
 
-def pbx(users=(), owners=None) -> dict:
+def pbx(users=(), owners=None, groups=()) -> dict:
     owners = {"90": (2, "standard"), **(owners or {})}
-    return {"format_version": 1, "users": [ADMIN, DOOR, *users], "numbers": inventory(owners)}
+    out = {"format_version": 1, "users": [ADMIN, DOOR, *users], "numbers": inventory(owners)}
+    if groups:
+        out["groups"] = list(groups)
+    return out
 
 
 def pbx_user(uid, login, first, last, email, primary=None, admin=False):
@@ -322,6 +385,8 @@ def cases() -> dict[str, dict]:
                 pbx_user(31, "35", "Held", "User", "held@example.com", "35"),
             ],
             {"10": ("group:7", "standard"), "11": (30, "standard"), "35": (31, "standard"), "34": (31, "standard")},
+            # a group adsync-plan did not make (declared, as a STARFACE reads it: issue 16)
+            [pbx_group(7, "Empfang")],
         ),
     )
     c["r12_no_internal_number"] = dict(
@@ -390,6 +455,100 @@ def cases() -> dict[str, dict]:
         pbx=pbx([pbx_user(20, "20", "Manual", "User", "manual@example.com", "20")], {"20": (20, "standard")}),
         config={"ownership": "bound"},
     )
+    c.update(group_cases())
+    return c
+
+
+VERTRIEB, SUPPORT = group_dn("Vertrieb"), group_dn("Support")
+SHARED = "+49 7022 27978-20"
+
+
+def group_cases() -> dict[str, dict]:
+    """Issue 16: STARFACE groups for shared numbers and for mapped directory groups."""
+    c = {}
+    shared_people = [
+        person(10, "empfang1", phones=["11", SHARED]),  # the reception line as a second number
+        person(11, "empfang2", phones=["12", SHARED]),
+        person(12, "nurzentrale", phones=[SHARED]),  # without the shared number: no internal number, held
+        person(13, "solo", phones=["13"]),
+    ]
+    c["groups_shared_number"] = dict(
+        people=shared_people,
+        # the reception line belongs to a PBX user today: it moves to the group in the same apply
+        pbx=pbx(
+            [pbx_user(20, "20", "Vor", "Empfang1", "empfang1@example.com", "20")],
+            {"20": (20, "standard"), PREFIX + "20": (20, "standard")},
+        ),
+        config={"pbx_groups": {"shared_numbers": "group", "shared_name": "Zentrale {number}"}},
+    )
+    c["groups_shared_hold"] = dict(people=shared_people, config={"pbx_groups": {"shared_numbers": "hold"}})
+    c["groups_mapped"] = dict(
+        people=[
+            person(10, "anna", phones=["10"], groups=[USERS, VERTRIEB]),
+            person(11, "bernd", phones=["11"], groups=[USERS, VERTRIEB, SUPPORT]),
+            person(12, "carla", phones=["12"], groups=[VERTRIEB]),  # in the group, not in scope: no member
+            person(13, "dieter", phones=["13", "+49 7022 27978-31"], groups=[USERS, SUPPORT]),
+            person(14, "emil", mail="", phones=["14"], groups=[USERS, VERTRIEB]),  # held: no member
+        ],
+        extra_groups=[ldifgen.group_entry("Vertrieb", [], n=5), ldifgen.group_entry("Support", [], n=6)],
+        config={
+            "pbx_groups": {
+                "map": [
+                    # +...31 is dieter's number: it stays his, the group goes without it (reported)
+                    {
+                        "directory_group": VERTRIEB,
+                        "name": "Vertrieb",
+                        "numbers": ["+49 7022 27978-30", "30", "+49 7022 27978-31"],
+                    },
+                    {"directory_group": SUPPORT, "name": "Support"},
+                ]
+            }
+        },
+    )
+    anna = pbx_user(20, "10", "Vor", "Anna", "anna@example.com", "10")
+    bernd = pbx_user(21, "11", "Vor", "Bernd", "bernd@example.com", "11")
+    c["groups_member_leaves"] = dict(
+        people=[
+            person(10, "anna", phones=["10"], groups=[USERS, VERTRIEB]),
+            person(11, "bernd", phones=["11"]),  # left Vertrieb: no longer a member
+            person(12, "clara", phones=["12"], groups=[USERS, VERTRIEB]),  # new: created, then made a member
+        ],
+        extra_groups=[ldifgen.group_entry("Vertrieb", [], n=5)],
+        pbx=pbx(
+            [anna, bernd],
+            {"10": (20, "standard"), "11": (21, "standard"), "30": ("group:50", "standard")},
+            [pbx_group(50, "Vertrieb", [20, 21])],
+        ),
+        group_bindings={group_key("Vertrieb"): "50"},
+        config={"pbx_groups": {"map": [{"directory_group": VERTRIEB, "name": "Vertrieb", "numbers": ["30"]}]}},
+    )
+    c["groups_orphaned"] = dict(
+        people=[
+            person(10, "anna", phones=["10", "+49 7022 27978-35"], groups=[USERS, VERTRIEB]),  # freed by the orphan
+            person(11, "bernd", phones=["11", "+49 7022 27978-36"]),  # a group the tool did not make keeps it
+        ],
+        extra_groups=[ldifgen.group_entry("Vertrieb", [], n=5)],
+        pbx=pbx(
+            [anna],
+            {"10": (20, "standard"), PREFIX + "35": ("group:51", "standard"), PREFIX + "36": ("group:52", "standard")},
+            [pbx_group(51, "Altgruppe", [20]), pbx_group(52, "Fremdgruppe", [20])],
+        ),
+        group_bindings={group_key("Altgruppe"): "51"},
+        # the name is taken by the group the tool did not make (names are unique, whatever the case): held
+        config={"pbx_groups": {"map": [{"directory_group": VERTRIEB, "name": "FREMDGRUPPE"}]}},
+    )
+    c["groups_nested"] = dict(
+        people=[
+            person(10, "anna", phones=["10"], groups=[USERS, group_dn("Vertrieb-Nord")]),  # a member through Nord
+            person(11, "bernd", phones=["11"], groups=[USERS, VERTRIEB]),
+            person(12, "carla", phones=["12"]),
+        ],
+        extra_groups=[
+            ldifgen.group_entry("Vertrieb", [group_dn("Vertrieb-Nord")], n=5),
+            ldifgen.group_entry("Vertrieb-Nord", [], n=7),
+        ],
+        config={"pbx_groups": {"map": [{"directory_group": VERTRIEB, "name": "Vertrieb"}]}},
+    )
     return c
 
 
@@ -407,6 +566,10 @@ def write_case(name: str, spec: dict) -> None:
     text = ldifgen.document([ldifgen.entry(dn, attrs) for dn, attrs in spec_entries(spec)])
     (folder / "directory.ldif").write_text(text, encoding="utf-8")
     (folder / "pbx.yaml").write_bytes(render_document(spec.get("pbx") or pbx()))
+    if "group_bindings" in spec:
+        (folder / "states").mkdir(exist_ok=True)
+        state = snapshot(spec.get("pbx") or pbx(), spec["group_bindings"])
+        (folder / "states" / "pbx.yaml").write_bytes(render_document(state))
 
 
 def main() -> None:
