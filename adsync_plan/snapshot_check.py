@@ -11,7 +11,8 @@ it no more lenient than the schema (tests/test_snapshot_check.py).
 from __future__ import annotations
 
 TOP_REQUIRED = frozenset({"format_version", "lineage", "serial", "fingerprint", "users", "numbers", "bindings"})
-TOP_KEYS = TOP_REQUIRED | {"pbx"}
+TOP_KEYS = TOP_REQUIRED | {"pbx", "groups", "group_bindings"}
+GROUP_KEYS = frozenset({"name", "members", "numbers"})
 # a user has exactly these keys (all are required)
 USER_KEYS = frozenset(
     {
@@ -59,7 +60,23 @@ def _valid(data) -> bool:
         and _numbers(data["numbers"])
         and type(data["bindings"]) is dict
         and all(type(v) is str for v in data["bindings"].values())
+        and _groups(data.get("groups", {}))
+        and type(data.get("group_bindings", {})) is dict
+        and all(type(v) is str for v in data.get("group_bindings", {}).values())
     )
+
+
+def _groups(groups) -> bool:
+    """Groups (issue 16): a name and lists of strings; the schema asks no more of them."""
+    if type(groups) is not dict:
+        return False
+    for group in groups.values():
+        if type(group) is not dict or group.keys() != GROUP_KEYS or type(group["name"]) is not str:
+            return False
+        for key in ("members", "numbers"):
+            if type(group[key]) is not list or not all(type(v) is str for v in group[key]):
+                return False
+    return True
 
 
 def _users(users) -> bool:

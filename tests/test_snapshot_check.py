@@ -10,7 +10,7 @@ import fastjsonschema
 import pytest
 
 from adsync_plan import schemas, state
-from adsync_plan.model import PbxNumber, PbxState, PhoneUser
+from adsync_plan.model import PbxGroup, PbxNumber, PbxState, PhoneUser
 from adsync_plan.snapshot_check import surely_valid
 
 ODD_VALUES = [
@@ -61,8 +61,9 @@ def snapshot_document() -> dict:
         "2": PhoneUser("2002", "Anna", "", "a@example.com", "admin", None, (), (), ("+497022209999", "2002")),
     }
     numbers = {"2001": PbxNumber("internal", "1", "standard"), "+497022202001": PbxNumber("external", "1")}
-    numbers["7"] = PbxNumber("internal", "group:5", None)
-    snap = state.Snapshot(PbxState(users, frozenset({"2"}), numbers), {"sid-1": "1"}, pbx={"type": "file"})
+    numbers["7"] = PbxNumber("internal", "group:5", "standard")
+    groups = {"5": PbxGroup("Zentrale", ("1", "2"), ("7",))}  # issue 16: a snapshot with groups stays fast
+    snap = state.Snapshot(PbxState(users, frozenset({"2"}), numbers, groups), {"sid-1": "1"}, pbx={"type": "file"})
     return {
         "format_version": 1,
         "lineage": snap.lineage,
@@ -71,6 +72,7 @@ def snapshot_document() -> dict:
         "pbx": snap.pbx,
         **state.canonical(snap.state),
         "bindings": snap.bindings,
+        "group_bindings": {"shared:7": "5"},
     }
 
 
