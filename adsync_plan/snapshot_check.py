@@ -10,24 +10,13 @@ it no more lenient than the schema (tests/test_snapshot_check.py).
 
 from __future__ import annotations
 
+from adsync_plan.model import SHAPE_FIELDS
+
 TOP_REQUIRED = frozenset({"format_version", "lineage", "serial", "fingerprint", "users", "numbers", "bindings"})
 TOP_KEYS = TOP_REQUIRED | {"pbx", "groups", "group_bindings"}
 GROUP_KEYS = frozenset({"name", "members", "numbers"})
-# a user has exactly these keys (all are required)
-USER_KEYS = frozenset(
-    {
-        "login_id",
-        "first_name",
-        "last_name",
-        "email",
-        "role",
-        "primary_internal_number",
-        "internal_numbers",
-        "external_numbers",
-        "fax_numbers",
-        "is_admin",
-    }
-)
+# a user has exactly these keys (all are required): the comparable shape and the admin flag
+USER_KEYS = frozenset({*SHAPE_FIELDS, "is_admin"})
 NUMBER_KEYS = frozenset({"type", "owner", "service"})
 NUMBER_REQUIRED = frozenset({"type", "owner"})
 ROLES = frozenset({"user", "admin"})
