@@ -448,20 +448,25 @@ state_app = typer.Typer(
 )
 app.add_typer(state_app, name="state")
 AddressArg = Annotated[
-    str, typer.Argument(help="user.<account>, pbx_user.<login>, a source id or a PBX user id.", show_default=False)
+    str,
+    typer.Argument(
+        help="user.<account>, pbx_user.<login>, a source id or a PBX user id; group.<name> for a group binding.",
+        show_default=False,
+    ),
 ]
 
 
 @state_app.command("list")
 def state_list(config: ConfigOpt = DEFAULT_CONFIG) -> int:
-    """One line per binding: address, source id, PBX user id, login."""
-    output.out(output.state_list_text(pipeline.state_list(load_config(config))))
+    """One line per binding: address, source id, PBX user id, login; then the group bindings: address, key,
+    PBX group id."""
+    output.out(output.state_list_text(*pipeline.state_list(load_config(config))))
     return EXIT_OK
 
 
 @state_app.command("show")
 def state_show(address: AddressArg, config: ConfigOpt = DEFAULT_CONFIG) -> int:
-    """One binding and its PBX user as the snapshot has it."""
+    """One binding and its PBX user (or group binding and its PBX group) as the snapshot has it."""
     binding, user = pipeline.state_show(load_config(config), address)
     output.out(output.state_show_text(binding, user))
     return EXIT_OK

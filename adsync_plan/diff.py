@@ -68,7 +68,7 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
     ids_of = {address: pbx_id for pbx_id, address in address_of.items()}
 
     def pbx_members(group: PbxGroup) -> tuple[tuple[str, ...], dict[str, str]]:
-        shown = {address_of.get(i) or _pbx_user_address(state, i): i for i in group.members}
+        shown = {address_of.get(i) or pbx_user_address(state, i): i for i in group.members}
         return tuple(sorted(shown)), shown
 
     def desired_members(accounts) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -118,7 +118,7 @@ def _fields(before: PbxGroup, after: PbxGroup) -> tuple[str, ...]:
     return tuple(f for f in GROUP_FIELDS if getattr(before, f) != getattr(after, f))
 
 
-def _pbx_user_address(state: PbxState, pbx_id: str) -> str:
+def pbx_user_address(state: PbxState, pbx_id: str) -> str:
     user = state.users.get(pbx_id)
     return f"pbx_user.{user.login_id}" if user else f"pbx_user_id.{pbx_id}"
 

@@ -28,6 +28,7 @@ from adsync_plan.providers.base import short_external_numbers
 from adsync_plan.rules import invariants
 from adsync_plan.rules.directory import recheck, render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
+from adsync_plan.schemas import did_you_mean
 from adsync_plan.state import (
     Lock,
     Snapshot,
@@ -868,9 +869,16 @@ def _committed_snapshot(config: Config) -> Snapshot:
 
 def _accounts_by_source_id(config: Config) -> dict[str, str]:
     """source id -> account, from the desired state when there is one (state commands work without it)."""
+    return _desired_names(config)[0]
+
+
+def _desired_names(config: Config) -> tuple[dict[str, str], dict[str, str]]:
+    """source id -> account and group binding key -> group name, from the desired state when there is one."""
     if not config.desired_path.exists():
-        return {}
-    return {u.source_id: account for account, u in read_desired(config.desired_path).rendered.desired.items()}
+        return {}, {}
+    rendered = read_desired(config.desired_path).rendered
+    accounts = {u.source_id: account for account, u in rendered.desired.items()}
+    return accounts, {group.key: name for name, group in rendered.groups.items()}
 
 
 def _bindings(snap: Snapshot, accounts: dict[str, str]) -> list[Binding]:
@@ -886,10 +894,14 @@ def _bindings(snap: Snapshot, accounts: dict[str, str]) -> list[Binding]:
     ]
 
 
-def state_list(config: Config) -> list[Binding]:
-    """Every binding of the committed snapshot, by address (unknown ones last), then PBX user id."""
-    bindings = _bindings(_committed_snapshot(config), _accounts_by_source_id(config))
-    return sorted(bindings, key=lambda b: (b.address is None, b.address or "", len(b.pbx_user_id), b.pbx_user_id))
+def state_list(config: Config) -> tuple[list[Binding], list[GroupBinding]]:
+    """Every binding of the committed snapshot, by address (unknown ones last), then PBX user id; then the
+    group bindings by address. PBX groups the tool did not make have no binding and are not listed."""
+    snap = _committed_snapshot(config)
+    accounts, group_names = _desired_names(config)
+    bindings = _bindings(snap, accounts)
+    users = sorted(bindings, key=lambda b: (b.address is None, b.address or "", len(b.pbx_user_id), b.pbx_user_id))
+    return users, _group_bindings(snap, group_names)
 
 
 def _find_binding(snap: Snapshot, accounts: dict[str, str], address: str, path: Path) -> Binding:
@@ -911,17 +923,89 @@ def _find_binding(snap: Snapshot, accounts: dict[str, str], address: str, path: 
     return next(b for b in _bindings(snap, accounts) if b.source_id == sid)
 
 
-def state_show(config: Config, address: str) -> tuple[Binding, dict | None]:
-    """The binding and its PBX user as the snapshot has it (5.4 shape and is_admin; None if gone)."""
+def state_show(config: Config, address: str) -> tuple[Binding, dict | None] | tuple[GroupBinding, dict]:
+    """The binding and its PBX user as the snapshot has it (5.4 shape and is_admin; None if gone); for a
+    group address, the group binding and its PBX group (members as addresses)."""
     snap = _committed_snapshot(config)
+    if is_group_address(address):
+        return _group_show(snap, *_desired_names(config), address, config.snapshot_path)
     binding = _find_binding(snap, _accounts_by_source_id(config), address, config.snapshot_path)
     user = snap.state.users.get(binding.pbx_user_id)
     shown = {**user.to_dict(), "is_admin": binding.pbx_user_id in snap.state.admins} if user else None
     return binding, shown
 
 
+# -- the same for group bindings (issue 16) ---------------------------------------------------------------
+
+
+@dataclass
+class GroupBinding:
+    """One group binding of the snapshot: its address (`group.<name>`, the desired group's name, else the PBX
+    group's: the address a plan gives it), its key (what the group is for) and the PBX group id."""
+
+    address: str
+    key: str
+    pbx_group_id: str
+
+
+def is_group_address(address: str) -> bool:
+    return address.startswith(("group.", "shared:", "map:"))
+
+
+def _group_bindings(snap: Snapshot, names: dict[str, str]) -> list[GroupBinding]:
+    groups = snap.state.groups  # a binding always points to a group of the snapshot (save_snapshot drops others)
+    found = [
+        GroupBinding(f"group.{names.get(key) or groups[gid].name}", key, gid)
+        for key, gid in snap.group_bindings.items()
+        if gid in groups
+    ]
+    return sorted(found, key=lambda b: (b.address, b.key))
+
+
+def _find_group_binding(snap: Snapshot, names: dict[str, str], address: str, path: Path) -> GroupBinding:
+    """ADDRESS as group.<name> (exact, else the only one whatever the case) or a binding key; one sentence
+    otherwise: for a PBX group the tool did not make, or with a "did you mean"."""
+    bindings = _group_bindings(snap, names)
+    found = [b for b in bindings if address in (b.address, b.key)]
+    found = found or [b for b in bindings if b.address.lower() == address.lower()]
+    if len(found) == 1:
+        return found[0]
+    unbound = next((i for i, g in snap.state.groups.items() if f"group.{g.name}" == address), None)
+    if unbound is not None:
+        raise InputError(
+            f"{address}: PBX group {unbound} has this name but no binding in {path}: adsync-plan did not make it "
+            "and never touches it."
+        )
+    # compare names, not addresses: the shared `group.` would make any two look alike
+    guess = did_you_mean(address.removeprefix("group."), [b.address.removeprefix("group.") for b in bindings])
+    raise InputError(
+        f"{address}: no group binding in {path} has this address"
+        + (f" (did you mean group.{guess}?)" if guess else "")
+        + "; `adsync-plan state list` shows them."
+    )
+
+
+def _group_show(
+    snap: Snapshot, accounts: dict[str, str], names: dict[str, str], address: str, path: Path
+) -> tuple[GroupBinding, dict]:
+    """The group binding and its PBX group, members as user.<account> where the binding and the desired state
+    know the account, else pbx_user.<login> (as plans name them)."""
+    binding = _find_group_binding(snap, names, address, path)
+    group = snap.state.groups[binding.pbx_group_id]
+    account_of = {pbx_id: accounts[sid] for sid, pbx_id in snap.bindings.items() if sid in accounts}
+    members = sorted(
+        f"user.{account_of[i]}" if i in account_of else diff.pbx_user_address(snap.state, i) for i in group.members
+    )
+    return binding, {"name": group.name, "members": members, "numbers": list(group.numbers)}
+
+
 def state_rm(config: Config, address: str) -> Binding:
     """Forget one binding (the PBX user is not touched): under the lock, written atomically, audited."""
+    if is_group_address(address):
+        raise InputError(
+            f"{address}: `state rm` forgets user bindings only; a group binding stays while the group is desired, "
+            "and a group taken out of pbx_groups is orphaned by the next plan (never deleted)."
+        )
     accounts = _accounts_by_source_id(config)
     with state_lock(config, None, "state rm"):
         snap = _committed_snapshot(config)

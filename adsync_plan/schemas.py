@@ -109,11 +109,11 @@ def _problems(error) -> list[tuple[list, str]]:
 
 
 def _unknown_key(key: str, known: list[str]) -> str:
-    guess = _did_you_mean(key, known)
+    guess = did_you_mean(key, known)
     return f"unknown key {key!r}" + (f"; did you mean {guess!r}?" if guess else "; check the spelling in the README")
 
 
-def _did_you_mean(word: str, choices: Sequence) -> str | None:
+def did_you_mean(word: str, choices: Sequence) -> str | None:
     normal = {str(c).replace("_", "").replace("-", "").lower(): str(c) for c in choices}
     squashed = word.replace("_", "").replace("-", "").lower()
     if squashed in normal:
@@ -128,7 +128,7 @@ def _describe(error) -> str:
         return error.message.replace("is a required property", "is required but missing")
     if error.validator == "enum":
         choices = ", ".join(_show(c, quote=False) for c in error.validator_value)
-        guess = _did_you_mean(str(error.instance), error.validator_value)
+        guess = did_you_mean(str(error.instance), error.validator_value)
         return f"{value} is not one of: {choices}" + (f"; did you mean {guess}?" if guess else "")
     if error.validator == "pattern":
         hint = PATTERN_HINTS.get(error.validator_value, f"expected to match {error.validator_value}")

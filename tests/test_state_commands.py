@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from adsync_plan.state import Lock, load_snapshot
+from tests.conftest import copy_case
 from tests.test_cli_ops import adsync, demo  # noqa: F401 - the fixture
 
 ABRANDT_SID = "77997d12-4316-5c4e-888e-6f568c529732"
@@ -97,6 +98,116 @@ def test_state_show_of_an_unknown_address_is_one_sentence(synced, capsys):
     assert err.startswith("Error: user.nobody: no binding in ")
     assert "`adsync-plan state list` shows them" in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+# -- group bindings (issue 16) ------------------------------------------------------------------------
+
+VERTRIEB_KEY = "map:cn=vertrieb,ou=groups,dc=example,dc=com"
+SUPPORT_KEY = "map:cn=support,ou=groups,dc=example,dc=com"
+
+
+@pytest.fixture
+def grouped(tmp_path, capsys):
+    """tests/cases/groups_mapped rendered, planned and applied: users anna (PBX user 3), bernd (4), dieter (5);
+    groups Support (PBX group 6: bernd, dieter) and Vertrieb (7: anna, bernd; numbers +4970222797830 and 30)."""
+    case = copy_case("groups_mapped", tmp_path)
+    config = str(case / "adsync.yaml")
+    for args in (["render"], ["plan", "-o", str(case / "p.plan.json")], ["apply", str(case / "p.plan.json")]):
+        code, _, err = adsync(capsys, *args, "-c", config)
+        assert code == 0, err
+    return case
+
+
+def state(capsys, case: Path, *args: str) -> tuple[int, str, str]:
+    return adsync(capsys, "state", *args, "-c", str(case / "adsync.yaml"))
+
+
+def test_state_list_lists_the_group_bindings_after_the_users(grouped, capsys):
+    code, out, err = state(capsys, grouped, "list")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "user.anna",
+        "user.bernd",
+        "user.dieter",
+        "group.Support",
+        "group.Vertrieb",
+    ]
+    assert lines[-2:] == [
+        f"group.Support   {SUPPORT_KEY}   6",
+        f"group.Vertrieb  {VERTRIEB_KEY}  7",
+    ]
+    assert lines[0].split() == ["user.anna", "3959d98c-f042-5cdf-b28c-e1bfc08f4782", "3", "10"]
+
+
+def test_a_group_binding_is_addressed_by_the_desired_name_else_by_the_pbx_groups_name(grouped, capsys):
+    config = grouped / "adsync.yaml"
+    data = json.loads(config.read_text())
+    data["pbx_groups"]["map"][0]["name"] = "Sales"  # renamed in the configuration: the next plan renames it
+    config.write_text(json.dumps(data))
+    assert adsync(capsys, "render", "-c", str(config))[0] == 0
+    assert f"group.Sales    {VERTRIEB_KEY}  7" in state(capsys, grouped, "list")[1].splitlines()
+    (grouped / "states/desired.yaml").unlink()
+    assert state(capsys, grouped, "list")[1].splitlines()[-1] == f"group.Vertrieb  {VERTRIEB_KEY}  7"
+
+
+def test_state_list_leaves_out_pbx_groups_the_tool_did_not_make(tmp_path, capsys):
+    case = copy_case("groups_orphaned", tmp_path)  # PBX groups 51 Altgruppe (bound) and 52 Fremdgruppe (not)
+    code, out, err = state(capsys, case, "list")
+    assert code == 0, err
+    assert out.splitlines() == ["group.Altgruppe  map:cn=altgruppe,ou=groups,dc=example,dc=com  51"]
+
+
+@pytest.mark.parametrize("address", ["group.Vertrieb", "group.vertrieb", VERTRIEB_KEY])
+def test_state_show_shows_a_group_binding_and_the_pbx_group_with_members_as_addresses(grouped, capsys, address):
+    code, out, err = state(capsys, grouped, "show", address)
+    assert code == 0, err
+    assert out.splitlines() == [
+        "address:      group.Vertrieb",
+        f"key:          {VERTRIEB_KEY}",
+        "pbx_group_id: 7",
+        "pbx_group:",
+        "  name: Vertrieb",
+        "  members: user.anna, user.bernd",
+        "  numbers: +4970222797830, 30",
+    ]
+
+
+def test_state_show_of_a_group_names_members_by_login_without_a_desired_state(grouped, capsys):
+    (grouped / "states/desired.yaml").unlink()
+    code, out, err = state(capsys, grouped, "show", "group.Support")
+    assert code == 0, err
+    assert out.splitlines()[-3:] == ["  name: Support", "  members: pbx_user.11, pbx_user.13", "  numbers: -"]
+
+
+def test_state_show_of_an_unknown_group_is_one_sentence_with_a_guess(grouped, capsys):
+    code, out, err = state(capsys, grouped, "show", "group.Vertreib")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"Error: group.Vertreib: no group binding in {grouped / 'states/pbx.yaml'} has this address (did you mean "
+        "group.Vertrieb?); `adsync-plan state list` shows them.\n"
+    )
+    code, _, err = state(capsys, grouped, "show", "group.Buchhaltung")
+    assert code == 1 and "did you mean" not in err and len(err.splitlines()) == 1
+
+
+def test_state_show_of_a_pbx_group_the_tool_did_not_make_says_so(tmp_path, capsys):
+    case = copy_case("groups_orphaned", tmp_path)
+    code, out, err = state(capsys, case, "show", "group.Fremdgruppe")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"Error: group.Fremdgruppe: PBX group 52 has this name but no binding in {case / 'states/pbx.yaml'}: "
+        "adsync-plan did not make it and never touches it.\n"
+    )
+
+
+def test_state_rm_of_a_group_address_is_refused_and_changes_nothing(grouped, capsys):
+    snapshot = (grouped / "states/pbx.yaml").read_bytes()
+    code, out, err = state(capsys, grouped, "rm", "group.Vertrieb")
+    assert (code, out) == (1, "")
+    assert err.startswith("Error: group.Vertrieb: `state rm` forgets user bindings only;")
+    assert len(err.splitlines()) == 1
+    assert (grouped / "states/pbx.yaml").read_bytes() == snapshot
 
 
 # -- state rm -----------------------------------------------------------------------------------------
