@@ -341,7 +341,9 @@ def _init_next_steps(folder: Path, source: str, pbx: str) -> str:
 
 @app.command()
 def explain(
-    account: Annotated[str, typer.Argument(help="sAMAccountName, user.<account>, source id, or pbx_user.<login>.")],
+    account: Annotated[
+        str, typer.Argument(help="sAMAccountName, user.<account>, source id, pbx_user.<login>, or group.<name>.")
+    ],
     config: ConfigOpt = DEFAULT_CONFIG,
     desired: Annotated[
         Path | None, typer.Option(help="Explain from this desired state instead of reading the source.")
@@ -350,7 +352,8 @@ def explain(
         bool, typer.Option("--no-refresh", help="Use the committed snapshot; no PBX access.")
     ] = False,
 ) -> int:
-    """Every rule decision for one user: values and their attributes, scope, rules, match and plan."""
+    """Every rule decision for one user (values and their attributes, scope, rules, match and plan), or for one
+    PBX group: where it comes from, its members and numbers and why, and the plan."""
     from adsync_plan.explain import explain as explain_user
 
     cfg = load_config(config)

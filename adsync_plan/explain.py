@@ -14,8 +14,9 @@ from adsync_plan.config import Config
 from adsync_plan.errors import InputError
 from adsync_plan.model import Action, Diagnostic, Directory, DirectoryUser, normalise_dn
 from adsync_plan.rules.directory import DesiredUser, HeldUser, address_of, in_scope
-from adsync_plan.rules.groups import phone_numbers
+from adsync_plan.rules.groups import GROUP_NUMBER_CONFLICT, DesiredGroup, mapped_numbers, phone_numbers
 from adsync_plan.rules.numbers import NumberRules
+from adsync_plan.schemas import did_you_mean
 
 if TYPE_CHECKING:  # the pipeline hands its results in; this module never runs a stage itself
     from adsync_plan.pipeline import PlanResult
@@ -49,6 +50,8 @@ def explain(query: str, config: Config, result: PlanResult, directory: Directory
     `pbx_user.<login_id>` for a PBX user. Raises InputError (one sentence) when there is nothing to explain."""
     if query.lower().startswith("pbx_user."):
         return _explain_pbx_user(query.partition(".")[2], config, result)
+    if query.startswith("group."):
+        return _explain_group(query.removeprefix("group."), config, result, directory)
     key = query.lower().removeprefix("user.")
     if directory is not None:
         entries = [u for u in directory.users if key in ((u.account or "").lower(), u.source_id.lower())]
@@ -326,6 +329,210 @@ def _explain_pbx_user(login_id: str, config: Config, result: PlanResult) -> list
         lines.append("  nothing: an administrator is never changed (R10)")
     else:
         lines.append("  nothing: not managed (ownership: bound, and this tool neither created nor bound it)")
+    return lines + [""]
+
+
+# -- a group (issue 16) ---------------------------------------------------------------------------------
+
+
+def _explain_group(name: str, config: Config, result: PlanResult, directory: Directory | None) -> list[str]:
+    """A desired group (where it comes from, members, numbers, rules, plan), a bound PBX group no longer
+    desired (its orphaning), or a PBX group the tool did not make (never touched)."""
+    desired, state = result.desired.rendered.groups, result.snapshot.state
+    pbx_names = {g.name: gid for gid, g in state.groups.items()}
+    for exact in (True, False):  # an exact name first, desired groups before PBX groups
+        if (found := _named(name, desired, exact)) is not None:
+            return _explain_desired_group(desired[found], config, result, directory)
+        if (found := _named(name, pbx_names, exact)) is not None:
+            return _explain_pbx_group(pbx_names[found], result)
+    guess = did_you_mean(name, [*desired, *pbx_names])
+    raise InputError(
+        f"group.{name}: no desired group and no PBX group has this name"
+        + (f" (did you mean group.{guess}?)" if guess else "")
+        + "; `adsync-plan plan` lists the groups."
+    )
+
+
+def _named(name: str, names, exact: bool) -> str | None:
+    """`name` itself, or (not exact) the only one of `names` that equals it whatever the case."""
+    if exact:
+        return name if name in names else None
+    found = [n for n in names if n.lower() == name.lower()]
+    return found[0] if len(found) == 1 else None
+
+
+def _explain_desired_group(group: DesiredGroup, config: Config, result: PlanResult, directory) -> list[str]:
+    d, state = result.decisions, result.snapshot.state
+    gid = d.group_bindings.get(group.key)
+    where = _map_key(group, config)
+    bound = f" -> PBX group {gid} ({state.groups[gid].name})" if gid else ", no PBX group bound yet"
+    lines = [group.address, f"  for:        {_group_purpose(group, where)}", f"  binding:    {group.key}{bound}"]
+    members, carriers = _member_lines(group, config, result, directory)
+    lines += ["", "Members:", *members]
+    lines += ["", f"Numbers ({where + '.numbers' if where else 'pbx_groups.shared_numbers'}):"]
+    lines += _group_number_lines(group, config, result, where, carriers)
+    held = d.group_held.get(group.address, [])
+    others = [x for x in result.plan.diagnostics if x.address == group.address and x.code != GROUP_NUMBER_CONFLICT]
+    lines += [
+        "",
+        "Rules (pbx_groups, R7, R11):",
+        *(_diagnostic_lines(_unique(held + others)) or ["  passed every rule"]),
+    ]
+    return [*lines, "", "Plan:", *_group_outcome(group, gid, result), ""]
+
+
+def _unique(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    return [x for n, x in enumerate(diagnostics) if x not in diagnostics[:n]]
+
+
+def _map_key(group: DesiredGroup, config: Config) -> str | None:
+    """pbx_groups.map.N of a mapped group (None for a shared number's group, or a group the file alone has)."""
+    if group.directory_group is None:
+        return None
+    wanted = normalise_dn(group.directory_group)
+    mapped = (n for n, m in enumerate(config.pbx_groups.map) if normalise_dn(m.directory_group) == wanted)
+    n = next(mapped, None)
+    return None if n is None else f"pbx_groups.map.{n}"
+
+
+def _group_purpose(group: DesiredGroup, where: str | None) -> str:
+    if group.shared_number is not None:
+        return (
+            f"the number {group.shared_number} several directory users share (pbx_groups.shared_numbers: group; "
+            "the name from pbx_groups.shared_name)"
+        )
+    return f"the directory group {group.directory_group} ({where or 'pbx_groups.map'})"
+
+
+def _member_lines(group: DesiredGroup, config: Config, result: PlanResult, directory) -> tuple[list[str], list[str]]:
+    """One line per directory user the group concerns (in the mapped directory group, or carrying the shared
+    number): member or not, and why; then the PBX members the plan removes. Also the users' addresses."""
+    held_at_render = {h.source_id: h for h in result.desired.rendered.held}
+    lines, seen = [], []
+    for user in sorted(_concerned(group, config, directory), key=address_of):
+        address = address_of(user)
+        seen.append(address)
+        if not in_scope(user, config):
+            disabled = "" if user.enabled or config.scope.include_disabled else ": the account is disabled"
+            alone = "; membership in a mapped group alone puts nobody in scope" if group.shared_number is None else ""
+            lines.append(f"  {address}: not a member: out of scope (R3){disabled}{alone}")
+        elif user.source_id in held_at_render:
+            held = held_at_render[user.source_id].diagnostics
+            lines.append(f"  {address}: not a member: held by {_code_list(held)}; a held user is never a member")
+        else:
+            lines.append(f"  {address}: {_member_reason((user.account or '').lower(), address, result)}")
+    for account in group.members:  # what the desired state says (all there is without the directory)
+        if f"user.{account}" not in seen:
+            seen.append(f"user.{account}")
+            lines.append(f"  user.{account}: {_member_reason(account, f'user.{account}', result)}")
+    if directory is None:
+        lines.append("  (held and out-of-scope users are not in the desired state: run explain without --desired)")
+    action = _group_action(group.address, result)
+    if action is not None and action.before is not None:
+        what = "the directory group" if group.shared_number is None else "the users who carry the number"
+        for address in sorted(set(action.before.members) - set(action.after.members)):
+            lines.append(f"  {address}: leaves the group: not (or no longer) a member of {what}")
+    return lines or ["  none"], seen
+
+
+def _concerned(group: DesiredGroup, config: Config, directory: Directory | None) -> list[DirectoryUser]:
+    if directory is None:
+        return []
+    if group.shared_number is not None:
+        rules = NumberRules(config.numbering)
+        return [u for u in directory.users if group.shared_number in phone_numbers(u, rules)]
+    wanted = normalise_dn(group.directory_group or "")
+    return [u for u in directory.users if wanted in u.groups]
+
+
+def _member_reason(account: str, address: str, result: PlanResult) -> str:
+    d = result.decisions
+    if account in d.creates:
+        return "member (the plan creates the user, then adds it)"
+    if account in d.matches:
+        return "member"
+    if account in d.protected:
+        return "member (a protected PBX user: R10 keeps its name and numbers, membership is the group's)"
+    if address in d.held:
+        return f"not a member: held at plan time by {_code_list(d.held[address])}; a held user is never a member"
+    return "not a member"
+
+
+def _code_list(diagnostics) -> str:
+    return ", ".join(f"{x.code} ({RULE_OF_CODE.get(x.code, '-')})" for x in diagnostics if x.severity == "error")
+
+
+def _group_number_lines(group: DesiredGroup, config: Config, result: PlanResult, where, carriers) -> list[str]:
+    if group.shared_number is not None:
+        return [f"  {group.shared_number}: the shared number, carried by {', '.join(carriers) or '(nobody)'}"]
+    configured = mapped_numbers(config, NumberRules(config.numbering))[int(where.rsplit(".", 1)[1])] if where else ()
+    warnings = [
+        w.message
+        for w in result.desired.rendered.warnings
+        if w.address == group.address and w.code == GROUP_NUMBER_CONFLICT
+    ]
+    lines = []
+    for number in sorted(set(configured) | set(group.numbers)):
+        if number in group.numbers:
+            lines.append(f"  {number}: the group's")
+            continue
+        why = next((m for m in warnings if m.startswith(f"number {number} ")), "not in the desired state")
+        lines.append(f"  {number}: left out ({GROUP_NUMBER_CONFLICT}): {why}")
+    return lines or ["  none configured"]
+
+
+def _group_action(address: str, result: PlanResult):
+    return next((a for a in result.plan.group_changes if a.address == address), None)
+
+
+def _group_outcome(group: DesiredGroup, gid: str | None, result: PlanResult) -> list[str]:
+    action = _group_action(group.address, result)
+    refused = " (but the safety valve refused the whole plan)" if result.refused else ""
+    if action is not None and action.action == "create":
+        a = action.after
+        return [
+            f"  + create{refused}: name {a.name}, members {', '.join(a.members) or '(none)'}; "
+            f"numbers {', '.join(a.numbers) or '(none)'}"
+        ]
+    if action is not None:
+        heading = f"  ~ update PBX group {action.pbx_group_id}{refused}: the directory differs in these fields"
+        return [heading, *_field_changes(action)]
+    if group.address in result.decisions.group_held:
+        return ["  held: nothing is planned for this group; a bound PBX group stays exactly as it is"]
+    return [f"  unchanged: PBX group {gid} already matches" if gid else "  nothing"]
+
+
+def _explain_pbx_group(gid: str, result: PlanResult) -> list[str]:
+    """A PBX group no desired group stands for: bound (orphaned by the plan) or not the tool's (never touched)."""
+    d, group = result.decisions, result.snapshot.state.groups[gid]
+    key = next((k for k, i in d.group_bindings.items() if i == gid), None)
+    lines = [f"group.{group.name}"]
+    if key is None:
+        lines.append(f"  PBX group {gid}, not bound: adsync-plan did not make it and never touches it")
+        for other in result.desired.rendered.groups.values():
+            if other.name.lower() == group.name.lower() and other.address in d.group_held:
+                lines += [f"  the desired group {other.address} has its name and is held:"]
+                lines += _diagnostic_lines(d.group_held[other.address])
+        return lines + [""]
+    lines.append(f"  PBX group {gid}, bound by {key}")
+    renamed = next((g for g in result.desired.rendered.groups.values() if g.key == key), None)
+    if renamed is not None:  # desired under another name: the plan renames it
+        return lines + [f"  desired as {renamed.address}: run `adsync-plan explain '{renamed.address}'`", ""]
+    if key.startswith("shared:"):
+        lines.append(
+            "  no longer desired: the number is no longer shared by several users in scope (or shared_numbers is hold)"
+        )
+    else:
+        lines.append("  no longer desired: no entry of pbx_groups.map is for this directory group")
+    action = next((a for a in result.plan.group_changes if a.pbx_group_id == gid), None)
+    lines += ["", "Plan:"]
+    if action is not None and action.action == "orphan":
+        lines.append("  ! orphan: members and numbers removed, '-' before the name; never deleted (counts for R13)")
+        lines += _field_changes(action)
+    elif gid in d.group_orphans:
+        lines.append("  an orphan already (marked, members and numbers removed): nothing left to change")
+    else:
+        lines.append("  nothing")
     return lines + [""]
 
 

@@ -516,6 +516,98 @@ def test_explain_says_where_a_shared_number_went(cli, tmp_path):
     assert "member of the group 'Zentrale +4970222797820'" in out
 
 
+def explain_lines(cli, case: Path, *args: str) -> list[str]:
+    code, out, err = cli("explain", "-c", case / "adsync.yaml", *args)
+    assert code == 0, err
+    return out.splitlines()
+
+
+def test_explain_a_mapped_group_names_its_key_its_members_and_why_and_the_number_left_out(cli, tmp_path):
+    lines = explain_lines(cli, copy_case("groups_mapped", tmp_path), "group.Vertrieb")
+    assert lines[:3] == [
+        "group.Vertrieb",
+        "  for:        the directory group CN=Vertrieb,OU=Groups,DC=example,DC=com (pbx_groups.map.0)",
+        "  binding:    map:cn=vertrieb,ou=groups,dc=example,dc=com, no PBX group bound yet",
+    ]
+    members = lines[lines.index("Members:") + 1 : lines.index("Numbers (pbx_groups.map.0.numbers):") - 1]
+    assert members == [
+        "  user.anna: member (the plan creates the user, then adds it)",
+        "  user.bernd: member (the plan creates the user, then adds it)",
+        "  user.carla: not a member: out of scope (R3); membership in a mapped group alone puts nobody in scope",
+        "  user.emil: not a member: held by MISSING_EMAIL (R1); a held user is never a member",
+    ]
+    assert "  +4970222797830: the group's" in lines and "  30: the group's" in lines
+    assert (
+        "  +4970222797831: left out (GROUP_NUMBER_CONFLICT): number +4970222797831 (pbx_groups.map.0.numbers) is also "
+        "a number of user.dieter, which keeps it; group.Vertrieb is planned without it. Remove it from the directory "
+        "or from the configuration." in lines
+    )
+    assert lines[lines.index("Plan:") + 1] == (
+        "  + create: name Vertrieb, members user.anna, user.bernd; numbers +4970222797830, 30"
+    )
+
+
+def test_explain_a_shared_number_group_names_who_carries_it_and_why_one_is_no_member(cli, tmp_path):
+    lines = explain_lines(cli, copy_case("groups_shared_number", tmp_path), "group.Zentrale +4970222797820")
+    assert lines[1] == (
+        "  for:        the number +4970222797820 several directory users share (pbx_groups.shared_numbers: group; "
+        "the name from pbx_groups.shared_name)"
+    )
+    assert "  user.empfang1: member" in lines
+    assert "  user.empfang2: member (the plan creates the user, then adds it)" in lines
+    assert "  user.nurzentrale: not a member: held by NO_INTERNAL_NUMBER (R12); a held user is never a member" in lines
+    assert "  +4970222797820: the shared number, carried by user.empfang1, user.empfang2, user.nurzentrale" in lines
+
+
+def test_explain_a_bound_group_a_member_left_shows_the_update(cli, tmp_path):
+    lines = explain_lines(cli, copy_case("groups_member_leaves", tmp_path), "group.Vertrieb")
+    assert lines[2] == "  binding:    map:cn=vertrieb,ou=groups,dc=example,dc=com -> PBX group 50 (Vertrieb)"
+    assert "  user.bernd: leaves the group: not (or no longer) a member of the directory group" in lines
+    start = lines.index("Plan:")
+    assert lines[start + 1 : start + 3] == [
+        "  ~ update PBX group 50: the directory differs in these fields",
+        "      members: ['user.anna', 'user.bernd'] -> ['user.anna', 'user.clara']",
+    ]
+
+
+def test_explain_an_orphaned_group_and_one_the_tool_did_not_make(cli, tmp_path):
+    case = copy_case("groups_orphaned", tmp_path)
+    lines = explain_lines(cli, case, "group.Altgruppe")
+    assert lines[1:3] == [
+        "  PBX group 51, bound by map:cn=altgruppe,ou=groups,dc=example,dc=com",
+        "  no longer desired: no entry of pbx_groups.map is for this directory group",
+    ]
+    assert "  ! orphan: members and numbers removed, '-' before the name; never deleted (counts for R13)" in lines
+    assert "      name: Altgruppe -> -Altgruppe" in lines
+    lines = explain_lines(cli, case, "group.Fremdgruppe")
+    assert lines[1] == "  PBX group 52, not bound: adsync-plan did not make it and never touches it"
+    start = lines.index("  the desired group group.FREMDGRUPPE has its name and is held:")
+    assert lines[start + 1].startswith("  error GROUP_NAME_COLLISION (pbx_groups): PBX group 52 is named 'Fremdgruppe'")
+    lines = explain_lines(cli, case, "group.FREMDGRUPPE")
+    assert "  held: nothing is planned for this group; a bound PBX group stays exactly as it is" in lines
+
+
+def test_explain_a_group_from_the_committed_files(cli, tmp_path):
+    case = copy_case("groups_mapped", tmp_path)
+    assert cli("render", "-c", case / "adsync.yaml")[0] == 0
+    assert cli("refresh", "-c", case / "adsync.yaml")[0] == 0
+    (case / "directory.ldif").write_text("garbage\n")  # never read
+    desired = case / "states" / "desired.yaml"
+    lines = explain_lines(cli, case, "group.Vertrieb", "--desired", desired, "--no-refresh")
+    assert "  user.anna: member (the plan creates the user, then adds it)" in lines
+    assert not any("user.carla" in line for line in lines)
+    assert any("run explain without --desired" in line for line in lines)
+
+
+def test_explain_an_unknown_group_is_one_sentence_with_a_guess(cli, tmp_path):
+    code, out, err = cli("explain", "-c", copy_case("groups_mapped", tmp_path) / "adsync.yaml", "group.Vertreib")
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == (
+        "Error: group.Vertreib: no desired group and no PBX group has this name (did you mean group.Vertrieb?); "
+        "`adsync-plan plan` lists the groups."
+    )
+
+
 # -- property: whatever the directory, the PBX and its groups -------------------------------------------
 
 import os  # noqa: E402
