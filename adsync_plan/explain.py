@@ -16,7 +16,7 @@ from adsync_plan.model import Action, Diagnostic, Directory, DirectoryUser, norm
 from adsync_plan.rules.directory import DesiredUser, HeldUser, address_of, in_scope
 from adsync_plan.rules.groups import GROUP_NUMBER_CONFLICT, DesiredGroup, mapped_numbers, phone_numbers
 from adsync_plan.rules.numbers import NumberRules
-from adsync_plan.schemas import did_you_mean
+from adsync_plan.schemas import guess_name
 
 if TYPE_CHECKING:  # the pipeline hands its results in; this module never runs a stage itself
     from adsync_plan.pipeline import PlanResult
@@ -110,7 +110,9 @@ def _explain_entry(user: DirectoryUser, config: Config, result: PlanResult, dire
     lines += ["", "Directory rules (R1, R2, R5, R12, R14):"]
     lines += _diagnostic_lines(held.diagnostics) if held else ["  passed every rule"]
     shared = phone_numbers(user, NumberRules(config.numbering))
-    lines += _plan_lines(address, user.account, result, held_at_render=held is not None, phones=shared)
+    lines += _plan_lines(
+        address, user.account, result, held_at_render=held is not None, phones=shared, groups=user.groups
+    )
     return lines + [""]
 
 
@@ -174,7 +176,12 @@ def _diagnostic_lines(diagnostics) -> list[str]:
 
 
 def _plan_lines(
-    address: str, account: str | None, result: PlanResult, held_at_render: bool = False, phones: set[str] = frozenset()
+    address: str,
+    account: str | None,
+    result: PlanResult,
+    held_at_render: bool = False,
+    phones: set[str] = frozenset(),
+    groups: frozenset[str] = frozenset(),
 ) -> list[str]:
     d = result.decisions
     key = (account or "").lower()
@@ -195,11 +202,14 @@ def _plan_lines(
     elif key in d.creates:
         lines.append("  no PBX user matches by binding or by e-mail address")
     lines += ["", "Plan:"] + _outcome_lines(address, key, result)
-    return lines + _group_lines(key, phones, result)
+    return lines + _group_lines(key, phones, result, groups)
 
 
-def _group_lines(account: str, phones: set[str], result: PlanResult) -> list[str]:
-    """The PBX groups (pbx_groups) the user's numbers went to, and those it is (or is not) a member of."""
+def _group_lines(
+    account: str, phones: set[str], result: PlanResult, in_groups: frozenset[str] = frozenset()
+) -> list[str]:
+    """The PBX groups (pbx_groups) the user's numbers went to, and those it is (or is not) a member of;
+    `in_groups` are the user's directory groups (known only when the directory was read)."""
     groups = result.desired.rendered.groups
     lines = []
     for name in sorted(groups):
@@ -212,7 +222,7 @@ def _group_lines(account: str, phones: set[str], result: PlanResult) -> list[str
             )
         if member:
             lines.append(f"  {_membership(account, group, result)} of the group {name!r}, for {group.purpose}")
-        elif group.shared_number in phones:
+        elif group.shared_number in phones or normalise_dn(group.directory_group or "") in in_groups:
             lines.append(f"  not a member of the group {name!r}: a held user is never a member")
     d = result.decisions
     for warning in (w for w in result.desired.rendered.warnings if w.code == "GROUP_NUMBER_CONFLICT"):
@@ -345,7 +355,7 @@ def _explain_group(name: str, config: Config, result: PlanResult, directory: Dir
             return _explain_desired_group(desired[found], config, result, directory)
         if (found := _named(name, pbx_names, exact)) is not None:
             return _explain_pbx_group(pbx_names[found], result)
-    guess = did_you_mean(name, [*desired, *pbx_names])
+    guess = guess_name(name, [*desired, *pbx_names])
     raise InputError(
         f"group.{name}: no desired group and no PBX group has this name"
         + (f" (did you mean group.{guess}?)" if guess else "")

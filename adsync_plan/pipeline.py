@@ -28,7 +28,7 @@ from adsync_plan.providers.base import short_external_numbers
 from adsync_plan.rules import invariants
 from adsync_plan.rules.directory import recheck, render_users
 from adsync_plan.rules.pbx import Decisions, reconcile
-from adsync_plan.schemas import did_you_mean
+from adsync_plan.schemas import guess_name
 from adsync_plan.state import (
     Lock,
     Snapshot,
@@ -977,7 +977,7 @@ def _find_group_binding(snap: Snapshot, names: dict[str, str], address: str, pat
             "and never touches it."
         )
     # compare names, not addresses: the shared `group.` would make any two look alike
-    guess = did_you_mean(address.removeprefix("group."), [b.address.removeprefix("group.") for b in bindings])
+    guess = guess_name(address.removeprefix("group."), [b.address.removeprefix("group.") for b in bindings])
     raise InputError(
         f"{address}: no group binding in {path} has this address"
         + (f" (did you mean group.{guess}?)" if guess else "")

@@ -122,6 +122,13 @@ def did_you_mean(word: str, choices: Sequence) -> str | None:
     return close[0] if close else None
 
 
+def guess_name(word: str, names: Sequence[str]) -> str | None:
+    """did_you_mean, else the only name that starts with `word` whatever the case (`Zentrale` for the group
+    `Zentrale +4970222797820`, whose name a shared number makes long)."""
+    prefixed = [n for n in names if word and n.lower().startswith(word.lower())]
+    return did_you_mean(word, names) or (prefixed[0] if len(prefixed) == 1 else None)
+
+
 def _describe(error) -> str:
     value = _show(error.instance)
     if error.validator == "required":

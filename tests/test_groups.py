@@ -599,6 +599,19 @@ def test_explain_a_group_from_the_committed_files(cli, tmp_path):
     assert any("run explain without --desired" in line for line in lines)
 
 
+def test_explain_a_held_user_of_a_mapped_directory_group_says_it_is_no_member(cli, tmp_path):
+    lines = explain_lines(cli, copy_case("groups_mapped", tmp_path), "emil")
+    assert "  not a member of the group 'Vertrieb': a held user is never a member" in lines
+    assert "  in no PBX group" not in lines
+
+
+def test_explain_a_group_by_the_start_of_its_name_guesses_the_whole_name(cli, tmp_path):
+    case = copy_case("groups_shared_number", tmp_path)
+    code, _, err = cli("explain", "-c", case / "adsync.yaml", "group.zentrale")
+    assert code == 1
+    assert "(did you mean group.Zentrale +4970222797820?)" in err.splitlines()[-1]
+
+
 def test_explain_an_unknown_group_is_one_sentence_with_a_guess(cli, tmp_path):
     code, out, err = cli("explain", "-c", copy_case("groups_mapped", tmp_path) / "adsync.yaml", "group.Vertreib")
     assert (code, out) == (1, "")
