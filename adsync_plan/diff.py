@@ -62,19 +62,23 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
     `user.<account>` for a directory user, `pbx_user.<login>` for a PBX user none stands for (a member added
     by hand); `member_ids` resolves those that exist on the PBX. Held users are no members; a protected one
     is (the group changes, not the user)."""
-    address_of = {pbx_id: f"user.{account}" for account, (_, pbx_id, _) in decisions.matches.items()}
+    if not (decisions.group_orphans or decisions.group_matches or decisions.group_creates):
+        return []  # no groups: nothing to index
+    matches, protected = decisions.matches, decisions.protected
+    address_of = {pbx_id: f"user.{account}" for account, (_, pbx_id, _) in matches.items()}
     # a protected user is a member too: R10 keeps its own name and numbers, membership is the group's
-    address_of |= {pbx_id: f"user.{account}" for account, pbx_id in decisions.protected.items()}
-    ids_of = {address: pbx_id for pbx_id, address in address_of.items()}
+    address_of |= {pbx_id: f"user.{account}" for account, pbx_id in protected.items()}
 
     def pbx_members(group: PbxGroup) -> tuple[tuple[str, ...], dict[str, str]]:
         shown = {address_of.get(i) or _pbx_user_address(state, i): i for i in group.members}
         return tuple(sorted(shown)), shown
 
     def desired_members(accounts) -> tuple[tuple[str, ...], dict[str, str]]:
-        wanted = [f"user.{a}" for a in accounts if a in decisions.matches or a in decisions.creates]
-        wanted += [f"user.{a}" for a in accounts if a in decisions.protected]
-        return tuple(sorted(wanted)), {a: ids_of[a] for a in wanted if a in ids_of}
+        wanted = [a for a in accounts if a in matches or a in decisions.creates or a in protected]
+        ids = {
+            f"user.{a}": matches[a][1] if a in matches else protected[a] for a in wanted if a not in decisions.creates
+        }
+        return tuple(sorted(f"user.{a}" for a in wanted)), ids
 
     orphans, updates, creates = [], [], []
     for gid in decisions.group_orphans:
