@@ -65,9 +65,12 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
     if not (decisions.group_orphans or decisions.group_matches or decisions.group_creates):
         return []  # no groups: nothing to index
     matches, protected = decisions.matches, decisions.protected
-    address_of = {pbx_id: f"user.{account}" for account, (_, pbx_id, _) in matches.items()}
     # a protected user is a member too: R10 keeps its own name and numbers, membership is the group's
-    address_of |= {pbx_id: f"user.{account}" for account, pbx_id in protected.items()}
+    id_of = {account: pbx_id for account, (_, pbx_id, _) in matches.items()} | protected
+    kept = [decisions.group_matches[name] for name in sorted(decisions.group_matches)]
+    changed = [(group, gid) for group, gid in kept if not _unchanged(group, state.groups[gid], id_of, decisions)]
+    shown = set().union(*(state.groups[gid].members for gid in [*decisions.group_orphans, *(g for _, g in changed)]))
+    address_of = {pbx_id: f"user.{account}" for account, pbx_id in id_of.items() if pbx_id in shown}
 
     def pbx_members(group: PbxGroup) -> tuple[tuple[str, ...], dict[str, str]]:
         shown = {address_of.get(i) or _pbx_user_address(state, i): i for i in group.members}
@@ -91,8 +94,7 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
             orphans.append(
                 GroupAction(f"group.{current.name}", "orphan", gid, key, before, after, _fields(before, after), ids)
             )
-    for name in sorted(decisions.group_matches):
-        group, gid = decisions.group_matches[name]
+    for group, gid in changed:
         current = state.groups[gid]
         members, ids = pbx_members(current)
         before = PbxGroup(current.name, members, current.numbers)
@@ -112,6 +114,19 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
             )
         )
     return orphans + updates + creates
+
+
+def _unchanged(group, current: PbxGroup, id_of: dict[str, str], decisions: Decisions) -> bool:
+    """A kept group that stays as it is, seen in PBX user ids: most groups do not change in a run, and only a
+    changed one needs its members as addresses. False when unsure: the addresses decide then."""
+    if (group.name, group.numbers) != (current.name, current.numbers):
+        return False
+    ids = list(map(id_of.get, group.members))
+    if None in ids:  # a member to create, or one held or gone (no member)
+        if any(pbx_id is None and a in decisions.creates for a, pbx_id in zip(group.members, ids, strict=True)):
+            return False
+        ids = [pbx_id for pbx_id in ids if pbx_id is not None]
+    return len(ids) == len(current.members) and set(ids) == set(current.members)
 
 
 def orphaned_name(name: str) -> str:
