@@ -1,0 +1,188 @@
+"""Group renames that collide on the way (issue 16 follow-up): two groups adsync-plan made swap names, one takes
+the name another gives up (to a new name, to an orphan's `-` name, or only in another case). Names are unique on
+the PBX, case-insensitive, at every moment, so apply must free a name before it gives it and break a swap with a
+temporary name; on the file PBX and on the STARFACE test server (both refuse a taken name), and an apply stopped
+between the two renames of a swap converges on the next plan and apply."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from adsync_plan import providers
+from adsync_plan.errors import PbxError
+from adsync_plan.providers.file import FileProvider
+from adsync_plan.providers.starface import StarfaceProvider
+from tests.conftest import copy_case
+from tests.servers.starface import CLIENT_SECRET_ENV, PASSWORD_ENV, StarfaceServer, export_pbx_file
+from tests.test_golden import plan_and_apply
+from tests.test_starface_golden import on_starface
+
+VERTRIEB, SUPPORT = 0, 1  # positions in groups_mapped's pbx_groups.map
+TEMPORARY = "adsync-plan renaming"
+
+
+def names(case: Path, *wanted: str | None) -> None:
+    """Give groups_mapped's mapped groups new names; None leaves the entry out (its group becomes an orphan)."""
+    config = json.loads((case / "adsync.yaml").read_text(encoding="utf-8"))
+    entries = config["pbx_groups"]["map"]
+    config["pbx_groups"]["map"] = [dict(e, name=n) for e, n in zip(entries, wanted, strict=True) if n is not None]
+    (case / "adsync.yaml").write_text(json.dumps(config, indent=1), encoding="utf-8")
+
+
+def entry_ids(case: Path, srv: StarfaceServer | None, first) -> list[str]:
+    """The PBX ids of the groups named `first`, in the map's order."""
+    by_name = {name: gid for gid, name in group_names(case, srv).items()}
+    return [by_name[name] for name in first if name is not None]
+
+
+def group_names(case: Path, srv: StarfaceServer | None) -> dict[str, str]:
+    pbx = export_pbx_file(srv) if srv else json.loads((case / "pbx.yaml").read_text(encoding="utf-8"))
+    return {str(g["id"]): g["name"] for g in pbx["groups"]}
+
+
+# (the names of the first apply, the names of the second, the group names on the PBX at the end)
+RENAMES = {
+    "swap": (("Vertrieb", "Support"), ("Support", "Vertrieb"), ["Support", "Vertrieb"]),
+    "swap-case": (("Vertrieb", "Support"), ("SUPPORT", "vertrieb"), ["SUPPORT", "vertrieb"]),
+    "chain": (("Vertrieb", "Support"), ("Zentrale", "Vertrieb"), ["Zentrale", "Vertrieb"]),
+    "chain-case": (("Vertrieb", "Support"), ("Zentrale", "VERTRIEB"), ["Zentrale", "VERTRIEB"]),
+    "case-only": (("Vertrieb", "Support"), ("VERTRIEB", "support"), ["VERTRIEB", "support"]),
+    # the orphan becomes "-Vertrieb", the name the other group gives up
+    "orphan-takes-a-freed-name": (("Vertrieb", "-Vertrieb"), (None, "Support"), ["-Vertrieb", "Support"]),
+    # the other group takes the name the orphan gives up
+    "takes-an-orphans-name": (("Vertrieb", "Support"), (None, "Vertrieb"), ["-Vertrieb", "Vertrieb"]),
+}
+
+
+@pytest.fixture(params=["file", "starface"])
+def pbx(request, monkeypatch):
+    """None for the file PBX, else a STARFACE test server (a 10.x, OAuth)."""
+    if request.param == "file":
+        yield None
+        return
+    monkeypatch.setenv(PASSWORD_ENV, StarfaceServer().password)
+    monkeypatch.setenv(CLIENT_SECRET_ENV, StarfaceServer().client_secret)
+    monkeypatch.setattr(StarfaceProvider, "backoff", 0.01)
+    with StarfaceServer(licenses=50, version="10") as srv:
+        yield srv
+        assert srv.errors == [] and "DELETE /groups/{id}" not in srv.counts
+        srv.check_consistency()
+
+
+def made(cli, tmp_path, srv, first) -> Path:
+    """groups_mapped applied with the names `first`: two groups adsync-plan made and bound."""
+    case = copy_case("groups_mapped", tmp_path)
+    if srv is not None:
+        on_starface(case, srv)
+    names(case, *first)
+    plan_and_apply(cli, case)
+    return case
+
+
+@pytest.mark.parametrize("kind", RENAMES)
+def test_renames_that_take_each_others_names_apply_and_converge(kind, cli, tmp_path, pbx):
+    first, second, end = RENAMES[kind]
+    case = made(cli, tmp_path, pbx, first)
+    ids = entry_ids(case, pbx, first)
+    names(case, *second)
+    plan = plan_and_apply(cli, case)
+    # the plan shows the final names only; a temporary name is apply's detail
+    assert TEMPORARY not in json.dumps(plan)
+    assert [group_names(case, pbx)[i] for i in ids] == end
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--detailed-exitcode")
+    assert code == 0 and "No changes." in out, out + err
+
+
+def test_a_swap_says_so_in_the_apply_log_with_the_temporary_name(cli, tmp_path):
+    case = made(cli, tmp_path, None, ("Vertrieb", "Support"))
+    names(case, "Support", "Vertrieb")
+    code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
+    assert code == 0, err
+    code, out, err = cli("apply", "-c", case / "adsync.yaml", case / "p.plan.json")
+    assert code == 0, err
+    assert f"rename to {TEMPORARY} " in out + err and "for now" in out + err, out + err
+
+
+class FailingSecondRename(FileProvider):
+    """The file PBX, refusing every rename after the first one (the file is still written: apply flushes)."""
+
+    renames = 0
+
+    def rename_group(self, group_id: str, name: str) -> None:
+        FailingSecondRename.renames += 1
+        if FailingSecondRename.renames > 1:
+            raise PbxError("the PBX did not answer.")
+        super().rename_group(group_id, name)
+
+
+def test_a_swap_stopped_after_the_temporary_name_converges_on_the_file_pbx(cli, tmp_path, monkeypatch):
+    case = made(cli, tmp_path, None, ("Vertrieb", "Support"))
+    ids = entry_ids(case, None, ("Vertrieb", "Support"))
+    names(case, "Support", "Vertrieb")
+    code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
+    assert code == 0, err
+    monkeypatch.setitem(providers.PROVIDERS, "file", "tests.test_group_renames:FailingSecondRename")
+    FailingSecondRename.renames = 0
+    code, _, err = cli("apply", "-c", case / "adsync.yaml", case / "p.plan.json")
+    assert code == 1 and "apply stopped after" in err, err
+    halfway = group_names(case, None)
+    assert sum(TEMPORARY in n for n in halfway.values()) == 1, halfway  # one group waits under the temporary name
+    monkeypatch.undo()
+    plan = plan_and_apply(cli, case)
+    assert TEMPORARY in json.dumps(plan)  # the next plan shows where it is: from the temporary name to the final
+    assert [group_names(case, None)[i] for i in ids] == ["Support", "Vertrieb"]
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--detailed-exitcode")
+    assert code == 0 and "No changes." in out, out + err
+
+
+def test_a_swap_killed_between_its_renames_converges_on_the_starface(cli, tmp_path, pbx):
+    from tests.test_interrupt import HOOK, leftovers, run
+
+    if pbx is None:
+        pytest.skip("the file PBX writes nothing before its flush: a kill between steps leaves it as it was")
+    case = made(cli, tmp_path, pbx, ("Vertrieb", "Support"))
+    ids = entry_ids(case, pbx, ("Vertrieb", "Support"))
+    names(case, "Support", "Vertrieb")
+    code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
+    assert code == 0, err
+    # the group steps of this plan: the temporary rename, the other group's rename, the final rename
+    killed = run(
+        "apply",
+        "-c",
+        case / "adsync.yaml",
+        case / "p.plan.json",
+        **{HOOK: "KILL@step:1", CLIENT_SECRET_ENV: pbx.client_secret},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    halfway = group_names(case, pbx)
+    assert sorted(TEMPORARY in n for n in halfway.values()) == [False, True], halfway
+    code, _, err = cli("refresh", "-c", case / "adsync.yaml")
+    assert code == 0, err
+    assert leftovers(case) == []
+    plan_and_apply(cli, case)
+    assert [group_names(case, pbx)[i] for i in ids] == ["Support", "Vertrieb"]
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--detailed-exitcode")
+    assert code == 0 and "No changes." in out, out + err
+
+
+@pytest.mark.parametrize("kind, after", [("500", False), ("drop", True)])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_fault_at_each_rename_of_a_swap_then_a_new_plan_converges_on_the_starface(k, kind, after, cli, tmp_path, pbx):
+    if pbx is None:
+        pytest.skip("faults at requests are the STARFACE's")
+    case = made(cli, tmp_path, pbx, ("Vertrieb", "Support"))
+    ids = entry_ids(case, pbx, ("Vertrieb", "Support"))
+    names(case, "Support", "Vertrieb")
+    code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
+    assert code == 0, err
+    pbx.fail(k, kind, "PUT", "/groups/{id}", after=after)  # the k-th rename fails, or its answer is lost
+    code, _, err = cli("apply", "-c", case / "adsync.yaml", case / "p.plan.json")
+    assert code == 1 and "apply stopped after" in err, err
+    plan_and_apply(cli, case)
+    assert [group_names(case, pbx)[i] for i in ids] == ["Support", "Vertrieb"]
+    code, out, err = cli("plan", "-c", case / "adsync.yaml", "--detailed-exitcode")
+    assert code == 0 and "No changes." in out, f"fault at request {k}: {out}"
