@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from adsync_plan.model import GROUP_FIELDS, Action, GroupAction, PbxGroup, PbxState, PhoneUser
-from adsync_plan.rules.pbx import Decisions
+from adsync_plan.rules.pbx import Decisions, orphaned_name
 
 ORPHAN_MARK = "-"
 
@@ -108,10 +108,6 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
             )
         )
     return orphans + updates + creates
-
-
-def orphaned_name(name: str) -> str:
-    return name if name.startswith(ORPHAN_MARK) else ORPHAN_MARK + name
 
 
 def _fields(before: PbxGroup, after: PbxGroup) -> tuple[str, ...]:

@@ -350,6 +350,31 @@ class Reconciler:
         self.d.group_bindings = dict(self.group_bindings)
         self.d.group_managed = len(bound)
         self.d.group_orphans = sorted(bound - matched, key=_id_order)
+        self._hold_orphans_named_twice()
+
+    def _hold_orphans_named_twice(self) -> None:
+        """An orphan's `-` name that another PBX group keeps (an earlier orphan of a group of that name, one the
+        tool did not make) cannot be given: the orphan stays as it is (members, numbers and name), reported.
+        Decided here, before any number is planned to move, since an orphan that stays keeps its numbers."""
+        groups = self.state.groups
+        moving = {gid for group, gid in self.d.group_matches.values() if group.name.lower() != groups[gid].name.lower()}
+        kept = {g.name.lower(): gid for gid, g in groups.items() if gid not in moving}
+        for gid in list(self.d.group_orphans):
+            name = groups[gid].name
+            other = kept.get(orphaned_name(name).lower())
+            if other is None or other == gid:
+                continue
+            self.d.group_orphans.remove(gid)
+            address = f"group.{name}"
+            message = (
+                f"{address} (PBX group {gid}) is no longer desired, but PBX group {other} is named "
+                f"{groups[other].name!r} already, the name it would get as an orphan; group names are unique on the "
+                f"PBX, whatever the case: it stays as it is; rename PBX group {other} on the PBX to have it orphaned."
+            )
+            self.d.group_held.setdefault(address, []).append(
+                Diagnostic("error", "GROUP_NAME_COLLISION", address, message)
+            )
+            log.debug("%s: held at plan time: %s", address, message)
 
     def _active_groups(self):
         """(group, PBX id or None) of every desired group still to be created or kept up to date."""
@@ -410,7 +435,7 @@ class Reconciler:
         kept = {gid for _, gid in self._active_groups() if gid is not None}
         for gid, group in groups.items():
             if gid in self.d.group_orphans:
-                final[gid] = group.name if group.name.startswith(ORPHAN_MARK) else ORPHAN_MARK + group.name
+                final[gid] = orphaned_name(group.name)
             elif gid not in kept:
                 final[gid] = group.name
         taken = {name.lower(): gid for gid, name in final.items()}
@@ -447,6 +472,11 @@ class Reconciler:
                         user,
                     ),
                 )
+
+
+def orphaned_name(name: str) -> str:
+    """An orphaned group's name: `-` before it, once (R9 for groups)."""
+    return name if name.startswith(ORPHAN_MARK) else ORPHAN_MARK + name
 
 
 def _twice(groups) -> set[DesiredGroup]:
