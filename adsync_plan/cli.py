@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -549,7 +550,7 @@ def run(argv: list[str] | None = None) -> int:
     if "--no-color" in argv[1:]:  # accepted after the subcommand too, as people type it
         argv = ["--no-color"] + [a for a in argv if a != "--no-color"]
     try:
-        code = app(args=argv, standalone_mode=False, prog_name="adsync-plan")
+        code = _command()(args=argv, standalone_mode=False, prog_name="adsync-plan")
     except typer.Exit as done:
         return done.exit_code
     except click.NoArgsIsHelpError:
@@ -587,10 +588,17 @@ def _interrupted() -> int:
     return EXIT_INTERRUPTED
 
 
-def _long_option_names() -> set[str]:
+@functools.cache
+def _command():
+    """The click command typer makes of `app`, made once: it evaluates every option's annotations (30 ms),
+    which the tests, running the CLI in process thousands of times, would pay each time."""
     import typer.main
 
-    group = typer.main.get_command(app)
+    return typer.main.get_command(app)
+
+
+def _long_option_names() -> set[str]:
+    group = _command()
     commands = [group, *group.commands.values()]
     return {o[2:].split("=")[0] for c in commands for p in c.params for o in p.opts if o.startswith("--")}
 

@@ -1,4 +1,5 @@
-"""Load adsync.yaml once, at the door: ruamel.yaml (for line numbers) -> jsonschema -> frozen dataclasses."""
+"""Load adsync.yaml once, at the door: yaml-rs (ruamel.yaml for an error's line) -> jsonschema -> frozen
+dataclasses."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from adsync_plan import schemas
 from adsync_plan.errors import ConfigError
-from adsync_plan.files import CONFIG, parse_yaml, plain, refuse_other_kind, yaml_line_finder
+from adsync_plan.files import CONFIG, parse_yaml_fast, plain, refuse_other_kind, yaml_line_finder
 from adsync_plan.model import GROUP_NAME_MAX, normalise_dn
 
 
@@ -115,21 +116,26 @@ def load_config(path: str | Path) -> Config:
         ) from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the configuration: {err.strerror}.") from None
-    data = _parse_yaml(path, raw_bytes)
-    schemas.validate(data, "config", str(path), lines=yaml_line_finder(data))
+    data, tree = _parse_yaml(path, raw_bytes)
+    try:
+        schemas.validate(data, "config", str(path), lines=yaml_line_finder(tree))
+    except ConfigError:
+        # say it from ruamel.yaml's tree: it remembers how a number was written ("0001", not 1)
+        schemas.validate(tree.parsed(), "config", str(path), lines=yaml_line_finder(tree))
+        raise
     return _build(path, data, hashlib.sha256(raw_bytes).hexdigest())
 
 
 def _parse_yaml(path: Path, raw: bytes):
     try:
-        data = parse_yaml(raw, path, "the configuration", ConfigError)
+        data, tree = parse_yaml_fast(raw, path, "the configuration", ConfigError)
     except ConfigError:
         refuse_other_kind(raw, None, path, CONFIG, CONFIG_HINT, ConfigError)  # an LDIF file is no YAML: name it
         raise
     refuse_other_kind(raw, data, path, CONFIG, CONFIG_HINT, ConfigError)
     if data is None:
         raise ConfigError(f"{path}: the configuration is empty; see `adsync-plan init` for an example.")
-    return data
+    return data, tree
 
 
 def _build(path: Path, data, digest: str) -> Config:

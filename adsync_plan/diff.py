@@ -62,19 +62,26 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
     `user.<account>` for a directory user, `pbx_user.<login>` for a PBX user none stands for (a member added
     by hand); `member_ids` resolves those that exist on the PBX. Held users are no members; a protected one
     is (the group changes, not the user)."""
-    address_of = {pbx_id: f"user.{account}" for account, (_, pbx_id, _) in decisions.matches.items()}
+    if not (decisions.group_orphans or decisions.group_matches or decisions.group_creates):
+        return []  # no groups: nothing to index
+    matches, protected = decisions.matches, decisions.protected
     # a protected user is a member too: R10 keeps its own name and numbers, membership is the group's
-    address_of |= {pbx_id: f"user.{account}" for account, pbx_id in decisions.protected.items()}
-    ids_of = {address: pbx_id for pbx_id, address in address_of.items()}
+    id_of = {account: pbx_id for account, (_, pbx_id, _) in matches.items()} | protected
+    kept = [decisions.group_matches[name] for name in sorted(decisions.group_matches)]
+    changed = [(group, gid) for group, gid in kept if not _unchanged(group, state.groups[gid], id_of, decisions)]
+    shown = set().union(*(state.groups[gid].members for gid in [*decisions.group_orphans, *(g for _, g in changed)]))
+    address_of = {pbx_id: f"user.{account}" for account, pbx_id in id_of.items() if pbx_id in shown}
 
     def pbx_members(group: PbxGroup) -> tuple[tuple[str, ...], dict[str, str]]:
         shown = {address_of.get(i) or _pbx_user_address(state, i): i for i in group.members}
         return tuple(sorted(shown)), shown
 
     def desired_members(accounts) -> tuple[tuple[str, ...], dict[str, str]]:
-        wanted = [f"user.{a}" for a in accounts if a in decisions.matches or a in decisions.creates]
-        wanted += [f"user.{a}" for a in accounts if a in decisions.protected]
-        return tuple(sorted(wanted)), {a: ids_of[a] for a in wanted if a in ids_of}
+        wanted = [a for a in accounts if a in matches or a in decisions.creates or a in protected]
+        ids = {
+            f"user.{a}": matches[a][1] if a in matches else protected[a] for a in wanted if a not in decisions.creates
+        }
+        return tuple(sorted(f"user.{a}" for a in wanted)), ids
 
     orphans, updates, creates = [], [], []
     for gid in decisions.group_orphans:
@@ -87,8 +94,7 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
             orphans.append(
                 GroupAction(f"group.{current.name}", "orphan", gid, key, before, after, _fields(before, after), ids)
             )
-    for name in sorted(decisions.group_matches):
-        group, gid = decisions.group_matches[name]
+    for group, gid in changed:
         current = state.groups[gid]
         members, ids = pbx_members(current)
         before = PbxGroup(current.name, members, current.numbers)
@@ -108,6 +114,19 @@ def group_actions(decisions: Decisions, state: PbxState) -> list[GroupAction]:
             )
         )
     return orphans + updates + creates
+
+
+def _unchanged(group, current: PbxGroup, id_of: dict[str, str], decisions: Decisions) -> bool:
+    """A kept group that stays as it is, seen in PBX user ids: most groups do not change in a run, and only a
+    changed one needs its members as addresses. False when unsure: the addresses decide then."""
+    if (group.name, group.numbers) != (current.name, current.numbers):
+        return False
+    ids = list(map(id_of.get, group.members))
+    if None in ids:  # a member to create, or one held or gone (no member)
+        if any(pbx_id is None and a in decisions.creates for a, pbx_id in zip(group.members, ids, strict=True)):
+            return False
+        ids = [pbx_id for pbx_id in ids if pbx_id is not None]
+    return len(ids) == len(current.members) and set(ids) == set(current.members)
 
 
 def _fields(before: PbxGroup, after: PbxGroup) -> tuple[str, ...]:

@@ -61,12 +61,21 @@ def parse_document(raw: bytes, path: Path, what: str) -> tuple[object, LineTree 
                 return orjson.loads(raw), None
         except orjson.JSONDecodeError:
             pass  # flow-style YAML also starts with { or [: let the YAML parser say what is wrong
-    data = _fast_yaml(raw)
-    tree = LineTree(raw, path, what)
-    if data is _SLOW:
-        data = plain(tree.parsed())  # ruamel says what is wrong, with the line, or reads what yaml-rs did not
+    data, tree = parse_yaml_fast(raw, path, what)
     if data is None:
         raise InputError(f"{path}: {what} is empty.")
+    return data, tree
+
+
+def parse_yaml_fast(
+    raw: bytes, path: Path, what: str, error: type[AdsyncError] = InputError
+) -> tuple[object, LineTree]:
+    """Data read by yaml-rs, and a tree that finds the line of a key; None for an empty file. ruamel.yaml
+    parses only what yaml-rs cannot read as it would, and says what is wrong, with the line, as `error`."""
+    data = _fast_yaml(raw)
+    tree = LineTree(raw, path, what, error)
+    if data is _SLOW:
+        data = plain(tree.parsed())
     return data, tree
 
 
@@ -118,8 +127,8 @@ def _plain_keys(node):
 class LineTree:
     """The round-trip parse of a YAML document, made on first use: only an error needs line numbers."""
 
-    def __init__(self, raw: bytes, path: Path, what: str):
-        self._args, self._tree = (raw, path, what), None
+    def __init__(self, raw: bytes, path: Path, what: str, error: type[AdsyncError] = InputError):
+        self._args, self._tree = (raw, path, what, error), None
 
     def parsed(self):
         if self._tree is None:

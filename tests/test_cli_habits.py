@@ -110,3 +110,20 @@ def test_lock_timeout_overrides_the_configuration(demo, capsys):
     assert proc.returncode == 1 and "another run holds the lock" in proc.stderr
     code, _, err = adsync(capsys, "apply", "plans/p.plan.json", "--lock-timeout", "soon")
     assert code == 64 and "--lock-timeout soon: write a duration such as 0s, 30s, 5m or 1h." in err
+
+
+def test_the_command_line_is_made_once_however_often_the_cli_runs(capsys, monkeypatch):
+    """typer makes the click command by evaluating every option's annotations (30 ms); the suite runs the
+    CLI in process thousands of times."""
+    import typer.main
+
+    made = []
+    real = typer.main.get_command
+    monkeypatch.setattr(typer.main, "get_command", lambda app: made.append(app) or real(app))
+    cli._command.cache_clear()
+    try:
+        assert [cli.run(["--version"]) for _ in range(3)] == [0, 0, 0]
+        assert cli.run(["-out=p.json", "plan"]) == cli.EXIT_USAGE  # the Terraform-style check uses it too
+    finally:
+        cli._command.cache_clear()
+    assert len(made) == 1

@@ -13,6 +13,7 @@ import trustme
 from adsync_plan.errors import ConfigError, PbxError
 from adsync_plan.model import PhoneUser
 from adsync_plan.providers.starface import StarfaceProvider
+from tests.servers.http_proxy import HttpProxy
 from tests.servers.starface import PASSWORD_ENV, StarfaceServer, provider_for
 
 
@@ -137,3 +138,42 @@ def test_the_password_never_appears_in_logs_or_errors(tmp_path, monkeypatch, cap
     assert "POST /rest/login" in caplog.text  # the log did record the login
     for secret in (srv.password, hashed, user_password, *tokens):
         assert secret not in text
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch):
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_the_proxy_of_the_environment_is_used_and_no_proxy_respected(tmp_path, env, no_proxy_settings, monkeypatch):
+    """HTTP_PROXY and NO_PROXY work as for any requests-based tool, although they are read once (below)."""
+    with StarfaceServer() as srv, HttpProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        with provider_for(srv, tmp_path) as prov:
+            prov.read()
+        assert len(proxy.relayed) == srv.total_requests > 0
+        assert all(url.startswith(f"{srv.url}/rest/") for url in proxy.relayed)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        relayed = len(proxy.relayed)
+        with provider_for(srv, tmp_path) as prov:
+            prov.read()
+        assert len(proxy.relayed) == relayed
+
+
+def test_the_proxy_settings_are_read_once_not_per_request(tmp_path, env, no_proxy_settings, monkeypatch):
+    """requests reads the proxy variables for every request (1 ms, with a large environment): 100,000
+    requests of a first sync would spend minutes on it. One PBX has one answer."""
+    import requests.sessions
+
+    reads = []
+    real = requests.sessions.get_environ_proxies
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", lambda *a, **k: reads.append(a) or real(*a, **k))
+    with StarfaceServer() as srv, provider_for(srv, tmp_path) as prov:
+        prov.read()
+        prov.read()
+    assert srv.total_requests > 10 and len(reads) == 1

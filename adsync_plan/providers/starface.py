@@ -852,7 +852,6 @@ class StarfaceProvider(Provider):
             params=params,
             headers=headers,
             timeout=self.timeout,
-            verify=session.verify,  # per request: REQUESTS_CA_BUNDLE would override the session's
         )
         log.debug("%s /rest%s -> %d (%.3f s)", method, path, resp.status_code, time.perf_counter() - started)
         return resp
@@ -862,6 +861,10 @@ class StarfaceProvider(Provider):
             session = requests.Session()
             session.headers.update({"X-Version": "2", "Content-Type": "application/json", "Accept": "application/json"})
             session.verify = self._verify()
+            # requests reads the proxy variables (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE) again for every
+            # request, about 1 ms each: minutes of a large apply. They have one answer for one PBX: read once.
+            found = session.merge_environment_settings(f"{self.url}/rest", {}, None, session.verify, None)
+            session.proxies, session.verify, session.trust_env = found["proxies"], found["verify"], False
             adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.POOL)
             session.mount("http://", adapter)
             session.mount("https://", adapter)

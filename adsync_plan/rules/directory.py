@@ -154,9 +154,8 @@ def render_users(directory: Directory, config: Config) -> Rendered:
             if debug:
                 log.debug("%s: desired as %s", address_of(user), desired.user)
     if carried or config.pbx_groups.map:
-        keeps = {a: rendered.desired[a].user.numbers() for a in members}
         attribute = names.get("phones", "phones")
-        rendered.groups, group_warnings = render_groups(members, carried, keeps, config, rules, attribute)
+        rendered.groups, group_warnings = render_groups(members, carried, rendered.desired, config, rules, attribute)
         warned["groups"] += group_warnings
     rendered.held.sort(key=lambda h: (h.address, h.source_id))
     rendered.warnings = sorted((w for found in warned.values() for w in found), key=lambda d: (d.address, d.message))

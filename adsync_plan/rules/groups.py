@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from adsync_plan.config import Config
 from adsync_plan.errors import ConfigError
 from adsync_plan.model import GROUP_NAME_MAX, Diagnostic, DirectoryUser, normalise_dn
 from adsync_plan.rules.numbers import NumberRules
+
+if TYPE_CHECKING:
+    from adsync_plan.rules.directory import DesiredUser  # which imports this module
 
 GROUP_NUMBER_CONFLICT = "GROUP_NUMBER_CONFLICT"
 
@@ -112,7 +116,7 @@ def shared_name(config: Config, number: str) -> str:
 def render_groups(
     members: Mapping[str, DirectoryUser],
     carried: Mapping[str, set[str]],
-    user_numbers: Mapping[str, set[str]],
+    desired: Mapping[str, DesiredUser],
     config: Config,
     rules: NumberRules,
     attribute: str = "phones",
@@ -120,13 +124,15 @@ def render_groups(
     """The desired groups, by name, and their warnings.
 
     `members`: account -> directory user, of every desired (not held) user; `carried`: account -> the shared
-    numbers it carried (they went to groups); `user_numbers`: account -> the numbers the desired user keeps.
-    A group number that is also a user's number stays with the user: the group goes without it (reported).
+    numbers it carried (they went to groups); `desired`: account -> the desired user (its numbers are what it
+    keeps). A group number that is also a user's number stays with the user: the group goes without it
+    (reported).
     """
     groups: dict[str, DesiredGroup] = {}
     warnings: list[Diagnostic] = []
-    owners: dict[str, str] = {n: a for a, numbers in sorted(user_numbers.items(), reverse=True) for n in numbers}
     shared = sorted({n for numbers in carried.values() for n in numbers})
+    numbers_of_map = mapped_numbers(config, rules)
+    owners = _owners(set(shared).union(*numbers_of_map), desired)
     for number in shared:
         name = shared_name(config, number)
         group = DesiredGroup(
@@ -143,7 +149,7 @@ def render_groups(
     taken = {name.lower(): name for name in groups}
     in_shared = {num: f"the group {name}" for name, g in groups.items() for num in g.numbers}
     of_group = _members_by_group(members, config)
-    for n, (entry, numbers) in enumerate(zip(config.pbx_groups.map, mapped_numbers(config, rules), strict=True)):
+    for n, (entry, numbers) in enumerate(zip(config.pbx_groups.map, numbers_of_map, strict=True)):
         if entry.name.lower() in taken:
             raise ConfigError(
                 f"{config.path}: pbx_groups.map.{n}.name: {entry.name!r} is also the name of the group for the shared "
@@ -162,6 +168,20 @@ def render_groups(
         warnings += found
         groups[entry.name] = group
     return groups, warnings
+
+
+def _owners(wanted: set[str], desired: Mapping[str, DesiredUser]) -> dict[str, str]:
+    """Group number -> the desired user whose number it is too (the first account in order, when several):
+    only the groups' numbers are looked for, not every user's (100,000 users, a few hundred group numbers)."""
+    owners: dict[str, str] = {}
+    if not wanted:
+        return owners
+    for account, user in desired.items():
+        shape = user.user
+        for number in wanted.intersection(shape.internal_numbers + shape.external_numbers + shape.fax_numbers):
+            if number not in owners or account < owners[number]:
+                owners[number] = account
+    return owners
 
 
 def _members_by_group(members: Mapping[str, DirectoryUser], config: Config) -> dict[str, list[str]]:

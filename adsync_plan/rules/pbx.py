@@ -78,6 +78,7 @@ class Reconciler:
         kinds = {INTERNAL, EXTERNAL} | {info.type for info in state.numbers.values()}
         self.of_type = {kind: {n for n, info in state.numbers.items() if info.type == kind} for kind in kinds}
         self.d = Decisions()
+        self._claimants: dict[str, list[DesiredUser]] | None = None  # see _claimed_group_numbers
 
     def _email_index(self) -> dict[str, str]:
         """e-mail (lower case) -> the unbound PBX user with it; the lowest id when several share it."""
@@ -117,7 +118,7 @@ class Reconciler:
         # Holding a user keeps its login ID and numbers where they are, which can conflict with another
         # user's claim: repeat until nothing changes (each round holds at least one more user or group, so
         # this ends).
-        while self._check_login_ids() + self._check_number_owners() + self._check_group_numbers():
+        while self._check_login_ids() + self._check_numbers():
             pass
         self._check_licences()
         self._check_group_names()
@@ -267,10 +268,16 @@ class Reconciler:
         self.d.managed = len(managed)
         self.d.orphans = sorted((i for i in managed if i not in kept), key=_id_order)
 
-    def _check_number_owners(self) -> int:
+    def _check_numbers(self) -> int:
+        """R11 for users, then for groups. Holding only shrinks what is released, so the groups' check may
+        miss a conflict the users' check has just made; the round repeats then, as it held someone.
+        Returns how many users and groups it held."""
+        released = self._released()
+        return self._check_number_owners(released) + self._check_group_numbers(released)
+
+    def _check_number_owners(self, released: set[str]) -> int:
         """R11: a number may only move from an owner that releases it in this run; one number, one owner.
         Returns how many users it held."""
-        released = self._released()
         claims, numbers = {}, self.state.numbers
         for _, user, pbx_id in self._active():
             for number in user.user.numbers():
@@ -383,6 +390,24 @@ class Reconciler:
         for group, gid in self.d.group_matches.values():
             yield group, gid
 
+    def _claimed_group_numbers(self) -> dict[str, DesiredUser]:
+        """Group numbers -> a user still planned (created or matched) who claims it too. The desired users'
+        numbers are indexed once, in the first round (after R7 dropped what it drops): this runs in every round,
+        and groups have few numbers."""
+        if self._claimants is None:
+            wanted = {n for group in self.groups.values() for n in group.numbers}
+            self._claimants = {}
+            for user in self.desired.values():
+                for number in user.user.numbers() & wanted:
+                    self._claimants.setdefault(number, []).append(user)
+        planned = self.d.creates.keys() | self.d.matches.keys()
+        claimed = {}
+        for number, users in self._claimants.items():
+            user = next((u for u in users if u.account in planned), None)
+            if user is not None:
+                claimed[number] = user
+        return claimed
+
     def _group_released(self) -> set[str]:
         """The numbers bound groups give up in this run: an orphan all of them, a kept group those it no longer
         has (a held group keeps its numbers)."""
@@ -400,13 +425,12 @@ class Reconciler:
         self.d.group_matches.pop(group.name, None)
         log.debug("%s: held at plan time: %s", group.address, diagnostic.message)
 
-    def _check_group_numbers(self) -> int:
+    def _check_group_numbers(self, released: set[str]) -> int:
         """R7 and R11 for groups: a group number exists on the PBX, is free or released in this run, and is no
         number a user of this run claims (the user keeps it). Returns how many groups it held."""
         if not (self.d.group_creates or self.d.group_matches):
             return 0  # the usual case: no groups
-        released, numbers = self._released(), self.state.numbers
-        claimed = {n: user for _, user, _ in self._active() for n in user.user.numbers()}
+        numbers, claimed = self.state.numbers, self._claimed_group_numbers()
         held = []
         for group, gid in self._active_groups():
             for number in group.numbers:
