@@ -213,3 +213,30 @@ def test_an_orphan_whose_dash_name_another_group_keeps_is_held_with_a_sentence(c
     assert code == 0, err
     after = export_pbx_file(pbx) if pbx else json.loads((case / "pbx.yaml").read_text(encoding="utf-8"))
     assert after["groups"] == before["groups"]
+
+
+def test_a_group_held_for_its_new_name_keeps_its_old_one_which_then_holds_the_group_that_wanted_it():
+    """Found by the property test: 'Alle' (bound) wants 'sales', which a group the tool did not make keeps, so
+    it stays 'Alle'; the new group that wanted 'Alle' is held too, not left to fail at apply."""
+    from tests.test_groups import OTHER, USERS, GroupMap, PbxGroup, config, directory, plan, state, user
+
+    pbx = state(groups={"101": PbxGroup("Sales"), "102": PbxGroup("Alle")})
+    mapped = (GroupMap(OTHER, "Alle"), GroupMap(USERS, "sales"))
+    _, d, _, groups = plan(directory(user("a", "11")), pbx, config(mapped=mapped), {}, {f"map:{USERS}": "102"})
+    assert groups == []
+    assert sorted(d.group_held) == ["group.Alle", "group.sales"]
+    (reason,) = d.group_held["group.Alle"]
+    assert "PBX group 102 is named 'Alle' and keeps its name" in reason.message
+
+
+def test_an_orphan_held_for_its_name_keeps_its_numbers_so_a_user_wanting_one_is_held():
+    from tests.test_groups import PbxGroup, config, directory, plan, state, user
+
+    groups = {"50": PbxGroup("Alt", (), ("30",)), "51": PbxGroup("-Alt")}  # 50 cannot become '-Alt'
+    pbx = state([], {"30": "group:50"}, groups)
+    _, d, actions, group_actions = plan(
+        directory(user("a", "11", "30")), pbx, config(), {}, {"map:cn=gone": "50", "map:cn=gone2": "51"}
+    )
+    assert group_actions == [] and d.group_orphans == ["51"]  # 51 is '-Alt' already: nothing to do
+    assert [x.code for x in d.group_held["group.Alt"]] == ["GROUP_NAME_COLLISION"]
+    assert "user.a" in d.held and [a.address for a in actions] == []
