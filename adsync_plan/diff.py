@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from adsync_plan.model import GROUP_FIELDS, Action, GroupAction, PbxGroup, PbxState, PhoneUser
-from adsync_plan.rules.pbx import Decisions
+from adsync_plan.rules.pbx import Decisions, orphaned_name
 
 ORPHAN_MARK = "-"
 
@@ -127,10 +127,6 @@ def _unchanged(group, current: PbxGroup, id_of: dict[str, str], decisions: Decis
             return False
         ids = [pbx_id for pbx_id in ids if pbx_id is not None]
     return len(ids) == len(current.members) and set(ids) == set(current.members)
-
-
-def orphaned_name(name: str) -> str:
-    return name if name.startswith(ORPHAN_MARK) else ORPHAN_MARK + name
 
 
 def _fields(before: PbxGroup, after: PbxGroup) -> tuple[str, ...]:

@@ -576,8 +576,9 @@ def _apply_locked(config, plan: Plan, plan_path: Path, progress, on_step) -> App
             ahead.start({s: i for s, i in plan.bindings.items() if known.get(s) != i})
             workers = parallelism(config, provider)
             group_bindings = dict(previous.group_bindings) if previous else {}
+            names = [g.name for g in live.groups.values()]  # a swap's temporary name avoids them all
             error = _run_steps(
-                plan, provider, bindings, result, progress, on_step, stop, ahead, workers, group_bindings
+                plan, provider, bindings, result, progress, on_step, stop, ahead, workers, group_bindings, names
             )
             ahead.sync()  # durable before a buffered PBX writes what the journal announced
             provider.flush()
@@ -682,11 +683,12 @@ def _run_steps(
     ahead=None,
     workers=1,
     group_bindings: dict | None = None,
+    group_names=(),
 ) -> Exception | None:
     """The plan's steps in order, each announced in the journal `ahead` first; stops before a step when
     `stop` was requested, and at the first failure. With `workers` > 1 the users' steps run as in
     parallel.py, the groups' steps serially before (releases) and after (the rest) them."""
-    steps = plan_steps(plan.changes, plan.group_changes)
+    steps = plan_steps(plan.changes, plan.group_changes, group_names)
     progress.start("Applying the plan", len(steps))
     group_bindings = {} if group_bindings is None else group_bindings
     run = _Serial(plan, provider, bindings, group_bindings, result, steps, progress, on_step, stop, ahead)

@@ -1,20 +1,33 @@
 """A plan's actions as provider calls, in apply order (SPEC 8), each describing itself.
 
 Order: every removal of a number assignment (groups', then orphans', then updates'), then creates and field
-updates, then new number assignments, call-service changes and primary numbers; last the groups: created or
-renamed, given their new numbers, then their members (so a member created in this apply has its id). So a
+updates, then new number assignments, call-service changes and primary numbers; last the groups: renamed,
+created, given their new numbers, then their members (so a member created in this apply has its id). So a
 number can move from an orphan to a new user, or between a user and a group, in one apply. A number that
 stays with its user but changes service (phone <-> fax) is changed in place (`Provider.change_service`),
 never released and assigned again.
+
+Group names are unique on the PBX (case-insensitive) at every moment, not only after the plan: a group
+renames only once the group holding its new name has moved on (`_rename_order`), and groups that swap names
+(a cycle) go through a temporary name first. The plan shows only the final names; the temporary name is
+apply's detail, in its log and journal, and in the next plan if apply stops between the two renames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 
 from adsync_plan.errors import PbxError
-from adsync_plan.model import EDITABLE_FIELDS, ROLE_ADMIN, SERVICE_FAX, SERVICE_STANDARD, Action, GroupAction
+from adsync_plan.model import (
+    EDITABLE_FIELDS,
+    GROUP_NAME_MAX,
+    ROLE_ADMIN,
+    SERVICE_FAX,
+    SERVICE_STANDARD,
+    Action,
+    GroupAction,
+)
 from adsync_plan.providers.base import Provider
 
 
@@ -27,16 +40,22 @@ class Step:
 
 
 GROUP_KINDS = ("group_release", "group_create", "group_rename", "group_assign", "group_members")
+# a swap's temporary name: says who renamed the group and that it is on its way (should an apply stop there);
+# never a name a directory or configuration gives a group by chance, and followed by a number if one does
+TEMPORARY_NAME = "adsync-plan renaming {id}"
 
 
 def is_group_step(step: Step) -> bool:
     return step.kind.startswith("group_")
 
 
-def plan_steps(actions: Sequence[Action], group_actions: Sequence[GroupAction] = ()) -> list[Step]:
+def plan_steps(
+    actions: Sequence[Action], group_actions: Sequence[GroupAction] = (), group_names: Collection[str] = ()
+) -> list[Step]:
     """The steps of the user actions and then the group actions; a group action's index counts on from the
-    last user action's (`plan.changes + plan.group_changes`)."""
-    group_releases, group_rest = _group_steps(len(actions), group_actions)
+    last user action's (`plan.changes + plan.group_changes`). `group_names`: the names of every PBX group now
+    (apply reads them), which a temporary name must avoid."""
+    group_releases, group_rest = _group_steps(len(actions), group_actions, group_names)
     return group_releases + _user_steps(actions) + group_rest
 
 
@@ -97,8 +116,10 @@ def _assign_steps(index: int, action: Action, released: set[str]) -> list[Step]:
     return steps
 
 
-def _group_steps(offset: int, group_actions: Sequence[GroupAction]) -> tuple[list[Step], list[Step]]:
-    """(the releases of group numbers, the other group steps: create or rename, new numbers, members)."""
+def _group_steps(
+    offset: int, group_actions: Sequence[GroupAction], group_names: Collection[str] = ()
+) -> tuple[list[Step], list[Step]]:
+    """(the releases of group numbers, the other group steps: renames, then create, new numbers, members)."""
     releases, rest = [], []
     for j, a in enumerate(group_actions):
         index, before = offset + j, a.before
@@ -107,14 +128,53 @@ def _group_steps(offset: int, group_actions: Sequence[GroupAction]) -> tuple[lis
             releases.append(Step(index, "group_release", (number,), f"{a.address}: remove number {number}"))
         if before is None:
             rest.append(Step(index, "group_create", (a.after.name,), f"{a.address}: create group {a.after.name}"))
-        elif before.name != a.after.name:
-            rest.append(Step(index, "group_rename", (a.after.name,), f"{a.address}: rename to {a.after.name}"))
         for number in sorted(set(a.after.numbers) - had):
             rest.append(Step(index, "group_assign", (number,), f"{a.address}: assign {number}"))
         if a.after.members != (before.members if before else ()):
             shown = ", ".join(a.after.members) or "none"
             rest.append(Step(index, "group_members", (a.after.members,), f"{a.address}: members {shown}"))
-    return releases, rest
+    # every rename before any create: a new group may take the name another gives up
+    return releases, _rename_order(offset, group_actions, group_names) + rest
+
+
+def _rename_order(offset: int, group_actions: Sequence[GroupAction], group_names: Collection[str]) -> list[Step]:
+    """The renames, each after the rename of the group that holds its new name (case-insensitive), so that no
+    name is ever taken twice. Each name is wanted by at most one group (the plan's final names are unique), so
+    the renames form chains, done from their free end, and cycles (swaps), each opened by moving one of its
+    groups to a temporary name first."""
+    pending = {
+        offset + j: a for j, a in enumerate(group_actions) if a.before is not None and a.before.name != a.after.name
+    }
+    holder = {a.before.name.lower(): index for index, a in pending.items()}  # the name a pending group has now
+    avoid = {n.lower() for n in group_names} | set(holder) | {a.after.name.lower() for a in group_actions}
+    steps = []
+    while pending:
+        ready = [i for i, a in pending.items() if holder.get(a.after.name.lower(), i) == i]
+        for index in ready:
+            a = pending.pop(index)
+            holder.pop(a.before.name.lower(), None)
+            steps.append(Step(index, "group_rename", (a.after.name,), f"{a.address}: rename to {a.after.name}"))
+        if not ready:  # only cycles are left: open the first by a temporary name, which frees its name
+            index = min(pending)
+            a = pending[index]
+            name = _temporary_name(a.pbx_group_id, avoid)
+            avoid.add(name.lower())
+            holder.pop(a.before.name.lower(), None)
+            pending[index] = replace(a, before=replace(a.before, name=name))
+            holder[name.lower()] = index
+            text = f"{a.address}: rename to {name} for now ({a.after.name} is still another group's name)"
+            steps.append(Step(index, "group_rename", (name,), text))
+    return steps
+
+
+def _temporary_name(group_id: str, avoid: set[str]) -> str:
+    """TEMPORARY_NAME for the group, followed by a number if some group has that name already."""
+    base = TEMPORARY_NAME.format(id=group_id)[:GROUP_NAME_MAX]
+    name, n = base, 1
+    while name.lower() in avoid:
+        n += 1
+        name = f"{base[: GROUP_NAME_MAX - len(str(n)) - 1]} {n}"
+    return name
 
 
 def run_group_step(

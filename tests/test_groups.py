@@ -660,10 +660,18 @@ def pbx_with_groups(draw) -> tuple[PbxState, dict[str, str]]:
     members = draw(st.lists(st.sampled_from(sorted(base.users)), unique=True)) if base.users else []
     owned = tuple(sorted(n for n, i in numbers.items() if i.owner == "group:101"))
     group = PbxGroup(draw(st.sampled_from(["Sales", "sales", "Alt", "-Alt"])), tuple(sorted(members)), owned)
-    pbx = dataclasses.replace(base, numbers=numbers, groups={"101": group})
+    groups = {"101": group}
+    # a second group, maybe bound to the other mapped directory group: names to swap, chain or orphan onto
+    second = draw(st.sampled_from([None, "Alle", "SALES", "-Sales", "Alt", "-alt"]))
+    if second is not None and second.lower() != group.name.lower():
+        groups["102"] = PbxGroup(second)
+    pbx = dataclasses.replace(base, numbers=numbers, groups=groups)
     pbx = dataclasses.replace(pbx, users=PbxState.from_parts(_accounts(pbx), numbers).users)
     key = draw(st.sampled_from([None, f"map:{OTHER}", "map:cn=gone"]))
-    return pbx, ({key: "101"} if key else {})
+    bindings = {key: "101"} if key else {}
+    if "102" in groups and (other := draw(st.sampled_from([None, f"map:{USERS}", "map:cn=gone2"]))):
+        bindings[other] = "102"
+    return pbx, bindings
 
 
 def _accounts(pbx: PbxState) -> list[PbxAccount]:
@@ -678,7 +686,7 @@ def carry_out(actions, group_actions, pbx, bindings: dict, group_bindings: dict)
     ids.update({len(actions) + j: g.pbx_group_id for j, g in enumerate(group_actions)})
     created = {}
     everything = (*actions, *group_actions)
-    for step in plan_steps(actions, group_actions):
+    for step in plan_steps(actions, group_actions, [g["name"] for g in pbx.groups.values()]):
         action = everything[step.index]
         if is_group_step(step):
             new_id = run_group_step(step, action, pbx, ids[step.index], created.get)
@@ -703,7 +711,12 @@ def test_plans_with_groups_are_safe_executable_and_converge(data):
     numbers = tuple(data.draw(st.lists(st.sampled_from(INTERNAL + [PREFIX + n for n in INTERNAL]), max_size=2)))
     maps = data.draw(
         st.sampled_from(
-            [(), (GroupMap(OTHER, "Sales", numbers),), (GroupMap(OTHER, "Sales", numbers), GroupMap(USERS, "Alle"))]
+            [
+                (),
+                (GroupMap(OTHER, "Sales", numbers),),
+                (GroupMap(OTHER, "Sales", numbers), GroupMap(USERS, "Alle")),
+                (GroupMap(OTHER, "Alle", numbers), GroupMap(USERS, "sales")),  # 101 and 102 may swap names
+            ]
         )
     )
     cfg = dataclasses.replace(

@@ -118,10 +118,9 @@ class Reconciler:
         # Holding a user keeps its login ID and numbers where they are, which can conflict with another
         # user's claim: repeat until nothing changes (each round holds at least one more user or group, so
         # this ends).
-        while self._check_login_ids() + self._check_numbers():
-            pass
+        while self._check_login_ids() + self._check_numbers() + self._check_group_names():
+            pass  # (a group held for its name keeps its numbers, so the numbers are checked again)
         self._check_licences()
-        self._check_group_names()
         self.d.desired = self.desired
         return self.d
 
@@ -427,31 +426,58 @@ class Reconciler:
             self._hold_group(group, diagnostic)
         return len(held)
 
-    def _check_group_names(self) -> None:
-        """Group names are unique on the PBX (case-insensitive): a desired name another PBX group keeps after
-        this run (one the tool did not make, or a held one) holds the desired group."""
-        groups, final = self.state.groups, {}
-        kept = {gid for _, gid in self._active_groups() if gid is not None}
-        for gid, group in groups.items():
-            if gid in self.d.group_orphans:
-                final[gid] = group.name if group.name.startswith(ORPHAN_MARK) else ORPHAN_MARK + group.name
-            elif gid not in kept:
-                final[gid] = group.name
+    def _check_group_names(self) -> int:
+        """Group names are unique on the PBX (case-insensitive). A group that keeps its name (one the tool did
+        not make, a held one, an orphan named `-` already) holds the orphan that would get that name as its `-`
+        name (it stays as it is: members, numbers, name) and the desired group that wants it. A held group
+        keeps its name and numbers, so this runs in plan's loop with the number checks. Returns how many
+        groups it held."""
+        groups = self.state.groups
+        if not groups and not self.d.group_creates:
+            return 0
+        active = {gid for _, gid in self._active_groups() if gid is not None}
+        final = {gid: self._final_name(gid) for gid in groups if gid not in active}
+        keeps = {groups[gid].name.lower(): gid for gid, name in final.items() if name == groups[gid].name}
+        held = 0
+        for gid in list(self.d.group_orphans):
+            other = keeps.get(final[gid].lower())
+            if other is not None and other != gid:
+                self._hold_orphan(gid, other)
+                final[gid] = groups[gid].name
+                held += 1
         taken = {name.lower(): gid for gid, name in final.items()}
         for group, gid in list(self._active_groups()):
             other = taken.get(group.name.lower())
             if other is not None and other != gid:
+                held += 1
                 self._hold_group(
                     group,
                     Diagnostic(
                         "error",
                         "GROUP_NAME_COLLISION",
                         group.address,
-                        f"PBX group {other} is named {groups[other].name!r} and keeps its name (adsync-plan did not "
-                        "make it, or leaves it as it is); group names are unique on the PBX, whatever the case: "
-                        "rename that group on the PBX or choose another name in pbx_groups.",
+                        _name_taken(other, groups[other].name, final[other]),
                     ),
                 )
+        return held
+
+    def _final_name(self, gid: str) -> str:
+        """The name after this run of a PBX group no desired group stands for."""
+        name = self.state.groups[gid].name
+        return orphaned_name(name) if gid in self.d.group_orphans else name
+
+    def _hold_orphan(self, gid: str, other: str) -> None:
+        """An orphan whose `-` name another group keeps stays as it is (and keeps its numbers: not released)."""
+        groups = self.state.groups
+        self.d.group_orphans.remove(gid)
+        address = f"group.{groups[gid].name}"
+        message = (
+            f"{address} (PBX group {gid}) is no longer desired, but PBX group {other} is named "
+            f"{groups[other].name!r} already, the name it would get as an orphan; group names are unique on the PBX, "
+            f"whatever the case: it stays as it is; rename PBX group {other} on the PBX to have it orphaned."
+        )
+        self.d.group_held.setdefault(address, []).append(Diagnostic("error", "GROUP_NAME_COLLISION", address, message))
+        log.debug("%s: held at plan time: %s", address, message)
 
     def _check_licences(self) -> None:
         """R4: creates only while licences remain; the ones left over are held, in account order."""
@@ -471,6 +497,25 @@ class Reconciler:
                         user,
                     ),
                 )
+
+
+def _name_taken(gid: str, name: str, final: str) -> str:
+    """Why a desired group cannot have its name: PBX group `gid`, now `name`, has `final` after this run."""
+    if final == name:
+        who = (
+            f"PBX group {gid} is named {name!r} and keeps its name (adsync-plan did not make it, or leaves it as it is)"
+        )
+    else:
+        who = f"PBX group {gid} ({name!r}) is orphaned in this run and gets the name {final!r}"
+    return (
+        f"{who}; group names are unique on the PBX, whatever the case: rename that group on the PBX or choose "
+        "another name in pbx_groups."
+    )
+
+
+def orphaned_name(name: str) -> str:
+    """An orphaned group's name: `-` before it, once (R9 for groups)."""
+    return name if name.startswith(ORPHAN_MARK) else ORPHAN_MARK + name
 
 
 def _twice(groups) -> set[DesiredGroup]:
