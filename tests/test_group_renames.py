@@ -86,6 +86,17 @@ def made(cli, tmp_path, srv, first) -> Path:
     return case
 
 
+def swap_planned(cli, tmp_path, srv) -> tuple[Path, list[str]]:
+    """Vertrieb and Support applied, their names swapped in pbx_groups and planned (p.plan.json); returns the
+    case and the two PBX group ids (Vertrieb's, Support's)."""
+    case = made(cli, tmp_path, srv, ("Vertrieb", "Support"))
+    ids = entry_ids(case, srv, ("Vertrieb", "Support"))
+    names(case, "Support", "Vertrieb")
+    code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
+    assert code == 0, err
+    return case, ids
+
+
 @pytest.mark.parametrize("kind", RENAMES)
 def test_renames_that_take_each_others_names_apply_and_converge(kind, cli, tmp_path, pbx):
     first, second, end = RENAMES[kind]
@@ -101,10 +112,7 @@ def test_renames_that_take_each_others_names_apply_and_converge(kind, cli, tmp_p
 
 
 def test_a_swap_says_so_in_the_apply_log_with_the_temporary_name(cli, tmp_path):
-    case = made(cli, tmp_path, None, ("Vertrieb", "Support"))
-    names(case, "Support", "Vertrieb")
-    code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
-    assert code == 0, err
+    case, _ = swap_planned(cli, tmp_path, None)
     code, out, err = cli("--log-level", "info", "apply", "-c", case / "adsync.yaml", case / "p.plan.json")
     assert code == 0, err
     assert f"rename to {TEMPORARY} " in out + err and "for now" in out + err, out + err
@@ -123,11 +131,7 @@ class FailingSecondRename(FileProvider):
 
 
 def test_a_swap_stopped_after_the_temporary_name_converges_on_the_file_pbx(cli, tmp_path, monkeypatch):
-    case = made(cli, tmp_path, None, ("Vertrieb", "Support"))
-    ids = entry_ids(case, None, ("Vertrieb", "Support"))
-    names(case, "Support", "Vertrieb")
-    code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
-    assert code == 0, err
+    case, ids = swap_planned(cli, tmp_path, None)
     monkeypatch.setitem(providers.PROVIDERS, "file", "tests.test_group_renames:FailingSecondRename")
     FailingSecondRename.renames = 0
     code, _, err = cli("apply", "-c", case / "adsync.yaml", case / "p.plan.json")
@@ -147,11 +151,7 @@ def test_a_swap_killed_between_its_renames_converges_on_the_starface(cli, tmp_pa
     from tests.test_interrupt import HOOK, leftovers, run
 
     pbx = starface
-    case = made(cli, tmp_path, pbx, ("Vertrieb", "Support"))
-    ids = entry_ids(case, pbx, ("Vertrieb", "Support"))
-    names(case, "Support", "Vertrieb")
-    code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
-    assert code == 0, err
+    case, ids = swap_planned(cli, tmp_path, pbx)
     # the group steps of this plan: the temporary rename, the other group's rename, the final rename
     killed = run(
         "apply",
@@ -178,11 +178,7 @@ def test_a_fault_at_each_rename_of_a_swap_then_a_new_plan_converges_on_the_starf
     k, kind, after, cli, tmp_path, starface
 ):
     pbx = starface
-    case = made(cli, tmp_path, pbx, ("Vertrieb", "Support"))
-    ids = entry_ids(case, pbx, ("Vertrieb", "Support"))
-    names(case, "Support", "Vertrieb")
-    code, _, err = cli("plan", "-c", case / "adsync.yaml", "-o", case / "p.plan.json")
-    assert code == 0, err
+    case, ids = swap_planned(cli, tmp_path, pbx)
     pbx.fail(k, kind, "PUT", "/groups", after=after)  # the k-th rename fails, or its answer is lost
     code, _, err = cli("apply", "-c", case / "adsync.yaml", case / "p.plan.json")
     assert code == 1 and "apply stopped after" in err, err
