@@ -79,6 +79,7 @@ FUNCTIONS = [
 TESTS = [
     "tests/test_promises.py",
     "tests/test_safety_core.py",
+    "tests/test_journal_replay.py",  # the journal's group parts: writing, reading, finding, replaying
     "tests/test_rules.py",
     "tests/test_invariants.py",
     "tests/test_groups.py",  # the group parts of the invariants and of the journal (property test included)
