@@ -666,3 +666,22 @@ def test_plans_own_refusal_says_it_is_a_bug_to_report_and_that_nothing_was_plann
         "the plan would break the rules of adsync-plan (user.cleo: number 99 does not exist on the PBX); "
         "this is a bug of adsync-plan, please report it. Nothing was planned."
     )
+
+
+def test_group_names_stay_unique_whatever_their_case_after_the_whole_plan():
+    """Names are compared after every change of the plan: a swap of two names is fine, a second 'sales' not."""
+    _, _, state, config, bound = _group_world()  # Sales (50) and Support (51)
+
+    def names(*groups):
+        found = _found([], state, config, groups=groups, group_bindings=bound)
+        return [v for v in found if "the group name" in v]
+
+    assert names(_group("SALES")) == ["the group name 'sales' would be given to 2 PBX groups"]
+    renamed = _group("Support", "update", "51", before=PbxGroup("Support"), renamed="sales")
+    assert names(renamed) == ["the group name 'sales' would be given to 2 PBX groups"]
+    swapped = (
+        _group("Sales", "update", "50", before=PbxGroup("Sales", ("1",), ("23",)), renamed="Support", numbers=("23",)),
+        _group("Support", "update", "51", before=PbxGroup("Support"), renamed="Sales"),
+    )
+    assert names(*swapped) == []
+    assert names(_group("Gone", "update", "77", renamed="Support")) == []  # no group 77: refused elsewhere
