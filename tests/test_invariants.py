@@ -685,3 +685,12 @@ def test_group_names_stay_unique_whatever_their_case_after_the_whole_plan():
     )
     assert names(*swapped) == []
     assert names(_group("Gone", "update", "77", renamed="Support")) == []  # no group 77: refused elsewhere
+
+
+def test_two_actions_on_one_pbx_group_are_refused():
+    _, _, state, config, bound = _group_world()
+    renamed = _group("Support", "update", "51", "map:cn=support", PbxGroup("Support"), renamed="Help")
+    orphaned = _group("Support", "orphan", "51", "map:cn=support", PbxGroup("Support"), renamed="-Support")
+    found = _found([], state, config, groups=[renamed, orphaned], group_bindings=bound)
+    assert "PBX group 51 is changed by 2 actions" in found
+    assert not any("changed by" in v for v in _found([], state, config, groups=[renamed], group_bindings=bound))
