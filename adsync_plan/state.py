@@ -93,8 +93,8 @@ def load_snapshot(path: Path) -> Snapshot:
     digest = _digest({k: data[k] for k in CANONICAL_KEYS if k in data})
     if digest != data["fingerprint"]:
         raise InputError(
-            f"{path}: the fingerprint does not match the content; the file was edited by hand. "
-            "Run `adsync-plan refresh` to read the PBX again."
+            f"{path}: the fingerprint does not match the content; the file was edited by hand. Restore it from "
+            f"git (git checkout -- {path}), or {REFRESH_HINT} (the users' bindings are then found again by e-mail)."
         )
     return Snapshot(
         state=state_from_canonical(data),

@@ -159,6 +159,33 @@ def test_hand_edited_snapshot_is_refused(cli, demo):
     assert code == 1 and "the fingerprint does not match" in err and "refresh" in err
 
 
+def test_the_way_out_of_a_hand_edited_snapshot_leads_out(cli, demo):
+    """Every command that reads the snapshot refuses it alike and leaves it as it is; the way out it names
+    (move it away, refresh) works, and the users' bindings are found again by e-mail: nothing is created
+    twice."""
+    cfg, snapshot = demo / "adsync.yaml", demo / "states" / "pbx.yaml"
+    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+    assert cli("apply", "-c", cfg, demo / "p.plan.json")[0] == 0
+    doc = json.loads(snapshot.read_text())
+    doc["users"][next(iter(doc["users"]))]["last_name"] = "Hand"
+    snapshot.write_text(json.dumps(doc))
+    edited = snapshot.read_bytes()
+    for command in (("refresh",), ("plan", "--no-refresh"), ("plan",)):
+        code, _, err = cli(*command, "-c", cfg)
+        assert (code, err.strip().splitlines()[-1]) == (
+            1,
+            f"Error: {snapshot}: the fingerprint does not match the content; the file was edited by hand. "
+            f"Restore it from git (git checkout -- {snapshot}), or move it away and run `adsync-plan refresh` to "
+            "read the PBX into a new snapshot (the users' bindings are then found again by e-mail).",
+        ), command
+    assert snapshot.read_bytes() == edited
+    snapshot.rename(demo / "edited.yaml")
+    assert cli("refresh", "-c", cfg)[0] == 0
+    code, out, err = cli("plan", "-c", cfg, "--json")
+    assert code == 0, err
+    assert json.loads(out)["changes"] == []
+
+
 def test_plan_without_snapshot_and_no_refresh(cli, demo):
     code, _, err = cli("plan", "-c", demo / "adsync.yaml", "--no-refresh")
     assert code == 1 and "no state snapshot" in err and "adsync-plan refresh" in err

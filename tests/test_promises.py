@@ -85,6 +85,13 @@ def test_both_limits_at_once_are_both_reported():
     assert len(found) == 2 and "max_orphans" in found[0] and "min_source_ratio" in found[1]
 
 
+def test_a_source_with_nobody_in_scope_is_refused_whatever_the_limits_allow():
+    decisions = SimpleNamespace(managed=3, group_managed=0)
+    found = diff.safety_problems(0, decisions, {}, set(), Safety(1000, 0.0), in_scope=0)
+    assert found == ["the source put no user in scope, while the PBX has 3 managed users that would all become orphans"]
+    assert diff.safety_problems(0, SimpleNamespace(managed=0, group_managed=0), {}, set(), Safety(0, 0.0), 0) == []
+
+
 # -- R13 end to end -------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from adsync_plan.files import read_document
+from adsync_plan.model import PbxNumber, PbxState
 from tests.conftest import copy_case
 
 
@@ -278,3 +279,14 @@ def test_r7_a_hand_edited_desired_state_is_checked_against_the_blocks_as_render_
     else:
         assert found["severity"] == "warning"
         assert changes(plan)["user.fine"]["after"]["external_numbers"] == []
+
+
+def test_a_pbx_with_internal_numbers_only_still_takes_a_user_with_one():
+    """The number inventory decides which kinds exist; a PBX without a single external number (no trunk yet)
+    must still check and take users by their internal numbers (R12), not fail on the missing kind."""
+    from tests.test_groups import config, directory, plan, user
+
+    live = PbxState.from_parts((), {"11": PbxNumber("internal", None, None)})
+    rendered, decisions, actions, _ = plan(directory(user("a", "11"), user("b", "12")), live, config())
+    assert [(a.address, a.action, a.after.internal_numbers) for a in actions] == [("user.a", "create", ("11",))]
+    assert {a: [d.code for d in found] for a, found in decisions.held.items()} == {"user.b": ["NO_INTERNAL_NUMBER"]}

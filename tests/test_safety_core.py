@@ -20,7 +20,7 @@ import pytest
 from adsync_plan import journal, pipeline, state
 from adsync_plan.config import load_config
 from adsync_plan.errors import InputError, LockError, PlanRefused
-from adsync_plan.model import PbxAccount, PbxNumber, PbxState
+from adsync_plan.model import GroupAction, PbxAccount, PbxGroup, PbxNumber, PbxState
 from adsync_plan.planfile import check_applicable, check_before_apply, load_plan, parse_time
 from adsync_plan.rules.invariants import _listed
 from adsync_plan.state import Lock, alive_here, force_unlock, load_snapshot, read_lock
@@ -70,8 +70,9 @@ def test_a_hand_edited_snapshot_is_refused_with_the_fix(cli, demo):
     with pytest.raises(InputError) as err:
         load_snapshot(path)
     assert str(err.value) == (
-        f"{path}: the fingerprint does not match the content; the file was edited by hand. "
-        "Run `adsync-plan refresh` to read the PBX again."
+        f"{path}: the fingerprint does not match the content; the file was edited by hand. Restore it from git "
+        f"(git checkout -- {path}), or move it away and run `adsync-plan refresh` to read the PBX into a new "
+        "snapshot (the users' bindings are then found again by e-mail)."
     )
 
 
@@ -489,6 +490,28 @@ def test_a_stale_plan_whose_users_are_unchanged_still_says_the_pbx_differs(cli, 
     assert str(err.value) == (
         f"{saved_plan}: the plan is stale: the PBX changed since it was made (the PBX differs from the state the "
         "plan was made against). Nothing was changed; make a new plan."
+    )
+
+
+def test_a_stale_plan_names_the_groups_renamed_on_the_pbx_and_no_other(cli, demo, saved_plan):
+    plan, snapshot = stale_setup(cli, demo, saved_plan)
+    renamed, kept, gone = PbxGroup("Sales"), PbxGroup("Support"), PbxGroup("Old")
+    live = replace(snapshot.state, groups={"70": PbxGroup("Sales by hand"), "71": kept})  # 72 was deleted
+    plan = replace(
+        plan,
+        changes=(),
+        group_changes=(
+            GroupAction("group.sales", "update", "70", "map:sales", renamed, renamed),
+            GroupAction("group.support", "update", "71", "map:support", kept, kept),
+            GroupAction("group.old", "orphan", "72", "map:old", gone, gone),
+            GroupAction("group.new", "create", None, "map:new", None, PbxGroup("New")),
+        ),
+    )
+    with pytest.raises(PlanRefused) as err:
+        pipeline._refuse_if_stale(plan, saved_plan, live, None)
+    assert str(err.value) == (
+        f"{saved_plan}: the plan is stale: the PBX changed since it was made (group.sales (PBX group 70) "
+        "changed). Nothing was changed; make a new plan."
     )
 
 
