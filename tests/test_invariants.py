@@ -483,3 +483,214 @@ def test_ownership_bound_orphans_only_bound_users_and_licences_count_live_users(
         "licences" in v for v in invariants.violations([_new()], state, {}, dataclasses.replace(config, licenses=2))
     )
     assert invariants.violations([_new()], state, {}, dataclasses.replace(config, licenses=3)) == []
+
+
+# -- each invariant, clause by clause (issue 17: what mutation testing found no test for) -----------------
+#
+# Pure data, each case a hand-made plan that breaks (or just keeps) one clause, checked by the sentence that
+# names it: a plan refused for the wrong reason, or with a wrong figure, would pass a check of "refused".
+
+from adsync_plan.errors import PlanRefused  # noqa: E402
+from adsync_plan.model import GroupAction, PbxGroup, PbxNumber, PhoneUser  # noqa: E402
+
+
+def _found(changes, state, config, bindings=None, groups=(), group_bindings=None) -> list[str]:
+    return invariants.violations(changes, state, bindings or {}, config, False, groups, group_bindings)
+
+
+def test_a_create_that_names_a_pbx_user_or_carries_a_before_is_refused():
+    anna, _, state, config = _small_world()
+    with_id = dataclasses.replace(_new(), pbx_user_id="1")
+    with_before = dataclasses.replace(_new(), before=anna)
+    assert "user.cleo: a create names an existing PBX user (1)" in _found([with_id], state, config)
+    assert "user.cleo: a create names an existing PBX user (None)" in _found([with_before], state, config)
+
+
+def test_an_orphan_of_a_missing_user_or_of_a_user_not_as_it_is_is_refused_in_a_sentence():
+    anna, _, state, config = _small_world()
+    missing = Action("pbx_user.99", "orphan", "9", anna, diff.orphaned(anna))
+    assert "pbx_user.99: the PBX has no user 9 to orphan" in _found([missing], state, config)
+    stale = Action("pbx_user.20", "orphan", "1", anna.changed(first_name="Old"), diff.orphaned(anna))
+    assert "pbx_user.20: its 'before' is not PBX user 1 as it is" in _found([stale], state, config)
+
+
+def test_two_actions_on_one_pbx_user_are_refused():
+    _, ben, state, config = _small_world()
+    renamed = Action("user.ben", "update", "2", ben, ben.changed(last_name="Brown"), ("last_name",), "sid-ben")
+    orphan = Action("pbx_user.21", "orphan", "2", ben, diff.orphaned(ben))
+    assert "PBX user 2 is changed by 2 actions" in _found([renamed, orphan], state, config)
+    assert not any("changed by" in v for v in _found([renamed], state, config))
+
+
+def test_without_an_admin_group_a_bound_administrator_stays_one_and_nobody_becomes_one():
+    """R3 with scope.admin_groups empty: keeping an administrator's role is no grant; giving it is one."""
+    _, ben, _, config = _small_world()
+    config = dataclasses.replace(config, scope=Scope((), (USERS,)))
+    ada = PhoneUser("30", "Ada", "Admin", "ada@example.com", "admin", "30", ("30",))
+    numbers = {"30": PbxNumber("internal", "7", "standard"), "21": PbxNumber("internal", "2", "standard")}
+    state = PbxState({"7": ada, "2": ben}, frozenset({"7"}), numbers)
+    kept = Action("user.ada", "update", "7", ada, ada.changed(last_name="Lovelace"), ("last_name",), "sid-ada")
+    assert invariants.violations([kept], state, {"sid-ada": "7"}, config) == []
+    promoted = Action("user.ben", "update", "2", ben, ben.changed(role="admin"), ("role",), "sid-ben")
+    assert invariants.violations([promoted], state, {"sid-ben": "2"}, config) == [
+        "user.ben: grants the admin role, but scope.admin_groups names no admin group"
+    ]
+
+
+def _group_world():
+    """The small world with two groups the tool made: Sales (50: Anna, number 23) and Support (51: empty)."""
+    anna, ben, state, config = _small_world()
+    numbers = {**state.numbers, "23": PbxNumber("internal", "group:50", "standard")}
+    groups = {"50": PbxGroup("Sales", ("1",), ("23",)), "51": PbxGroup("Support")}
+    state = dataclasses.replace(state, numbers=numbers, groups=groups)
+    return anna, ben, state, config, {"map:cn=sales": "50", "map:cn=support": "51"}
+
+
+def _group(name: str, action="create", gid=None, key=None, before=None, renamed=None, **after) -> GroupAction:
+    after = PbxGroup(renamed if renamed is not None else name, **after)
+    return GroupAction(f"group.{name}", action, gid, key or f"map:cn={name.lower()}", before, after)
+
+
+def test_a_group_create_that_names_an_existing_or_bound_group_is_refused():
+    _, _, state, config, bound = _group_world()
+    rebound = _group("Sales2", key="map:cn=sales")  # its key is bound to group 50 already
+    with_id = _group("New", gid="50")
+    with_before = _group("New", before=PbxGroup("Sales", ("1",), ("23",)))
+    for group in (rebound, with_id, with_before):
+        found = _found([], state, config, groups=[group], group_bindings=bound)
+        assert f"{group.address}: a create names an existing PBX group" in found, group
+    assert _found([], state, config, groups=[_group("New")], group_bindings=bound) == []
+
+
+def test_a_groups_before_with_a_member_the_plan_cannot_resolve_is_refused_in_a_sentence():
+    """A tampered `before` naming a member without a PBX id is a group not as it is, not a crash."""
+    _, _, state, config, bound = _group_world()
+    before = PbxGroup("Sales", ("user.anna", "user.ghost"), ("23",))
+    update = GroupAction(
+        "group.Sales", "update", "50", "map:cn=sales", before, PbxGroup("Sales", ("user.anna",), ("23",)),
+        ("members",), {"user.anna": "1"},
+    )  # fmt: skip
+    found = _found([], state, config, groups=[update], group_bindings=bound)
+    assert "group.Sales: its 'before' is not PBX group 50 as it is" in found
+
+
+def test_a_group_name_is_one_to_64_characters():
+    _, _, state, config, bound = _group_world()
+    for name in ("", "x" * 65):
+        found = _found([], state, config, groups=[_group(name)], group_bindings=bound)
+        assert f"group.{name}: the name {name!r} is not 1 to 64 characters long" in found
+    assert _found([], state, config, groups=[_group("x" * 64)], group_bindings=bound) == []
+
+
+def test_a_group_create_takes_no_number_of_an_existing_group_even_naming_its_id():
+    """A create owns no number yet: a create that names group 50's id still claims 50's number 23."""
+    _, _, state, config, bound = _group_world()
+    found = _found([], state, config, groups=[_group("New", gid="50", numbers=("23",))], group_bindings=bound)
+    assert "group.New: number 23 belongs to group:50, which the plan does not release" in found
+
+
+def test_a_free_number_claimed_by_two_creates_names_both_in_order():
+    _, _, state, config, bound = _group_world()
+    groups = [_group("B", numbers=("22",)), _group("A", numbers=("22",))]
+    found = _found([], state, config, groups=groups, group_bindings=bound)
+    assert "number 22 would have 2 owners (group.A, group.B)" in found
+    found = _found([_new()], state, config, groups=groups[:1], group_bindings=bound)
+    assert "number 22 would have 2 owners (group.B, user.cleo)" in found
+
+
+def test_the_licence_refusal_says_how_many_licences_are_free():
+    _, _, state, config = _small_world()  # two PBX users
+    for licences, creates, free in ((2, 1, 0), (1, 1, 0), (3, 2, 1)):
+        dora = Action("user.dora", "create", None, None, _new(login="23").after, (), "sid-dora")
+        changes = [_new(), dora][:creates]
+        found = _found(changes, state, dataclasses.replace(config, licenses=licences))
+        assert found == [
+            f"the plan creates {creates} users, but only {free} of the {licences} licences (pbx.licenses) are free"
+        ]
+
+
+def _orphan_world(count: int, max_orphans, ownership="all"):
+    """`count` PBX users without numbers (ids 1..count), none protected, and their orphan actions."""
+    users = {str(n): PhoneUser(f"{30 + n}", "F", f"L{n}", f"u{n}@example.com") for n in range(1, count + 1)}
+    state = PbxState(users, frozenset(), {})
+    _, _, _, config = _small_world()
+    config = dataclasses.replace(config, ownership=ownership, safety=Safety(max_orphans, 0.5))
+    orphans = [Action(f"pbx_user.{u.login_id}", "orphan", i, u, diff.orphaned(u)) for i, u in users.items()]
+    return state, config, orphans
+
+
+def _valve(found: list[str]) -> list[str]:
+    return [v for v in found if "safety.max_orphans" in v]
+
+
+def test_a_share_of_orphans_is_rounded_down_and_reaching_the_limit_is_allowed():
+    state, config, orphans = _orphan_world(5, 0.5)  # 5 managed users: 50% is 2.5, so 2 orphans at most
+    assert _valve(_found(orphans[:2], state, config)) == []
+    assert _valve(_found(orphans[:3], state, config)) == [
+        "the plan orphans 3 of 5 managed PBX users, more than safety.max_orphans allows (2), "
+        "and was not made with --allow-mass-orphan"
+    ]
+    state, config, orphans = _orphan_world(5, 2)  # a count: 2 orphans at most
+    assert _valve(_found(orphans[:2], state, config)) == []
+    assert _valve(_found(orphans[:3], state, config))
+
+
+def test_with_ownership_bound_the_share_of_orphans_counts_bound_users_only():
+    state, config, orphans = _orphan_world(4, 0.5, ownership="bound")
+    found = _found(orphans[:1], state, config, bindings={"sid-1": "1"})  # 1 managed user: 50% is 0
+    assert _valve(found) == [
+        "the plan orphans 1 of 1 managed PBX users, more than safety.max_orphans allows (0), "
+        "and was not made with --allow-mass-orphan"
+    ]
+
+
+def test_group_orphans_count_with_user_orphans_and_bound_groups_with_managed_users():
+    state, config, orphans = _orphan_world(4, 1)
+    state = dataclasses.replace(state, groups={"50": PbxGroup("Sales"), "51": PbxGroup("Support")})
+    bound = {"map:cn=sales": "50", "map:cn=support": "51", "map:cn=gone": "99"}  # 99 is no longer on the PBX
+    orphan = _group("Sales", "orphan", "50", "map:cn=sales", PbxGroup("Sales"), renamed="-Sales")
+    update = _group("Support", "update", "51", "map:cn=support", PbxGroup("Support"), renamed="Help")
+    found = _found(orphans[:1], state, config, groups=[orphan], group_bindings=bound)
+    assert _valve(found) == [
+        "the plan orphans 2 of 6 managed PBX users, more than safety.max_orphans allows (1), "
+        "and was not made with --allow-mass-orphan"
+    ]
+    assert _valve(_found(orphans[:1], state, config, groups=[update], group_bindings=bound)) == []
+
+
+def test_plans_own_refusal_says_it_is_a_bug_to_report_and_that_nothing_was_planned():
+    _, _, state, config = _small_world()
+    with pytest.raises(PlanRefused) as refused:
+        invariants.refuse_own_plan([_new(internal_numbers=("22", "99"))], state, {}, config)
+    assert str(refused.value) == (
+        "the plan would break the rules of adsync-plan (user.cleo: number 99 does not exist on the PBX); "
+        "this is a bug of adsync-plan, please report it. Nothing was planned."
+    )
+
+
+def test_group_names_stay_unique_whatever_their_case_after_the_whole_plan():
+    """Names are compared after every change of the plan: a swap of two names is fine, a second 'sales' not."""
+    _, _, state, config, bound = _group_world()  # Sales (50) and Support (51)
+
+    def names(*groups):
+        found = _found([], state, config, groups=groups, group_bindings=bound)
+        return [v for v in found if "the group name" in v]
+
+    assert names(_group("SALES")) == ["the group name 'sales' would be given to 2 PBX groups"]
+    renamed = _group("Support", "update", "51", before=PbxGroup("Support"), renamed="sales")
+    assert names(renamed) == ["the group name 'sales' would be given to 2 PBX groups"]
+    swapped = (
+        _group("Sales", "update", "50", before=PbxGroup("Sales", ("1",), ("23",)), renamed="Support", numbers=("23",)),
+        _group("Support", "update", "51", before=PbxGroup("Support"), renamed="Sales"),
+    )
+    assert names(*swapped) == []
+    assert names(_group("Gone", "update", "77", renamed="Support")) == []  # no group 77: refused elsewhere
+
+
+def test_two_actions_on_one_pbx_group_are_refused():
+    _, _, state, config, bound = _group_world()
+    renamed = _group("Support", "update", "51", "map:cn=support", PbxGroup("Support"), renamed="Help")
+    orphaned = _group("Support", "orphan", "51", "map:cn=support", PbxGroup("Support"), renamed="-Support")
+    found = _found([], state, config, groups=[renamed, orphaned], group_bindings=bound)
+    assert "PBX group 51 is changed by 2 actions" in found
+    assert not any("changed by" in v for v in _found([], state, config, groups=[renamed], group_bindings=bound))
