@@ -600,13 +600,14 @@ def test_a_free_number_claimed_by_two_creates_names_both_in_order():
 
 def test_the_licence_refusal_says_how_many_licences_are_free():
     _, _, state, config = _small_world()  # two PBX users
-    for licences, creates, free in ((2, 1, 0), (1, 1, 0), (3, 2, 1)):
-        dora = Action("user.dora", "create", None, None, _new(login="23").after, (), "sid-dora")
-        changes = [_new(), dora][:creates]
-        found = _found(changes, state, dataclasses.replace(config, licenses=licences))
-        assert found == [
-            f"the plan creates {creates} users, but only {free} of the {licences} licences (pbx.licenses) are free"
-        ]
+    dora = Action("user.dora", "create", None, None, _new(login="23").after, (), "sid-dora")
+    for licences, creates, sentence in (
+        (2, 1, "the plan creates 1 user, but only 0 of the 2 licences (pbx.licenses) are free"),
+        (1, 1, "the plan creates 1 user, but only 0 of the 1 licences (pbx.licenses) are free"),
+        (3, 2, "the plan creates 2 users, but only 1 of the 3 licences (pbx.licenses) are free"),
+    ):
+        found = _found([_new(), dora][:creates], state, dataclasses.replace(config, licenses=licences))
+        assert found == [sentence]
 
 
 def _orphan_world(count: int, max_orphans, ownership="all"):

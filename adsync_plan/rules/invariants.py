@@ -181,9 +181,10 @@ def _licences(facts: Facts) -> Iterator[str]:
     licences = facts.config.licenses
     creates = sum(1 for a in facts.changes if a.action == "create")
     if creates and licences is not None and creates > licences - len(facts.state.users):
+        users = "1 user" if creates == 1 else f"{creates} users"
         yield (
-            f"the plan creates {creates} users, but only {max(licences - len(facts.state.users), 0)} of the "
-            f"{licences} licences (pbx.licenses) are free"
+            f"the plan creates {users}, but only {max(licences - len(facts.state.users), 0)} of the {licences} "
+            "licences (pbx.licenses) are free"
         )
 
 
