@@ -378,10 +378,12 @@ def _explain_desired_group(group: DesiredGroup, config: Config, result: PlanResu
     bound = f" -> PBX group {gid} ({state.groups[gid].name})" if gid else ", no PBX group bound yet"
     lines = [group.address, f"  for:        {_group_purpose(group, where)}", f"  binding:    {group.key}{bound}"]
     members, carriers = _member_lines(group, config, result, directory)
-    lines += ["", "Members:", *members]
+    held = d.group_held.get(group.address, [])
+    # a held group's members are only wanted: say so where a reviewer reads "member"
+    heading = "Members (as the directory wants them; the group is held, so none is added or removed):"
+    lines += ["", heading if held else "Members:", *members]
     lines += ["", f"Numbers ({where + '.numbers' if where else 'pbx_groups.shared_numbers'}):"]
     lines += _group_number_lines(group, config, result, where, carriers)
-    held = d.group_held.get(group.address, [])
     others = [x for x in result.plan.diagnostics if x.address == group.address and x.code != GROUP_NUMBER_CONFLICT]
     lines += [
         "",

@@ -585,6 +585,8 @@ def test_explain_an_orphaned_group_and_one_the_tool_did_not_make(cli, tmp_path):
     assert lines[start + 1].startswith("  error GROUP_NAME_COLLISION (pbx_groups): PBX group 52 is named 'Fremdgruppe'")
     lines = explain_lines(cli, case, "group.FREMDGRUPPE")
     assert "  held: nothing is planned for this group; a bound PBX group stays exactly as it is" in lines
+    start = lines.index("Members (as the directory wants them; the group is held, so none is added or removed):")
+    assert lines[start + 1] == "  user.anna: member"  # of the group as desired: a reviewer sees who waits for it
 
 
 def test_explain_a_group_from_the_committed_files(cli, tmp_path):
