@@ -136,6 +136,9 @@ class LineTree:
         return self._tree
 
 
+FIX_SYNTAX = "fix the syntax"
+
+
 def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = InputError):
     """A round-trip parse (it keeps line positions); a syntax error is one sentence with the line."""
     try:
@@ -146,7 +149,7 @@ def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = Inp
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or "syntax error"
-        raise error(f"{where}: {what} is not valid YAML ({problem}); fix the syntax.") from None
+        raise error(f"{where}: {what} is not valid YAML ({problem}); {FIX_SYNTAX}.") from None
     _refuse_complex_keys(tree, path, what, error)
     return tree
 
@@ -197,13 +200,18 @@ _KINDS = (
 )
 
 
-def parse_as(raw: bytes, path: Path, what: str, kind: str, hint: str):
+def parse_as(raw: bytes, path: Path, what: str, kind: str, hint: str, remake: str | None = None):
     """parse_document for a file that should be `kind`; another file of the project (a configuration given
-    as a plan, an LDIF file as a desired state) is named as what it is, whether it parses or not."""
+    as a plan, an LDIF file as a desired state) is named as what it is, whether it parses or not. `remake`:
+    how to make the file again, for a file only the tool writes (a syntax error there is no typo to fix but
+    a file cut short, by a full disk or a copy stopped halfway, or changed)."""
     try:
         data, tree = parse_document(raw, path, what)
-    except InputError:
+    except InputError as err:
         refuse_other_kind(raw, None, path, kind, hint)
+        fix = f"; {FIX_SYNTAX}."
+        if remake and str(err).endswith(fix):
+            raise InputError(f"{str(err).removesuffix(fix)}; it was cut short or changed: {remake}.") from None
         raise
     refuse_other_kind(raw, data, path, kind, hint)
     return data, tree

@@ -30,6 +30,7 @@ SIGNATURE = "signature"
 SIGNATURE_PREFIX = "hmac-sha256:"
 MIN_KEY_BYTES = 16
 MADE_BY = "a plan is what `adsync-plan plan -o FILE` writes"
+REMAKE = "make a new plan with `adsync-plan plan -o FILE`"
 
 
 def to_document(plan: Plan) -> dict:
@@ -80,7 +81,7 @@ def save_plan(path: Path, plan: Plan, key: bytes | None = None) -> Plan:
 
 def load_plan(path: Path) -> Plan:
     """Read a plan file: it must be a plan (not another file of the project), valid, and unedited."""
-    data, _ = parse_as(read_bytes(path, "the plan file"), path, "the plan file", PLAN, MADE_BY)
+    data, _ = parse_as(read_bytes(path, "the plan file"), path, "the plan file", PLAN, MADE_BY, REMAKE)
     schemas.validate(data, "plan", str(path))
     _check_digest(data, path)
     return Plan(

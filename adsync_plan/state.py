@@ -86,15 +86,15 @@ def state_from_canonical(data: dict) -> PbxState:
 
 
 def load_snapshot(path: Path) -> Snapshot:
-    data, tree = parse_as(read_bytes(path, "the state snapshot"), path, "the state snapshot", SNAPSHOT, REFRESH_HINT)
+    raw = read_bytes(path, "the state snapshot")
+    data, tree = parse_as(raw, path, "the state snapshot", SNAPSHOT, REFRESH_HINT, _remake(path))
     if not surely_valid(data):  # the usual snapshot passes this fast check; the schema decides on any other
         schemas.validate(data, "state", str(path), yaml_line_finder(tree))
     # the file holds the canonical content itself: its digest is the fingerprint of the state it describes
     digest = _digest({k: data[k] for k in CANONICAL_KEYS if k in data})
     if digest != data["fingerprint"]:
         raise InputError(
-            f"{path}: the fingerprint does not match the content; the file was edited by hand. Restore it from "
-            f"git (git checkout -- {path}), or {REFRESH_HINT} (the users' bindings are then found again by e-mail)."
+            f"{path}: the fingerprint does not match the content; the file was edited by hand: {_remake(path)}."
         )
     return Snapshot(
         state=state_from_canonical(data),
@@ -104,6 +104,14 @@ def load_snapshot(path: Path) -> Snapshot:
         pbx=data.get("pbx", {}),
         fingerprint=digest,
         group_bindings=dict(data.get("group_bindings", {})),
+    )
+
+
+def _remake(path: Path) -> str:
+    """The way out for a snapshot that was changed: refresh alone reads the same file (for its bindings)."""
+    return (
+        f"restore it from git (git checkout -- {path}), or {REFRESH_HINT} (the users' bindings are then found "
+        "again by e-mail)"
     )
 
 

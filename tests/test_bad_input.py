@@ -174,8 +174,8 @@ def test_the_way_out_of_a_hand_edited_snapshot_leads_out(cli, demo):
         code, _, err = cli(*command, "-c", cfg)
         assert (code, err.strip().splitlines()[-1]) == (
             1,
-            f"Error: {snapshot}: the fingerprint does not match the content; the file was edited by hand. "
-            f"Restore it from git (git checkout -- {snapshot}), or move it away and run `adsync-plan refresh` to "
+            f"Error: {snapshot}: the fingerprint does not match the content; the file was edited by hand: "
+            f"restore it from git (git checkout -- {snapshot}), or move it away and run `adsync-plan refresh` to "
             "read the PBX into a new snapshot (the users' bindings are then found again by e-mail).",
         ), command
     assert snapshot.read_bytes() == edited
@@ -189,6 +189,31 @@ def test_the_way_out_of_a_hand_edited_snapshot_leads_out(cli, demo):
 def test_plan_without_snapshot_and_no_refresh(cli, demo):
     code, _, err = cli("plan", "-c", demo / "adsync.yaml", "--no-refresh")
     assert code == 1 and "no state snapshot" in err and "adsync-plan refresh" in err
+
+
+def test_a_plan_or_snapshot_cut_short_says_to_make_it_again_not_to_fix_its_syntax(cli, demo):
+    """Files the tool writes are never fixed by hand (their digest would not match): a truncated one (a full
+    disk, a copy stopped halfway) is made again."""
+    cfg, snapshot = demo / "adsync.yaml", demo / "states" / "pbx.yaml"
+    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+    assert cli("refresh", "-c", cfg)[0] == 0
+    cut = demo / "cut.plan.json"
+    cut.write_bytes((demo / "p.plan.json").read_bytes()[:500])
+    code, _, err = cli("apply", "-c", cfg, cut)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith(f"Error: {cut}:")
+    assert err.strip().endswith(
+        "the plan file is not valid YAML (found unexpected end of stream); it was cut short or changed: make a new "
+        "plan with `adsync-plan plan -o FILE`."
+    )
+    snapshot.write_bytes(snapshot.read_bytes()[:500])
+    code, _, err = cli("plan", "-c", cfg, "--no-refresh")
+    assert code == 1
+    assert err.strip().endswith(
+        "the state snapshot is not valid YAML (found unexpected end of stream); it was cut short or changed: "
+        f"restore it from git (git checkout -- {snapshot}), or move it away and run `adsync-plan refresh` to "
+        "read the PBX into a new snapshot (the users' bindings are then found again by e-mail)."
+    )
 
 
 def test_broken_plan_file(cli, demo):

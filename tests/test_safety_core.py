@@ -70,7 +70,7 @@ def test_a_hand_edited_snapshot_is_refused_with_the_fix(cli, demo):
     with pytest.raises(InputError) as err:
         load_snapshot(path)
     assert str(err.value) == (
-        f"{path}: the fingerprint does not match the content; the file was edited by hand. Restore it from git "
+        f"{path}: the fingerprint does not match the content; the file was edited by hand: restore it from git "
         f"(git checkout -- {path}), or move it away and run `adsync-plan refresh` to read the PBX into a new "
         "snapshot (the users' bindings are then found again by e-mail)."
     )
