@@ -63,7 +63,7 @@ def parse_document(raw: bytes, path: Path, what: str) -> tuple[object, LineTree 
             pass  # flow-style YAML also starts with { or [: let the YAML parser say what is wrong
     data, tree = parse_yaml_fast(raw, path, what)
     if data is None:
-        raise InputError(f"{path}: {what} is empty.")
+        raise _unreadable(InputError, f"{path}: {what} is empty")
     return data, tree
 
 
@@ -136,7 +136,13 @@ class LineTree:
         return self._tree
 
 
-FIX_SYNTAX = "fix the syntax"
+def _unreadable(error: type[AdsyncError], located: str, advice: str = "") -> AdsyncError:
+    """The error for a file that cannot be read at all: `located` (the file, the line, what is wrong), then the
+    advice for a file people write. `located` is kept apart so that a file only the tool writes can give its
+    own advice instead (parse_as): no one should mend a plan or a snapshot by hand."""
+    err = error(f"{located}; {advice}." if advice else f"{located}.")
+    err.located = located
+    return err
 
 
 def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = InputError):
@@ -144,12 +150,12 @@ def parse_yaml(raw: bytes, path: Path, what: str, error: type[AdsyncError] = Inp
     try:
         tree = YAML(typ="rt").load(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise error(f"{path}: {what} is not UTF-8 text; save it as UTF-8.") from None
+        raise _unreadable(error, f"{path}: {what} is not UTF-8 text", "save it as UTF-8") from None
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or "syntax error"
-        raise error(f"{where}: {what} is not valid YAML ({problem}); {FIX_SYNTAX}.") from None
+        raise _unreadable(error, f"{where}: {what} is not valid YAML ({problem})", "fix the syntax") from None
     _refuse_complex_keys(tree, path, what, error)
     return tree
 
@@ -203,15 +209,15 @@ _KINDS = (
 def parse_as(raw: bytes, path: Path, what: str, kind: str, hint: str, remake: str | None = None):
     """parse_document for a file that should be `kind`; another file of the project (a configuration given
     as a plan, an LDIF file as a desired state) is named as what it is, whether it parses or not. `remake`:
-    how to make the file again, for a file only the tool writes (a syntax error there is no typo to fix but
-    a file cut short, by a full disk or a copy stopped halfway, or changed)."""
+    how to make the file again, for a file only the tool writes: one that cannot be read was cut short (a full
+    disk, a copy stopped halfway) or changed, and is made again, not mended."""
     try:
         data, tree = parse_document(raw, path, what)
     except InputError as err:
         refuse_other_kind(raw, None, path, kind, hint)
-        fix = f"; {FIX_SYNTAX}."
-        if remake and str(err).endswith(fix):
-            raise InputError(f"{str(err).removesuffix(fix)}; it was cut short or changed: {remake}.") from None
+        located = getattr(err, "located", None)
+        if remake and located:
+            raise InputError(f"{located}; it was cut short or changed: {remake}.") from None
         raise
     refuse_other_kind(raw, data, path, kind, hint)
     return data, tree

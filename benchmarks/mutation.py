@@ -92,7 +92,7 @@ TESTS = [
     "tests/test_lifecycle.py::test_force_unlock_removes_a_crashed_runs_lock",
     "tests/test_lifecycle.py::test_plan_apply_then_plan_again_is_empty",
     "tests/test_bad_input.py::test_hand_edited_snapshot_is_refused",
-    "tests/test_bad_input.py::test_a_plan_or_snapshot_cut_short_says_to_make_it_again_not_to_fix_its_syntax",
+    "tests/test_bad_input.py::test_a_damaged_plan_or_snapshot_says_how_to_make_it_again_not_how_to_edit_it",
     "tests/test_cli_ops.py::test_sync_and_apply_refuse_a_held_lock_until_force_unlock",
     "tests/test_interrupt_locks.py::test_a_broken_lock_file_is_named_by_apply_and_removed_by_force_unlock",
     "tests/test_interrupt_locks.py::test_the_lock_of_a_dead_run_on_this_host_is_taken_over_after_saying_so",

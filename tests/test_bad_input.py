@@ -191,28 +191,41 @@ def test_plan_without_snapshot_and_no_refresh(cli, demo):
     assert code == 1 and "no state snapshot" in err and "adsync-plan refresh" in err
 
 
-def test_a_plan_or_snapshot_cut_short_says_to_make_it_again_not_to_fix_its_syntax(cli, demo):
-    """Files the tool writes are never fixed by hand (their digest would not match): a truncated one (a full
-    disk, a copy stopped halfway) is made again."""
-    cfg, snapshot = demo / "adsync.yaml", demo / "states" / "pbx.yaml"
-    assert cli("plan", "-c", cfg, "-o", demo / "p.plan.json")[0] == 0
+REMADE_PLAN = "make a new plan with `adsync-plan plan -o FILE`."
+REMADE_SNAPSHOT = (
+    "restore it from git (git checkout -- {path}), or move it away and run `adsync-plan refresh` to read the PBX "
+    "into a new snapshot (the users' bindings are then found again by e-mail)."
+)
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda raw: raw[:500], "{what} is not valid YAML (found unexpected end of stream)"),  # a copy cut short
+        (lambda raw: b"", "{what} is empty"),  # a full disk when it was written
+        (lambda raw: b"\xff" + raw, "{what} is not UTF-8 text"),  # garbled in transfer
+    ],
+    ids=["cut short", "empty", "not UTF-8"],
+)
+def test_a_damaged_plan_or_snapshot_says_how_to_make_it_again_not_how_to_edit_it(cli, demo, damage, problem):
+    """Files only the tool writes are never mended by hand (their digest would not match): "fix the syntax" or
+    "save it as UTF-8" would send the administrator the wrong way."""
+    cfg, snapshot, plan = demo / "adsync.yaml", demo / "states" / "pbx.yaml", demo / "p.plan.json"
+    assert cli("plan", "-c", cfg, "-o", plan)[0] == 0
     assert cli("refresh", "-c", cfg)[0] == 0
-    cut = demo / "cut.plan.json"
-    cut.write_bytes((demo / "p.plan.json").read_bytes()[:500])
-    code, _, err = cli("apply", "-c", cfg, cut)
-    assert code == 1
-    assert err.strip().splitlines()[-1].startswith(f"Error: {cut}:")
-    assert err.strip().endswith(
-        "the plan file is not valid YAML (found unexpected end of stream); it was cut short or changed: make a new "
-        "plan with `adsync-plan plan -o FILE`."
-    )
-    snapshot.write_bytes(snapshot.read_bytes()[:500])
+    plan.write_bytes(damage(plan.read_bytes()))
+    code, _, err = cli("apply", "-c", cfg, plan)
+    said = err.strip().splitlines()[-1]
+    assert code == 1 and said.startswith(f"Error: {plan}")
+    assert said.endswith(problem.format(what="the plan file") + "; it was cut short or changed: " + REMADE_PLAN)
+    snapshot.write_bytes(damage(snapshot.read_bytes()))
     code, _, err = cli("plan", "-c", cfg, "--no-refresh")
-    assert code == 1
-    assert err.strip().endswith(
-        "the state snapshot is not valid YAML (found unexpected end of stream); it was cut short or changed: "
-        f"restore it from git (git checkout -- {snapshot}), or move it away and run `adsync-plan refresh` to "
-        "read the PBX into a new snapshot (the users' bindings are then found again by e-mail)."
+    said = err.strip().splitlines()[-1]
+    assert code == 1 and said.startswith(f"Error: {snapshot}")
+    assert said.endswith(
+        problem.format(what="the state snapshot")
+        + "; it was cut short or changed: "
+        + REMADE_SNAPSHOT.format(path=snapshot)
     )
 
 
