@@ -258,7 +258,7 @@ def _action(address: str, result: PlanResult) -> Action | None:
 def _outcome_lines(address: str, key: str, result: PlanResult) -> list[str]:
     d = result.decisions
     action = _action(address, result)
-    refused = " (but the safety valve refused the whole plan)" if result.refused else ""
+    refused = _refused(result)
     if action is not None and action.action == "create":
         a = action.after
         return [
@@ -493,13 +493,18 @@ def _group_number_lines(group: DesiredGroup, config: Config, result: PlanResult,
     return lines or ["  none configured"]
 
 
+def _refused(result: PlanResult) -> str:
+    """What an action's heading adds when the safety valve refused the plan it belongs to."""
+    return " (but the safety valve refused the whole plan)" if result.refused else ""
+
+
 def _group_action(address: str, result: PlanResult):
     return next((a for a in result.plan.group_changes if a.address == address), None)
 
 
 def _group_outcome(group: DesiredGroup, gid: str | None, result: PlanResult) -> list[str]:
     action = _group_action(group.address, result)
-    refused = " (but the safety valve refused the whole plan)" if result.refused else ""
+    refused = _refused(result)
     if action is not None and action.action == "create":
         a = action.after
         return [

@@ -258,6 +258,21 @@ def test_explain_an_updated_user(demo, capsys):
     assert "      role: user -> admin" in lines
 
 
+def test_explain_says_when_the_safety_valve_refused_the_whole_plan(demo, capsys):
+    """The user's own action is shown as planned, but a reviewer must not read it as what apply will do."""
+    cfg = demo / "adsync.yaml"
+    cfg.write_text(cfg.read_text().replace("max_orphans: 5", "max_orphans: 0"))  # the demo orphans one user
+    code, out, err = adsync(capsys, "explain", "jmueller")
+    assert code == 0, err
+    assert (
+        "  ~ update PBX user 3 (but the safety valve refused the whole plan): the directory differs in these "
+        "fields" in out.splitlines()
+    )
+    cfg.write_text(cfg.read_text().replace("max_orphans: 0", "max_orphans: 5"))
+    code, out, err = adsync(capsys, "explain", "jmueller")
+    assert "  ~ update PBX user 3: the directory differs in these fields" in out.splitlines()
+
+
 def test_explain_held_users_render_time_and_plan_time(demo, capsys):
     code, out, _ = adsync(capsys, "explain", "kvorname")
     assert code == 0
