@@ -6,9 +6,11 @@ fields that changed (a whole-state DeepDiff costs ~80 s at 100,000 users; this c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from adsync_plan.model import GROUP_FIELDS, Action, GroupAction, PbxGroup, PbxState, PhoneUser
+from adsync_plan.rules.directory import Rendered
 from adsync_plan.rules.pbx import Decisions, orphaned_name
 
 ORPHAN_MARK = "-"
@@ -140,6 +142,39 @@ def pbx_user_address(state: PbxState, pbx_id: str) -> str:
 
 def changed_fields_of(action: Action) -> tuple[str, ...]:
     return changed_fields(action.before, action.after)
+
+
+def likely_fields(rendered: Rendered, state: PbxState, bindings: Mapping[str, str]) -> dict:
+    """PBX user id -> (the shape it likely gets, the fields that change), for the PBX users that likely change:
+    one bound to a desired user of another shape (updated), one bound to a source id the directory no longer
+    has (orphaned). Nearly every change of a plan, known before the PBX rules decide (so another process can
+    name their fields meanwhile); a guess that is wrong or missing costs only naming those fields then."""
+    likely, users = {}, state.users
+    for user in rendered.desired.values():
+        pbx_id = bindings.get(user.source_id)
+        before = users.get(pbx_id) if pbx_id is not None else None
+        if before is not None and before != user.user:
+            likely[pbx_id] = (user.user, changed_fields(before, user.user))
+    present = {u.source_id for u in rendered.desired.values()} | {h.source_id for h in rendered.held}
+    for source_id, pbx_id in bindings.items():
+        if source_id not in present and pbx_id in users:
+            after = orphaned(users[pbx_id])
+            likely[pbx_id] = (after, changed_fields(users[pbx_id], after))
+    return likely
+
+
+def known_fields(likely: Mapping[str, tuple[PhoneUser, tuple[str, ...]]], map_fields=map):
+    """A `map_fields` for `actions`: an action's fields from `likely` (likely_fields) when it guessed the same
+    change, the others named by `map_fields`. The fields depend only on before and after, and the before of a
+    PBX user id is the same state's in both."""
+
+    def known(fn, changes):
+        guessed = [likely.get(a.pbx_user_id, (None,)) for a in changes]
+        misses = [a for a, guess in zip(changes, guessed, strict=True) if guess[0] != a.after]
+        named = iter(map_fields(fn, misses))
+        return [guess[1] if guess[0] == a.after else next(named) for a, guess in zip(changes, guessed, strict=True)]
+
+    return known
 
 
 def bindings(decisions: Decisions) -> dict[str, str]:
