@@ -144,11 +144,12 @@ def changed_fields_of(action: Action) -> tuple[str, ...]:
     return changed_fields(action.before, action.after)
 
 
-def likely_fields(rendered: Rendered, state: PbxState, bindings: Mapping[str, str]) -> dict:
-    """PBX user id -> (the shape it likely gets, the fields that change), for the PBX users that likely change:
-    one bound to a desired user of another shape (updated), one bound to a source id the directory no longer
-    has (orphaned). Nearly every change of a plan, known before the PBX rules decide (so another process can
-    name their fields meanwhile); a guess that is wrong or missing costs only naming those fields then."""
+def likely_fields(rendered: Rendered, state: PbxState, bindings: Mapping[str, str], everyone: bool) -> dict:
+    """PBX user id -> (the shape it likely gets, the fields that change), for the PBX users a plan likely
+    changes, worked out before the PBX rules decide (by another process, meanwhile): each bound to a desired
+    user of another shape (updated); each bound to a source id the directory no longer has, or (`everyone`:
+    ownership all) bound to none while no user in scope has its e-mail address (orphaned). A guess that is
+    wrong or missing costs only naming those fields in `actions`."""
     likely, users = {}, state.users
     for user in rendered.desired.values():
         pbx_id = bindings.get(user.source_id)
@@ -156,10 +157,16 @@ def likely_fields(rendered: Rendered, state: PbxState, bindings: Mapping[str, st
         if before is not None and before != user.user:
             likely[pbx_id] = (user.user, changed_fields(before, user.user))
     present = {u.source_id for u in rendered.desired.values()} | {h.source_id for h in rendered.held}
-    for source_id, pbx_id in bindings.items():
-        if source_id not in present and pbx_id in users:
-            after = orphaned(users[pbx_id])
-            likely[pbx_id] = (after, changed_fields(users[pbx_id], after))
+    bound_to = {pbx_id: source_id for source_id, pbx_id in bindings.items()}
+    emails = {u.user.email.lower() for u in rendered.desired.values()} | {
+        (h.email or "").lower() for h in rendered.held
+    }
+    for pbx_id, before in users.items():
+        source_id = bound_to.get(pbx_id)
+        if source_id in present or (source_id is None and (not everyone or (before.email or "").lower() in emails)):
+            continue
+        after = orphaned(before)
+        likely[pbx_id] = (after, changed_fields(before, after))
     return likely
 
 

@@ -274,7 +274,7 @@ def _read_streaming(config: Config, progress: Progress):
 def _ahead(desired: DesiredState, snapshot: Snapshot, config: Config):
     """The fork's answers, in the order `_plan` asks for them: the fields of the likely changes (its costly
     part, deepdiff), then the digest of the desired state."""
-    yield diff.likely_fields(desired.rendered, snapshot.state, snapshot.bindings)
+    yield diff.likely_fields(desired.rendered, snapshot.state, snapshot.bindings, config.ownership == "all")
     yield desired_sha256(desired, config.sha256)
 
 

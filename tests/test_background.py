@@ -177,6 +177,39 @@ def test_the_diff_names_fields_the_same_in_two_processes(demo):
     assert both == alone and sum(1 for a in alone if a.fields) >= 2
 
 
+def _named_after_the_rules(demo, forking, monkeypatch) -> tuple[dict, list[str]]:
+    """The plan (as plan_document) made with the fork that works ahead, checked equal to the plan made in one
+    process; and the addresses of the changes whose fields plan named itself: those the fork did not guess."""
+    with monkeypatch.context() as alone:
+        alone.setattr(pipeline, "CHILD_FROM_SNAPSHOT_BYTES", float("inf"))
+        in_one = plan_document(demo, refresh=False)
+    forking.started, named = 0, []
+    with monkeypatch.context() as counting:
+        counting.setattr(
+            diff, "changed_fields_of", lambda a: named.append(a.address) or diff.changed_fields(a.before, a.after)
+        )
+        assert plan_document(demo, refresh=False) == in_one
+    assert forking.started == 2  # the directory's reader, and the fork that works ahead
+    return in_one, named
+
+
+def _changes(doc: dict) -> dict:
+    return {c["address"]: (c["action"], c.get("fields")) for c in doc["changes"]}  # a create has no fields
+
+
+def test_on_first_contact_the_orphans_are_guessed_and_the_users_matched_by_e_mail_named_after(
+    cli, demo, forking, monkeypatch
+):
+    """No binding yet (ownership: all): a PBX user that no user in scope has the e-mail address of likely
+    becomes an orphan; the users taken by e-mail are found only by the PBX rules."""
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
+    plan, named = _named_after_the_rules(demo, forking, monkeypatch)
+    changes = _changes(plan)
+    assert changes["pbx_user.67"] == ("orphan", ["external_numbers", "last_name"])
+    assert sorted(named) == sorted(a for a, (action, _) in changes.items() if action == "update")
+    assert len(named) == 2
+
+
 def test_fields_guessed_ahead_give_the_plan_made_in_one_process(cli, demo, forking, monkeypatch):
     """After an apply every user is bound, and the fork guesses most changes right: a renamed user (update),
     a user gone (orphan). Two guesses are wrong and named again: a user whose directory entry was made anew
@@ -201,22 +234,12 @@ def test_fields_guessed_ahead_give_the_plan_made_in_one_process(cli, demo, forki
         [n] = [n for n, r in enumerate(records) if f"sAMAccountName: {account}\n" in r]
         assert old in records[n]
         records[n] = records[n].replace(old, new, 1)
-    ldif = "\n\n".join(records)
-    (demo / "directory.ldif").write_text(ldif, encoding="utf-8")
-    with monkeypatch.context() as alone:
-        alone.setattr(pipeline, "CHILD_FROM_SNAPSHOT_BYTES", float("inf"))
-        in_one = plan_document(demo, refresh=False)
-    forking.started = 0
-    named_here = []
-    monkeypatch.setattr(
-        diff, "changed_fields_of", lambda a: named_here.append(a.address) or diff.changed_fields(a.before, a.after)
-    )
-    assert plan_document(demo, refresh=False) == in_one
-    assert forking.started == 2
-    assert {c["address"]: (c["action"], c["fields"]) for c in in_one["changes"]} == {
+    (demo / "directory.ldif").write_text("\n\n".join(records), encoding="utf-8")
+    plan, named = _named_after_the_rules(demo, forking, monkeypatch)
+    assert _changes(plan) == {
         "pbx_user.28": ("orphan", ["external_numbers", "last_name"]),  # jkoehler: guessed
         "user.eschulz": ("update", ["last_name"]),  # guessed
         "user.lschaefer": ("update", ["first_name"]),  # guessed an orphan (her binding's source id is gone)
     }
-    assert named_here == ["user.lschaefer"]  # the only change named after the PBX rules
-    assert any(d["address"] == "user.fhoffmann" and d["code"] == "NUMBER_CONFLICT" for d in in_one["diagnostics"])
+    assert named == ["user.lschaefer"]  # the only change named after the PBX rules
+    assert any(d["address"] == "user.fhoffmann" and d["code"] == "NUMBER_CONFLICT" for d in plan["diagnostics"])

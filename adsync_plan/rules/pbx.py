@@ -75,8 +75,9 @@ class Reconciler:
         # R10 without the exception for bound admins (see is_protected)
         protect = config.protect_logins
         self.always_protected = set(state.admins) | {i for i, u in state.users.items() if u.login_id in protect}
-        kinds = {INTERNAL, EXTERNAL} | {info.type for info in state.numbers.values()}
-        self.of_type = {kind: {n for n, info in state.numbers.items() if info.type == kind} for kind in kinds}
+        self.of_type = {INTERNAL: set(), EXTERNAL: set()}  # kind -> its numbers, in one pass over them all
+        for number, info in state.numbers.items():
+            self.of_type.setdefault(info.type, set()).add(number)
         self.d = Decisions()
         self._claimants: dict[str, list[DesiredUser]] | None = None  # see _claimed_group_numbers
 
@@ -171,6 +172,8 @@ class Reconciler:
         """R7 (external and fax numbers must be on the PBX) and R12 (the primary internal number too)."""
         drop = self.config.on_invalid_number == "drop_number"
         numbers, internal, external = self.state.numbers, self.of_type[INTERNAL], self.of_type[EXTERNAL]
+        if _all_exist([u.user for u in self.desired.values()], numbers, internal, external):
+            return  # the usual case, checked for everyone at once
         for account in sorted(self.desired):
             user = self.desired[account]
             shape = user.user
@@ -524,6 +527,18 @@ def _twice(groups) -> set[DesiredGroup]:
     names = Counter(g.name.lower() for g in groups)
     keys = Counter(g.key for g in groups)
     return {g for g in groups if names[g.name.lower()] > 1 or keys[g.key] > 1}
+
+
+def _all_exist(shapes: list[PhoneUser], numbers, internal: set[str], external: set[str]) -> bool:
+    """Every primary internal number is an internal number of the PBX, every external number an external one,
+    and every other number one of the PBX: what _check_numbers_exist asks of each user, for all at once."""
+    primaries, externals, others = set(), set(), set()
+    for shape in shapes:
+        primaries.add(shape.primary_internal_number)
+        externals.update(shape.external_numbers)
+        others.update(shape.internal_numbers)
+        others.update(shape.fax_numbers)
+    return primaries <= internal and externals <= external and others <= numbers.keys()
 
 
 def _id_order(pbx_id: str):
