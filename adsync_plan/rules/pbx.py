@@ -232,7 +232,7 @@ class Reconciler:
         """R6: a login ID kept by another PBX user, or claimed twice in this run, holds the newcomer.
         Returns how many users it held."""
         users = self.state.users
-        moving = {users[i].login_id for _, (u, i, _) in self.d.matches.items() if u.user.login_id != users[i].login_id}
+        moving = {users[i].login_id for u, i, _ in self.d.matches.values() if u.user.login_id != users[i].login_id}
         active = self._active()
         claims = Counter(user.user.login_id for _, user, _ in active)
         twice = defaultdict(list)  # only the logins claimed more than once
@@ -295,12 +295,13 @@ class Reconciler:
         for pbx_id in self.d.orphans:
             current = self.state.users[pbx_id]
             released |= current.numbers() - {current.primary_internal_number}
-        for _, (user, pbx_id, _) in self.d.matches.items():
-            current, wanted = self.state.users[pbx_id], user.user
-            if (current.internal_numbers, current.external_numbers, current.fax_numbers) != (
-                wanted.internal_numbers,
-                wanted.external_numbers,
-                wanted.fax_numbers,
+        users = self.state.users
+        for user, pbx_id, _ in self.d.matches.values():
+            current, wanted = users[pbx_id], user.user
+            if (
+                current.internal_numbers != wanted.internal_numbers
+                or current.external_numbers != wanted.external_numbers
+                or current.fax_numbers != wanted.fax_numbers
             ):
                 released |= current.numbers() - wanted.numbers()
         return released
