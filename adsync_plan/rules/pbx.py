@@ -75,9 +75,8 @@ class Reconciler:
         # R10 without the exception for bound admins (see is_protected)
         protect = config.protect_logins
         self.always_protected = set(state.admins) | {i for i, u in state.users.items() if u.login_id in protect}
-        self.of_type = {INTERNAL: set(), EXTERNAL: set()}  # kind -> its numbers, in one pass over them all
-        for number, info in state.numbers.items():
-            self.of_type.setdefault(info.type, set()).add(number)
+        kinds = {INTERNAL, EXTERNAL} | {info.type for info in state.numbers.values()}
+        self.of_type = {kind: {n for n, info in state.numbers.items() if info.type == kind} for kind in kinds}
         self.d = Decisions()
         self._claimants: dict[str, list[DesiredUser]] | None = None  # see _claimed_group_numbers
 
