@@ -149,13 +149,18 @@ def likely_fields(rendered: Rendered, state: PbxState, bindings: Mapping[str, st
     changes, worked out before the PBX rules decide (by another process, meanwhile): each bound to a desired
     user of another shape (updated); each bound to a source id the directory no longer has, or (`everyone`:
     ownership all) bound to none while no user in scope has its e-mail address (orphaned). A guess that is
-    wrong or missing costs only naming those fields in `actions`."""
-    likely, users = {}, state.users
+    wrong or missing costs only naming those fields in `actions`.
+
+    Only as many guesses are named here as take about as long as plan's reconciling (one for every ten users
+    in scope: deepdiff takes 0.2 ms a user, the rules 20 us): when nearly every user changes, `actions` names
+    the rest in two processes, as without guesses."""
+    alone = max(1_000, len(rendered.desired) // 10)
+    likely, users = [], state.users
     for user in rendered.desired.values():
         pbx_id = bindings.get(user.source_id)
         before = users.get(pbx_id) if pbx_id is not None else None
         if before is not None and before != user.user:
-            likely[pbx_id] = (user.user, changed_fields(before, user.user))
+            likely.append((pbx_id, before, user.user))
     present = {u.source_id for u in rendered.desired.values()} | {h.source_id for h in rendered.held}
     bound_to = {pbx_id: source_id for source_id, pbx_id in bindings.items()}
     emails = {u.user.email.lower() for u in rendered.desired.values()} | {
@@ -165,9 +170,8 @@ def likely_fields(rendered: Rendered, state: PbxState, bindings: Mapping[str, st
         source_id = bound_to.get(pbx_id)
         if source_id in present or (source_id is None and (not everyone or (before.email or "").lower() in emails)):
             continue
-        after = orphaned(before)
-        likely[pbx_id] = (after, changed_fields(before, after))
-    return likely
+        likely.append((pbx_id, before, orphaned(before)))
+    return {pbx_id: (after, changed_fields(before, after)) for pbx_id, before, after in likely[:alone]}
 
 
 def known_fields(likely: Mapping[str, tuple[PhoneUser, tuple[str, ...]]], map_fields=map):

@@ -243,3 +243,22 @@ def test_fields_guessed_ahead_give_the_plan_made_in_one_process(cli, demo, forki
     }
     assert named == ["user.lschaefer"]  # the only change named after the PBX rules
     assert any(d["address"] == "user.fhoffmann" and d["code"] == "NUMBER_CONFLICT" for d in plan["diagnostics"])
+
+
+def test_when_nearly_every_user_changes_the_fork_names_only_what_takes_as_long_as_reconciling():
+    """1,500 bound users whose last name changed: the fork names 1,000 (its floor; one for every ten users in
+    scope at scale) and leaves the other 500 to `actions`, which names them in two processes."""
+    from adsync_plan.model import PbxState, PhoneUser
+    from adsync_plan.rules.directory import DesiredUser, Rendered
+
+    def shape(n: int, last: str) -> PhoneUser:
+        return PhoneUser(str(n), "Max", last, f"u{n}@example.com", "user", str(n), (str(n),))
+
+    desired = {f"u{n}": DesiredUser(f"u{n}", f"sid{n}", f"CN=u{n}", shape(n, "Neu")) for n in range(100, 1600)}
+    state = PbxState(users={str(n): shape(n, "Alt") for n in range(100, 1600)}, admins=frozenset(), numbers={})
+    bindings = {f"sid{n}": str(n) for n in range(100, 1600)}
+    likely = diff.likely_fields(Rendered(desired, []), state, bindings, everyone=True)
+    assert len(likely) == 1000
+    assert all(
+        fields == ("last_name",) and after == desired[f"u{pbx_id}"].user for pbx_id, (after, fields) in likely.items()
+    )
