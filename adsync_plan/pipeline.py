@@ -238,15 +238,15 @@ def _read_desired(path: Path, config: Config) -> DesiredState:
 def _plan_from_source(
     config: Config, refresh_pbx: bool, allow_mass_orphan: bool, progress: Progress, targets: tuple[str, ...] = ()
 ) -> PlanResult:
-    """At scale, a child process reads the directory while this one reads the PBX (or its snapshot), then
-    computes the desired state's digest while this one plans: the reads overlap, on two cores or as two
-    network waits."""
+    """At scale, a child process reads the directory while this one reads the PBX (or its snapshot): the reads
+    overlap, on two cores or as two network waits. Then a fork of this process works ahead while it
+    reconciles: it names the fields of the likely changes and computes the desired state's digest."""
     if not (background.available and _snapshot_size(config) >= CHILD_FROM_SNAPSHOT_BYTES):
         desired = render(config, progress)
         desired.sha256 = desired_sha256(desired, config.sha256)
         snapshot = _snapshot_for_plan(config, refresh_pbx, progress)
         return _plan(config, desired, snapshot, None, allow_mass_orphan, targets=targets)
-    with background.Forked(lambda: _read_then_digest(config, progress)) as child:
+    with background.Forked(lambda: _read_streaming(config, progress)) as child:
         try:
             snapshot = _snapshot_for_plan(config, refresh_pbx, NO_PROGRESS)  # one progress bar: the child's
         except AdsyncError:
@@ -254,20 +254,28 @@ def _plan_from_source(
                 pass
             raise
         desired = render_directory(_streamed_directory(child), config)
-        return _plan(config, desired, snapshot, None, allow_mass_orphan, digest=child.next, targets=targets)
+    with background.Forked(lambda: _ahead(desired, snapshot, config)) as ahead:
+        return _plan(
+            config, desired, snapshot, None, allow_mass_orphan, digest=ahead.next, likely=ahead.next, targets=targets
+        )
 
 
-def _read_then_digest(config: Config, progress: Progress):
-    """The child's answers: the directory without users, its users in chunks as they are read, an empty
-    chunk, then the digest of the desired state."""
+def _read_streaming(config: Config, progress: Progress):
+    """The child's answers: the directory without users, its users in chunks as they are read, then an empty
+    chunk."""
     directory = read_directory(config, progress, stream=True)
     yield replace(directory, users=())
-    users, reading = [], iter(directory.users)
+    reading = iter(directory.users)
     while chunk := tuple(itertools.islice(reading, CHUNK)):
-        users += chunk
         yield chunk
     yield ()
-    yield desired_sha256(_desired_state(replace(directory, users=users), config), config.sha256)  # as the parent's
+
+
+def _ahead(desired: DesiredState, snapshot: Snapshot, config: Config):
+    """The fork's answers, in the order `_plan` asks for them: the fields of the likely changes (its costly
+    part, deepdiff), then the digest of the desired state."""
+    yield diff.likely_fields(desired.rendered, snapshot.state, snapshot.bindings, config.ownership == "all")
+    yield desired_sha256(desired, config.sha256)
 
 
 def _streamed_directory(child: background.Forked) -> Directory:
@@ -290,9 +298,11 @@ def _plan(
     allow_mass_orphan: bool,
     digest: Callable[[], str] | None = None,
     targets: tuple[str, ...] = (),
+    likely: Callable[[], dict] | None = None,
 ) -> PlanResult:
     """Rules that need the PBX, the diff, the safety valve: the plan. `digest` supplies the desired state's
-    sha256 when it is computed elsewhere meanwhile."""
+    sha256, and `likely` the fields of the likely changes (diff.likely_fields), when they are computed
+    elsewhere meanwhile."""
     decisions = reconcile(
         desired.rendered.desired,
         desired.rendered.held,
@@ -303,7 +313,8 @@ def _plan(
         desired.rendered.groups,
         snapshot.group_bindings,
     )
-    actions, unchanged = diff.actions(decisions, snapshot.state, background.parallel_map)
+    name_fields = diff.known_fields(likely(), background.parallel_map) if likely else background.parallel_map
+    actions, unchanged = diff.actions(decisions, snapshot.state, name_fields)
     group_actions = diff.group_actions(decisions, snapshot.state)
     invariants.refuse_own_plan(
         actions, snapshot.state, snapshot.bindings, config, group_actions, snapshot.group_bindings

@@ -1,5 +1,6 @@
-"""At scale, `plan` reads the directory in a child process (pipeline.CHILD_FROM_SNAPSHOT_BYTES): the plan is
-the same as in one process, and the child's errors reach the user as they would without it."""
+"""At scale, `plan` reads the directory in a child process (pipeline.CHILD_FROM_SNAPSHOT_BYTES), then a fork
+of it names the likely changes' fields and computes the desired digest while it reconciles: the plan is the
+same as in one process, and the child's errors reach the user as they would without it."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_a_plan_made_with_a_child_process_equals_the_plan_made_in_one(name, tmp_
         in_one = plan_document(case)
     assert forking.started == 0
     assert plan_document(case) == in_one  # changes, diagnostics, summary, bindings and desired_sha256 included
-    assert forking.started == 1
+    assert forking.started == 2  # the directory's reader, and the fork that works ahead
 
 
 def test_small_runs_stay_in_one_process(cli, demo, monkeypatch):
@@ -62,7 +63,7 @@ def test_plan_against_the_snapshot_with_a_child(cli, demo, forking):
     assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
     code, out, err = cli("plan", "-c", demo / "adsync.yaml", "--no-refresh", "--detailed-exitcode")
     assert code == 2 and "Plan: " in out, err
-    assert forking.started == 1
+    assert forking.started == 2
 
 
 def test_a_malformed_ldif_read_by_the_child_is_one_sentence(cli, demo, forking):
@@ -174,3 +175,90 @@ def test_the_diff_names_fields_the_same_in_two_processes(demo):
         result.decisions, result.snapshot.state, lambda fn, items: background.parallel_map(fn, items, at_least=2)
     )
     assert both == alone and sum(1 for a in alone if a.fields) >= 2
+
+
+def _named_after_the_rules(demo, forking, monkeypatch) -> tuple[dict, list[str]]:
+    """The plan (as plan_document) made with the fork that works ahead, checked equal to the plan made in one
+    process; and the addresses of the changes whose fields plan named itself: those the fork did not guess."""
+    with monkeypatch.context() as alone:
+        alone.setattr(pipeline, "CHILD_FROM_SNAPSHOT_BYTES", float("inf"))
+        in_one = plan_document(demo, refresh=False)
+    forking.started, named = 0, []
+    with monkeypatch.context() as counting:
+        counting.setattr(
+            diff, "changed_fields_of", lambda a: named.append(a.address) or diff.changed_fields(a.before, a.after)
+        )
+        assert plan_document(demo, refresh=False) == in_one
+    assert forking.started == 2  # the directory's reader, and the fork that works ahead
+    return in_one, named
+
+
+def _changes(doc: dict) -> dict:
+    return {c["address"]: (c["action"], c.get("fields")) for c in doc["changes"]}  # a create has no fields
+
+
+def test_on_first_contact_the_orphans_are_guessed_and_the_users_matched_by_e_mail_named_after(
+    cli, demo, forking, monkeypatch
+):
+    """No binding yet (ownership: all): a PBX user that no user in scope has the e-mail address of likely
+    becomes an orphan; the users taken by e-mail are found only by the PBX rules."""
+    assert cli("refresh", "-c", demo / "adsync.yaml")[0] == 0
+    plan, named = _named_after_the_rules(demo, forking, monkeypatch)
+    changes = _changes(plan)
+    assert changes["pbx_user.67"] == ("orphan", ["external_numbers", "last_name"])
+    assert sorted(named) == sorted(a for a, (action, _) in changes.items() if action == "update")
+    assert len(named) == 2
+
+
+def test_fields_guessed_ahead_give_the_plan_made_in_one_process(cli, demo, forking, monkeypatch):
+    """After an apply every user is bound, and the fork guesses most changes right: a renamed user (update),
+    a user gone (orphan). Two guesses are wrong and named again: a user whose directory entry was made anew
+    (new objectGUID: its PBX user is taken by e-mail and updated, not orphaned), and a user the PBX rules hold
+    (a number of another user's: no change at all)."""
+    config = demo / "adsync.yaml"
+    assert cli("plan", "-c", config, "-o", demo / "p.plan.json")[0] == 0
+    assert cli("apply", "-c", config, demo / "p.plan.json")[0] == 0
+    records = (demo / "directory.ldif").read_text(encoding="utf-8").split("\n\n")
+    records = [r for r in records if "sAMAccountName: jkoehler\n" not in r]  # gone
+    edits = [  # (account, old, new)
+        ("eschulz", "sn: Schulz\n", "sn: Schultz\n"),  # renamed
+        ("lschaefer", "objectGUID:: ", "objectGUID:: AAAAAAAAAAAAAAAAAAAAAA==\ndescription:: "),  # made anew
+        ("lschaefer", "givenName: Lena\n", "givenName: Lena Marie\n"),  # and renamed
+        (
+            "fhoffmann",
+            "telephoneNumber: +49 7022 27978-26\n",
+            "telephoneNumber: +49 7022 27978-26\notherTelephone: 21\n",
+        ),
+    ]
+    for account, old, new in edits:
+        [n] = [n for n, r in enumerate(records) if f"sAMAccountName: {account}\n" in r]
+        assert old in records[n]
+        records[n] = records[n].replace(old, new, 1)
+    (demo / "directory.ldif").write_text("\n\n".join(records), encoding="utf-8")
+    plan, named = _named_after_the_rules(demo, forking, monkeypatch)
+    assert _changes(plan) == {
+        "pbx_user.28": ("orphan", ["external_numbers", "last_name"]),  # jkoehler: guessed
+        "user.eschulz": ("update", ["last_name"]),  # guessed
+        "user.lschaefer": ("update", ["first_name"]),  # guessed an orphan (her binding's source id is gone)
+    }
+    assert named == ["user.lschaefer"]  # the only change named after the PBX rules
+    assert any(d["address"] == "user.fhoffmann" and d["code"] == "NUMBER_CONFLICT" for d in plan["diagnostics"])
+
+
+def test_when_nearly_every_user_changes_the_fork_names_only_what_takes_as_long_as_reconciling():
+    """1,500 bound users whose last name changed: the fork names 1,000 (its floor; one for every ten users in
+    scope at scale) and leaves the other 500 to `actions`, which names them in two processes."""
+    from adsync_plan.model import PbxState, PhoneUser
+    from adsync_plan.rules.directory import DesiredUser, Rendered
+
+    def shape(n: int, last: str) -> PhoneUser:
+        return PhoneUser(str(n), "Max", last, f"u{n}@example.com", "user", str(n), (str(n),))
+
+    desired = {f"u{n}": DesiredUser(f"u{n}", f"sid{n}", f"CN=u{n}", shape(n, "Neu")) for n in range(100, 1600)}
+    state = PbxState(users={str(n): shape(n, "Alt") for n in range(100, 1600)}, admins=frozenset(), numbers={})
+    bindings = {f"sid{n}": str(n) for n in range(100, 1600)}
+    likely = diff.likely_fields(Rendered(desired, []), state, bindings, everyone=True)
+    assert len(likely) == 1000
+    assert all(
+        fields == ("last_name",) and after == desired[f"u{pbx_id}"].user for pbx_id, (after, fields) in likely.items()
+    )

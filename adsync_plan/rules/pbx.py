@@ -171,6 +171,8 @@ class Reconciler:
         """R7 (external and fax numbers must be on the PBX) and R12 (the primary internal number too)."""
         drop = self.config.on_invalid_number == "drop_number"
         numbers, internal, external = self.state.numbers, self.of_type[INTERNAL], self.of_type[EXTERNAL]
+        if _all_exist([u.user for u in self.desired.values()], numbers, internal, external):
+            return  # the usual case, checked for everyone at once
         for account in sorted(self.desired):
             user = self.desired[account]
             shape = user.user
@@ -229,7 +231,7 @@ class Reconciler:
         """R6: a login ID kept by another PBX user, or claimed twice in this run, holds the newcomer.
         Returns how many users it held."""
         users = self.state.users
-        moving = {users[i].login_id for _, (u, i, _) in self.d.matches.items() if u.user.login_id != users[i].login_id}
+        moving = {users[i].login_id for u, i, _ in self.d.matches.values() if u.user.login_id != users[i].login_id}
         active = self._active()
         claims = Counter(user.user.login_id for _, user, _ in active)
         twice = defaultdict(list)  # only the logins claimed more than once
@@ -292,12 +294,13 @@ class Reconciler:
         for pbx_id in self.d.orphans:
             current = self.state.users[pbx_id]
             released |= current.numbers() - {current.primary_internal_number}
-        for _, (user, pbx_id, _) in self.d.matches.items():
-            current, wanted = self.state.users[pbx_id], user.user
-            if (current.internal_numbers, current.external_numbers, current.fax_numbers) != (
-                wanted.internal_numbers,
-                wanted.external_numbers,
-                wanted.fax_numbers,
+        users = self.state.users
+        for user, pbx_id, _ in self.d.matches.values():
+            current, wanted = users[pbx_id], user.user
+            if (
+                current.internal_numbers != wanted.internal_numbers
+                or current.external_numbers != wanted.external_numbers
+                or current.fax_numbers != wanted.fax_numbers
             ):
                 released |= current.numbers() - wanted.numbers()
         return released
@@ -524,6 +527,18 @@ def _twice(groups) -> set[DesiredGroup]:
     names = Counter(g.name.lower() for g in groups)
     keys = Counter(g.key for g in groups)
     return {g for g in groups if names[g.name.lower()] > 1 or keys[g.key] > 1}
+
+
+def _all_exist(shapes: list[PhoneUser], numbers, internal: set[str], external: set[str]) -> bool:
+    """Every primary internal number is an internal number of the PBX, every external number an external one,
+    and every other number one of the PBX: what _check_numbers_exist asks of each user, for all at once."""
+    primaries, externals, others = set(), set(), set()
+    for shape in shapes:
+        primaries.add(shape.primary_internal_number)
+        externals.update(shape.external_numbers)
+        others.update(shape.internal_numbers)
+        others.update(shape.fax_numbers)
+    return primaries <= internal and externals <= external and others <= numbers.keys()
 
 
 def _id_order(pbx_id: str):

@@ -96,23 +96,38 @@ def _text(value: str | bytes) -> str:
     return value if type(value) is str else value.decode("utf-8")
 
 
-def _values(entry: Mapping[str, list], names: Sequence[str]) -> list[str]:
+def _values(entry: Mapping[str, list], names: Sequence[str]) -> tuple[str, ...]:
     out = []
-    for name in names:
-        for value in entry.get(name.lower()) or ():
-            text = _text(value).strip()
+    for name in _lowered(names):
+        for value in entry.get(name) or ():
+            text = (value if type(value) is str else value.decode("utf-8")).strip()  # _text, inlined: hot
             if text:
                 out.append(text)
-    return out
+    return tuple(out)
 
 
 def _first(entry: Mapping[str, list], names: Sequence[str]) -> str | None:
-    for name in names:
-        for value in entry.get(name.lower()) or ():
-            text = (value if type(value) is str else value.decode("utf-8")).strip()  # _text, inlined: hot
+    for name in _lowered(names):
+        for value in entry.get(name) or ():
+            text = (value if type(value) is str else value.decode("utf-8")).strip()
             if text:
                 return text
     return None
+
+
+_LOWERED: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _lowered(names: Sequence[str]) -> tuple[str, ...]:
+    """The attribute names in lower case, as entries hold them: worked out once per list of names, not per
+    user (the names are the configuration's few tuples)."""
+    try:
+        return _LOWERED[names]
+    except (KeyError, TypeError):  # a list is no key: lowered each time
+        lowered = tuple(name.lower() for name in names)
+        if type(names) is tuple:
+            _LOWERED[names] = lowered
+        return lowered
 
 
 def _enabled(entry: Mapping[str, list], names: Sequence[str]) -> bool:
@@ -138,9 +153,9 @@ def to_directory_user(dn: str, entry: Mapping[str, list], attrs: Mapping[str, Se
         first_name=_first(entry, attrs["first_name"]),
         last_name=_first(entry, attrs["last_name"]),
         email=_first(entry, attrs["email"]),
-        phones=tuple(_values(entry, attrs["phones"])),
-        faxes=tuple(_values(entry, attrs["faxes"])),
-        groups=frozenset(groups),
+        phones=_values(entry, attrs["phones"]),
+        faxes=_values(entry, attrs["faxes"]),
+        groups=groups if type(groups) is frozenset else frozenset(groups),
         enabled=_enabled(entry, attrs["enabled"]),
     )
 
