@@ -65,7 +65,7 @@ def read_directory(config: Config, progress: Progress = NO_PROGRESS, stream: boo
 
 
 def render_directory(directory: Directory, config: Config) -> DesiredState:
-    state = _desired_state(directory, config)
+    state = DesiredState(render_users(directory, config), dict(directory.attributes), dict(directory.origin))
     rendered = state.rendered
     log.info(
         "rendered %d desired users, %d held, %d out of scope",
@@ -74,10 +74,6 @@ def render_directory(directory: Directory, config: Config) -> DesiredState:
         rendered.out_of_scope,
     )
     return state
-
-
-def _desired_state(directory: Directory, config: Config) -> DesiredState:
-    return DesiredState(render_users(directory, config), dict(directory.attributes), dict(directory.origin))
 
 
 def render_to_file(config: Config, out: Path | None, progress: Progress = NO_PROGRESS) -> tuple[DesiredState, Path]:
