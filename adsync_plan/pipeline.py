@@ -251,6 +251,7 @@ def _plan_from_source(
             raise
         desired = render_directory(_streamed_directory(child), config)
     with background.Forked(lambda: _ahead(desired, snapshot, config)) as ahead:
+        # one stream of answers: _plan asks for the likely fields (at the diff) before the digest (at the end)
         return _plan(
             config, desired, snapshot, None, allow_mass_orphan, digest=ahead.next, likely=ahead.next, targets=targets
         )

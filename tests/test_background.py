@@ -12,6 +12,8 @@ import pytest
 from adsync_plan import background, diff, pipeline, planfile
 from adsync_plan.config import load_config
 from adsync_plan.errors import AdsyncError
+from adsync_plan.model import PbxState, PhoneUser
+from adsync_plan.rules.directory import DesiredUser, Rendered
 from tests.conftest import copy_case
 from tests.test_golden import CASE_NAMES
 
@@ -248,8 +250,6 @@ def test_fields_guessed_ahead_give_the_plan_made_in_one_process(cli, demo, forki
 def test_when_nearly_every_user_changes_the_fork_names_only_what_takes_as_long_as_reconciling():
     """1,500 bound users whose last name changed: the fork names 1,000 (its floor; one for every ten users in
     scope at scale) and leaves the other 500 to `actions`, which names them in two processes."""
-    from adsync_plan.model import PbxState, PhoneUser
-    from adsync_plan.rules.directory import DesiredUser, Rendered
 
     def shape(n: int, last: str) -> PhoneUser:
         return PhoneUser(str(n), "Max", last, f"u{n}@example.com", "user", str(n), (str(n),))
